@@ -1,0 +1,89 @@
+//! What reaches a session: one user's inbound events, independent of Telegram's types.
+
+use crate::ports::{ChatId, UserId};
+
+/// The sender of an event, as Telegram describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub user_id: UserId,
+    pub chat_id: ChatId,
+    pub first_name: String,
+    pub language_code: Option<String>,
+}
+
+/// One event for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub sender: Sender,
+    pub kind: InboundKind,
+}
+
+/// What the user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundKind {
+    /// A bot command such as `/start`.
+    Command(Command),
+    /// A plain text message.
+    Text(String),
+    /// A pressed inline button.
+    Button { callback_id: String, data: String },
+}
+
+/// The commands the bot understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Help,
+    /// A command we do not know; answered with the help text.
+    Unknown(String),
+}
+
+impl InboundKind {
+    /// Classifies a message text: `/start`, `/help@vitte_bot`, … become commands, the rest text.
+    pub fn from_text(text: &str) -> InboundKind {
+        let trimmed = text.trim();
+        let Some(rest) = trimmed.strip_prefix('/') else {
+            return InboundKind::Text(text.to_owned());
+        };
+        let word = rest.split_whitespace().next().unwrap_or("");
+        let name = word.split('@').next().unwrap_or("").to_lowercase();
+        if name.is_empty() {
+            return InboundKind::Text(text.to_owned());
+        }
+        InboundKind::Command(match name.as_str() {
+            "start" => Command::Start,
+            "help" => Command::Help,
+            _ => Command::Unknown(name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_recognised_with_and_without_bot_name() {
+        assert_eq!(
+            InboundKind::from_text("/start"),
+            InboundKind::Command(Command::Start)
+        );
+        assert_eq!(
+            InboundKind::from_text("/HELP@vitte_bot now"),
+            InboundKind::Command(Command::Help)
+        );
+        assert_eq!(
+            InboundKind::from_text("/dance"),
+            InboundKind::Command(Command::Unknown("dance".into()))
+        );
+    }
+
+    #[test]
+    fn plain_text_and_lone_slash_are_text() {
+        assert_eq!(
+            InboundKind::from_text("hello /start"),
+            InboundKind::Text("hello /start".into())
+        );
+        assert_eq!(InboundKind::from_text("/"), InboundKind::Text("/".into()));
+    }
+}

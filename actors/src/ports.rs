@@ -1,0 +1,228 @@
+//! The ports: what the actors need from the outside world, as small traits.
+//!
+//! The binary implements them over Telegram (teloxide), an OpenAI-compatible HTTP API (reqwest)
+//! and SQL storage (diesel); unit tests implement them in memory.
+
+use async_trait::async_trait;
+
+/// A Telegram user id (also the key of a session).
+pub type UserId = i64;
+/// A Telegram chat id.
+pub type ChatId = i64;
+/// The storage id of a dialog.
+pub type DialogId = i64;
+
+/// An inline keyboard: rows of buttons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keyboard {
+    pub rows: Vec<Vec<Button>>,
+}
+
+/// One inline button: the label the user sees and the data the bot gets back when pressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    pub label: String,
+    pub data: String,
+}
+
+/// Why a message could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The user blocked the bot or deleted the chat; retrying will not help.
+    #[error("the user has blocked the bot")]
+    Blocked,
+    /// Telegram (or the network) failed; the message was not delivered.
+    #[error("delivery failed: {0}")]
+    Failed(String),
+}
+
+/// Outgoing messages to the user (Telegram in production, the terminal in `vitte chat`).
+#[async_trait]
+pub trait Messenger: Send + Sync + 'static {
+    /// Sends one message of at most 4096 characters, with an optional inline keyboard.
+    /// Returns the id of the sent message.
+    async fn send_text(
+        &self,
+        chat: ChatId,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) -> Result<i64, DeliveryError>;
+
+    /// Shows "typing…" in the chat for a few seconds.
+    async fn show_typing(&self, chat: ChatId) -> Result<(), DeliveryError>;
+
+    /// Acknowledges a pressed inline button (stops its loading spinner).
+    async fn acknowledge_button(&self, callback_id: &str) -> Result<(), DeliveryError>;
+}
+
+/// Who wrote a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        match value {
+            "system" => Some(Role::System),
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            _ => None,
+        }
+    }
+}
+
+/// One message of an LLM request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// A request for one completion; the model and sampling settings belong to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionRequest {
+    pub messages: Vec<ChatMessage>,
+}
+
+/// What the LLM answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+}
+
+/// Why a completion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the LLM did not answer in time")]
+    Timeout,
+    #[error("could not reach the LLM: {0}")]
+    Unreachable(String),
+    #[error("the LLM answered with HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the LLM's answer could not be read: {0}")]
+    Malformed(String),
+}
+
+/// An OpenAI-compatible chat model.
+#[async_trait]
+pub trait LanguageModel: Send + Sync + 'static {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError>;
+}
+
+/// A storage failure (the details are logged by the implementation).
+#[derive(Debug, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct StoreError(pub String);
+
+/// What we know about a Telegram user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    pub user_id: UserId,
+    pub chat_id: ChatId,
+    pub first_name: String,
+    pub language_code: Option<String>,
+}
+
+/// A stored message of a dialog's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub role: Role,
+    pub content: String,
+    /// Tokens of `content`, counted once when the message was stored.
+    pub token_count: u32,
+}
+
+/// Whether a stored message was fully delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// A normal message.
+    Complete,
+    /// A user message the LLM could not answer (kept, so nothing is lost).
+    Unanswered,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Unanswered => "unanswered",
+        }
+    }
+}
+
+/// A message to append to a dialog.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: Role,
+    pub content: String,
+    pub token_count: u32,
+    pub status: MessageStatus,
+    pub telegram_message_id: Option<i64>,
+}
+
+/// A dialog loaded from storage: a persona in a slot, and its most recent history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDialog {
+    pub dialog_id: DialogId,
+    pub slot: u8,
+    pub persona_id: String,
+    /// Oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Everything a session needs to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub profile: UserProfile,
+    pub active_dialog: Option<StoredDialog>,
+}
+
+/// Durable state of sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Loads a user's profile and active dialog with at most `history_limit` recent messages.
+    async fn load_session(
+        &self,
+        user_id: UserId,
+        history_limit: usize,
+    ) -> Result<Option<StoredSession>, StoreError>;
+
+    /// Creates or updates the user's profile.
+    async fn save_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
+
+    /// Starts a new dialog with `persona_id` in `slot` (closing the one there) and makes the
+    /// slot active.
+    async fn open_dialog(
+        &self,
+        user_id: UserId,
+        slot: u8,
+        persona_id: &str,
+    ) -> Result<DialogId, StoreError>;
+
+    /// Appends a message to a dialog.
+    async fn append_message(
+        &self,
+        dialog_id: DialogId,
+        message: &NewMessage,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a user message as unanswered (the LLM failed).
+    async fn mark_last_user_message_unanswered(
+        &self,
+        dialog_id: DialogId,
+    ) -> Result<(), StoreError>;
+}

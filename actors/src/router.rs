@@ -1,0 +1,160 @@
+//! The session router: users are sharded over N arbiters (single-threaded event loops) by
+//! user id; each shard activates session actors on demand and forgets them when they go idle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::event::Inbound;
+use crate::ports::UserId;
+use crate::session::{Deliver, Passivate, SessionActor, SessionDeps, SessionIdle};
+
+/// Routes events to sessions; cheap to clone and share between HTTP workers.
+#[derive(Clone)]
+pub struct SessionRouter {
+    shards: Arc<[Addr<SessionShard>]>,
+    arbiters: Arc<[ArbiterHandle]>,
+    deps: Arc<SessionDeps>,
+}
+
+impl SessionRouter {
+    /// Starts `shard_count` arbiters (at least one), each running one shard. Must be called
+    /// inside a running actix system.
+    pub fn start(shard_count: usize, deps: SessionDeps) -> SessionRouter {
+        let deps = Arc::new(deps);
+        let shard_count = shard_count.max(1);
+        let mut shards = Vec::with_capacity(shard_count);
+        let mut arbiters = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            let arbiter = Arbiter::new().handle();
+            let shard_deps = deps.clone();
+            shards.push(SessionShard::start_in_arbiter(&arbiter, move |_| {
+                SessionShard {
+                    deps: shard_deps,
+                    sessions: HashMap::new(),
+                }
+            }));
+            arbiters.push(arbiter);
+        }
+        SessionRouter {
+            shards: shards.into(),
+            arbiters: arbiters.into(),
+            deps,
+        }
+    }
+
+    /// Hands an event to its user's shard. Events of one user always take the same path, so
+    /// their order is kept.
+    pub fn route(&self, event: Inbound) {
+        let index = shard_index(event.sender.user_id, self.shards.len());
+        self.shards[index].do_send(RouteEvent(event));
+    }
+
+    /// Events accepted by sessions and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.deps.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every accepted event is finished, or `timeout` passes. Returns whether all
+    /// finished. Call it after ingress has stopped.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.in_flight() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops the shard arbiters (and with them every session).
+    pub fn stop(&self) {
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+    }
+}
+
+fn shard_index(user_id: UserId, shards: usize) -> usize {
+    // Spread consecutive ids evenly; `rem_euclid` keeps negative ids (test users) in range.
+    (user_id.rem_euclid(shards as i64)) as usize
+}
+
+/// One shard: the sessions living on one arbiter.
+pub struct SessionShard {
+    deps: Arc<SessionDeps>,
+    sessions: HashMap<UserId, ShardEntry>,
+}
+
+struct ShardEntry {
+    session: Addr<SessionActor>,
+    /// Events routed to this session; compared with what it received before passivating.
+    routed: u64,
+}
+
+impl Actor for SessionShard {
+    type Context = Context<Self>;
+}
+
+/// An event to deliver to its user's session, activating the session if needed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RouteEvent(pub Inbound);
+
+impl Handler<RouteEvent> for SessionShard {
+    type Result = ();
+
+    /// Finds or activates the user's session and delivers the event. A session whose actor
+    /// has died is replaced by a fresh activation, which reloads from storage.
+    fn handle(&mut self, RouteEvent(event): RouteEvent, ctx: &mut Self::Context) {
+        let user_id = event.sender.user_id;
+        let alive = self
+            .sessions
+            .get(&user_id)
+            .is_some_and(|entry| entry.session.connected());
+        if !alive {
+            let session =
+                SessionActor::new(user_id, self.deps.clone(), ctx.address().recipient()).start();
+            self.sessions
+                .insert(user_id, ShardEntry { session, routed: 0 });
+        }
+        if let Some(entry) = self.sessions.get_mut(&user_id) {
+            entry.routed += 1;
+            entry.session.do_send(Deliver(event));
+        }
+    }
+}
+
+impl Handler<SessionIdle> for SessionShard {
+    type Result = ();
+
+    /// Passivates an idle session unless an event is already on its way to it.
+    fn handle(&mut self, idle: SessionIdle, _ctx: &mut Self::Context) {
+        let Some(entry) = self.sessions.get(&idle.user_id) else {
+            return;
+        };
+        if entry.routed == idle.events_received {
+            if let Some(entry) = self.sessions.remove(&idle.user_id) {
+                entry.session.do_send(Passivate);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_index;
+
+    #[test]
+    fn shard_index_is_in_range_for_any_id() {
+        for id in [-7_i64, 0, 1, 5, i64::MAX, i64::MIN] {
+            assert!(shard_index(id, 3) < 3);
+        }
+        assert_eq!(shard_index(4, 2), 0);
+        assert_eq!(shard_index(5, 2), 1);
+    }
+}

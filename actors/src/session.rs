@@ -1,0 +1,778 @@
+//! The session actor: one per Telegram user, a virtual actor in the Orleans sense.
+//!
+//! Nobody creates sessions explicitly: the [`crate::router`] activates one on a user's first
+//! event and passivates it after [`SessionSettings::idle_timeout`] without events. Its state is
+//! loaded from storage on activation and every change is written through, so passivation (or a
+//! crash) loses nothing.
+//!
+//! Events are handled strictly one at a time in arrival order: they wait in a bounded queue
+//! while the previous one is being answered. The work for one event runs as a future that
+//! *owns* the session state; if it panics the panic is caught, counted and logged, the user is
+//! told, and the state is thrown away and reloaded from storage before the next event. Other
+//! sessions on the same arbiter never notice.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use futures::future::{Either, select};
+
+use crate::event::{Command, Inbound, InboundKind, Sender};
+use crate::metrics::Metrics;
+use crate::persona::{Persona, PersonaCatalog};
+use crate::ports::{
+    Button, ChatId, CompletionRequest, DialogId, HistoryEntry, Keyboard, LanguageModel, LlmError,
+    MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, UserId, UserProfile,
+};
+use crate::prompt::PromptBuilder;
+use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, split_message};
+
+/// Prefix of the callback data of persona buttons.
+pub const PERSONA_BUTTON_PREFIX: &str = "p:";
+/// Until the dialogs issue brings three slots, every dialog lives in slot 1.
+const DEFAULT_SLOT: u8 = 1;
+
+/// How sessions behave; from the `[session]` configuration section.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// A session without events for this long is passivated (removed from memory).
+    pub idle_timeout: Duration,
+    /// Events waiting behind the one being answered; more are refused with a notice.
+    pub max_queued_events: usize,
+    /// Messages of history kept in memory (and loaded on activation) per dialog.
+    pub history_limit: usize,
+    /// How often "typing…" is re-sent while the LLM works (Telegram shows it for ~5 s).
+    pub typing_interval: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_queued_events: 5,
+            history_limit: 200,
+            typing_interval: Duration::from_secs(4),
+        }
+    }
+}
+
+/// What every session needs: the ports, the personas, settings and metrics.
+pub struct SessionDeps {
+    pub messenger: Arc<dyn Messenger>,
+    pub llm: Arc<dyn LanguageModel>,
+    pub store: Arc<dyn SessionStore>,
+    pub personas: Arc<PersonaCatalog>,
+    pub prompts: PromptBuilder,
+    pub metrics: Metrics,
+    pub settings: SessionSettings,
+    /// Events accepted by sessions and not finished yet (for draining at shutdown).
+    pub in_flight: AtomicUsize,
+}
+
+/// The session's in-memory state. It is owned by the work in progress while an event is
+/// handled, and by the actor in between.
+#[derive(Debug, Default)]
+struct SessionState {
+    profile: Option<UserProfile>,
+    dialog: Option<ActiveDialog>,
+}
+
+#[derive(Debug)]
+struct ActiveDialog {
+    id: DialogId,
+    persona: Arc<Persona>,
+    /// Oldest first; at most `history_limit` entries.
+    history: VecDeque<HistoryEntry>,
+}
+
+impl SessionState {
+    fn from_stored(stored: Option<StoredSession>, personas: &PersonaCatalog) -> SessionState {
+        let Some(stored) = stored else {
+            return SessionState::default();
+        };
+        let dialog = stored.active_dialog.and_then(|dialog| {
+            // A dialog whose persona file was removed cannot go on; the user picks anew.
+            let persona = personas.get(&dialog.persona_id)?;
+            Some(ActiveDialog {
+                id: dialog.dialog_id,
+                persona,
+                history: dialog.history.into(),
+            })
+        });
+        SessionState {
+            profile: Some(stored.profile),
+            dialog,
+        }
+    }
+}
+
+/// One user's session.
+pub struct SessionActor {
+    user_id: UserId,
+    deps: Arc<SessionDeps>,
+    shard: Recipient<SessionIdle>,
+    /// `None` while an event is being handled (the work owns it) or before the first load.
+    state: Option<SessionState>,
+    queue: VecDeque<Inbound>,
+    /// A piece of work (a load or an event) is running.
+    busy: bool,
+    /// The running work is an event (not a load); it counts against the queue bound.
+    handling_event: bool,
+    needs_load: bool,
+    events_received: u64,
+    idle_timer: Option<SpawnHandle>,
+}
+
+/// An event for this session, routed by its shard.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Inbound);
+
+/// Tells the session to stop: it has been idle and its shard has forgotten it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
+/// Sent by a session to its shard when it has been idle for the idle timeout.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionIdle {
+    pub user_id: UserId,
+    /// How many events the session had received; the shard passivates it only if it has
+    /// routed no more than that (no event is on its way).
+    pub events_received: u64,
+}
+
+impl SessionActor {
+    pub fn new(user_id: UserId, deps: Arc<SessionDeps>, shard: Recipient<SessionIdle>) -> Self {
+        SessionActor {
+            user_id,
+            deps,
+            shard,
+            state: None,
+            queue: VecDeque::new(),
+            busy: false,
+            handling_event: false,
+            needs_load: true,
+            events_received: 0,
+            idle_timer: None,
+        }
+    }
+
+    /// Starts the next piece of work if none is running: the (re)load from storage first,
+    /// then queued events in order; with nothing to do, arms the idle timer.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if self.needs_load {
+            self.start_load(ctx);
+        } else if let Some(event) = self.queue.pop_front() {
+            self.start_event(event, ctx);
+        } else {
+            let idle_timeout = self.deps.settings.idle_timeout;
+            self.idle_timer = Some(ctx.run_later(idle_timeout, |session, _ctx| {
+                session.idle_timer = None;
+                session.shard.do_send(SessionIdle {
+                    user_id: session.user_id,
+                    events_received: session.events_received,
+                });
+            }));
+        }
+    }
+
+    fn start_load(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        let deps = self.deps.clone();
+        let user_id = self.user_id;
+        let load = async move {
+            deps.store
+                .load_session(user_id, deps.settings.history_limit)
+                .await
+                .map(|stored| SessionState::from_stored(stored, &deps.personas))
+        };
+        ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| {
+            session.busy = false;
+            match loaded {
+                Ok(state) => {
+                    session.state = Some(state);
+                    session.needs_load = false;
+                }
+                Err(error) => {
+                    // Without its state the session cannot answer; tell everyone waiting and
+                    // try loading again on the next event.
+                    tracing::error!(user_id = session.user_id, %error, "could not load session");
+                    session.deps.metrics.count_error("storage");
+                    for event in session.queue.drain(..) {
+                        let texts = texts_for(&event.sender);
+                        spawn_notice(&session.deps, event.sender.chat_id, texts.storage_failed);
+                        session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            }
+            session.pump(ctx);
+        }));
+    }
+
+    fn start_event(&mut self, event: Inbound, ctx: &mut Context<Self>) {
+        self.busy = true;
+        self.handling_event = true;
+        let deps = self.deps.clone();
+        let mut state = self.state.take().unwrap_or_default();
+        let sender = event.sender.clone();
+        let work = async move {
+            let outcome = AssertUnwindSafe(handle_event(&deps, &mut state, event))
+                .catch_unwind()
+                .await;
+            outcome.map(|()| state)
+        };
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.busy = false;
+            session.handling_event = false;
+            session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+            match outcome {
+                Ok(state) => session.state = Some(state),
+                Err(panic) => session.recover_from_panic(&sender, panic.as_ref()),
+            }
+            session.pump(ctx);
+        }));
+    }
+
+    /// A panic in the work for one event: count and log it, apologise, and restart the
+    /// session from storage (its in-memory state may be half-updated).
+    fn recover_from_panic(&mut self, sender: &Sender, panic: &(dyn std::any::Any + Send)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        tracing::error!(user_id = self.user_id, panic = %message, "session panicked; restarting it from storage");
+        self.deps.metrics.session_panics_total.inc();
+        self.deps.metrics.count_error("panic");
+        self.state = None;
+        self.needs_load = true;
+        spawn_notice(&self.deps, sender.chat_id, texts_for(sender).internal_error);
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.deps.metrics.sessions_active.inc();
+        self.pump(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.deps.metrics.sessions_active.dec();
+    }
+}
+
+impl Handler<Deliver> for SessionActor {
+    type Result = ();
+
+    /// Queues the event behind the one in progress, or refuses it with a notice when the
+    /// queue is full (the user is asked to resend it; nothing disappears silently).
+    fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
+        self.events_received += 1;
+        // One event in progress plus `max_queued_events` waiting behind it.
+        let accepted = self.queue.len() + usize::from(self.handling_event);
+        if accepted > self.deps.settings.max_queued_events {
+            self.deps.metrics.count_error("queue_full");
+            let texts = texts_for(&event.sender);
+            if let InboundKind::Button { callback_id, .. } = &event.kind {
+                spawn_acknowledge(&self.deps, callback_id.clone());
+            }
+            spawn_notice(&self.deps, event.sender.chat_id, texts.queue_full);
+            return;
+        }
+        self.deps.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.queue.push_back(event);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Passivate> for SessionActor {
+    type Result = ();
+
+    /// Stops the session; its state is already in storage.
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+fn texts_for(sender: &Sender) -> &'static Texts {
+    Texts::for_language(sender.language_code.as_deref())
+}
+
+/// Sends a short notice without waiting for it (used outside the ordered work).
+fn spawn_notice(deps: &Arc<SessionDeps>, chat: ChatId, text: &'static str) {
+    let deps = deps.clone();
+    actix::spawn(async move {
+        send(&deps, chat, text, None).await;
+    });
+}
+
+fn spawn_acknowledge(deps: &Arc<SessionDeps>, callback_id: String) {
+    let deps = deps.clone();
+    actix::spawn(async move {
+        if let Err(error) = deps.messenger.acknowledge_button(&callback_id).await {
+            tracing::debug!(%error, "could not acknowledge a button");
+        }
+    });
+}
+
+/// Sends one message (≤ 4096 characters), counting and logging failures. Returns the
+/// Telegram message id when it was delivered.
+async fn send(
+    deps: &SessionDeps,
+    chat: ChatId,
+    text: &str,
+    keyboard: Option<&Keyboard>,
+) -> Option<i64> {
+    match deps.messenger.send_text(chat, text, keyboard).await {
+        Ok(message_id) => {
+            deps.metrics
+                .telegram_messages_total
+                .with_label_values(&["out"])
+                .inc();
+            Some(message_id)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not deliver a message");
+            deps.metrics.count_error("telegram");
+            None
+        }
+    }
+}
+
+/// Sends a reply of any length, split into Telegram-sized parts; the keyboard goes on the
+/// last part. Returns the id of the last part delivered.
+async fn send_long(
+    deps: &SessionDeps,
+    chat: ChatId,
+    text: &str,
+    keyboard: Option<&Keyboard>,
+) -> Option<i64> {
+    let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
+    let last = parts.len() - 1;
+    let mut delivered = None;
+    for (index, part) in parts.iter().enumerate() {
+        let keyboard = if index == last { keyboard } else { None };
+        delivered = send(deps, chat, part, keyboard).await.or(delivered);
+    }
+    delivered
+}
+
+/// The persona gallery as an inline keyboard, one persona per row.
+fn persona_keyboard(personas: &PersonaCatalog) -> Keyboard {
+    Keyboard {
+        rows: personas
+            .all()
+            .iter()
+            .map(|persona| {
+                vec![Button {
+                    label: format!("{} — {}", persona.name, persona.tagline),
+                    data: format!("{PERSONA_BUTTON_PREFIX}{}", persona.id),
+                }]
+            })
+            .collect(),
+    }
+}
+
+/// Handles one event with exclusive access to the session's state.
+async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbound) {
+    remember_sender(deps, state, &event.sender).await;
+    let sender = &event.sender;
+    let texts = texts_for(sender);
+    match event.kind {
+        InboundKind::Command(Command::Start) => {
+            let keyboard = persona_keyboard(&deps.personas);
+            send(deps, sender.chat_id, texts.choose_persona, Some(&keyboard)).await;
+        }
+        InboundKind::Command(Command::Help | Command::Unknown(_)) => {
+            send(deps, sender.chat_id, texts.help, None).await;
+        }
+        InboundKind::Button { callback_id, data } => {
+            if let Err(error) = deps.messenger.acknowledge_button(&callback_id).await {
+                tracing::debug!(%error, "could not acknowledge a button");
+            }
+            if let Some(persona_id) = data.strip_prefix(PERSONA_BUTTON_PREFIX) {
+                choose_persona(deps, state, sender, persona_id).await;
+            }
+        }
+        InboundKind::Text(text) => answer_text(deps, state, sender, text).await,
+    }
+}
+
+/// Stores the user's profile when it is new or Telegram reports a change.
+async fn remember_sender(deps: &SessionDeps, state: &mut SessionState, sender: &Sender) {
+    let profile = UserProfile {
+        user_id: sender.user_id,
+        chat_id: sender.chat_id,
+        first_name: sender.first_name.clone(),
+        language_code: sender.language_code.clone(),
+    };
+    if state.profile.as_ref() == Some(&profile) {
+        return;
+    }
+    match deps.store.save_profile(&profile).await {
+        Ok(()) => state.profile = Some(profile),
+        Err(error) => {
+            tracing::warn!(%error, "could not save a user profile");
+            deps.metrics.count_error("storage");
+        }
+    }
+}
+
+async fn choose_persona(
+    deps: &SessionDeps,
+    state: &mut SessionState,
+    sender: &Sender,
+    persona_id: &str,
+) {
+    let texts = texts_for(sender);
+    let Some(persona) = deps.personas.get(persona_id) else {
+        let keyboard = persona_keyboard(&deps.personas);
+        send(deps, sender.chat_id, texts.unknown_persona, Some(&keyboard)).await;
+        return;
+    };
+    let dialog_id = match deps
+        .store
+        .open_dialog(sender.user_id, DEFAULT_SLOT, &persona.id)
+        .await
+    {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::error!(%error, "could not open a dialog");
+            deps.metrics.count_error("storage");
+            send(deps, sender.chat_id, texts.storage_failed, None).await;
+            return;
+        }
+    };
+    let greeting = persona.greeting(&sender.first_name);
+    let mut dialog = ActiveDialog {
+        id: dialog_id,
+        persona,
+        history: VecDeque::new(),
+    };
+    let message_id = send_long(deps, sender.chat_id, &greeting, None).await;
+    record(
+        deps,
+        &mut dialog,
+        Role::Assistant,
+        greeting,
+        MessageStatus::Complete,
+        message_id,
+    )
+    .await;
+    state.dialog = Some(dialog);
+}
+
+/// A user's text: store it, ask the LLM with the persona prompt and the history, deliver the
+/// reply and store it. Any failure ends in a short apology, never silence.
+async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Sender, text: String) {
+    let texts = texts_for(sender);
+    let Some(dialog) = state.dialog.as_mut() else {
+        let keyboard = persona_keyboard(&deps.personas);
+        send(
+            deps,
+            sender.chat_id,
+            texts.choose_persona_first,
+            Some(&keyboard),
+        )
+        .await;
+        return;
+    };
+    if !record(
+        deps,
+        dialog,
+        Role::User,
+        text,
+        MessageStatus::Complete,
+        None,
+    )
+    .await
+    {
+        send(deps, sender.chat_id, texts.storage_failed, None).await;
+        return;
+    }
+
+    let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
+    let request = CompletionRequest {
+        messages: deps
+            .prompts
+            .build(&dialog.persona, &sender.first_name, &history),
+    };
+    let started = Instant::now();
+    let completion = complete_while_typing(deps, sender.chat_id, request).await;
+    deps.metrics
+        .ai_request_duration_seconds
+        .observe(started.elapsed().as_secs_f64());
+
+    match completion {
+        Ok(completion) if !completion.text.trim().is_empty() => {
+            deps.metrics
+                .ai_requests_total
+                .with_label_values(&["ok"])
+                .inc();
+            let reply = completion.text.trim().to_owned();
+            let message_id = send_long(deps, sender.chat_id, &reply, None).await;
+            record(
+                deps,
+                dialog,
+                Role::Assistant,
+                reply,
+                MessageStatus::Complete,
+                message_id,
+            )
+            .await;
+        }
+        outcome => {
+            let (status, error) = match outcome {
+                Err(LlmError::Timeout) => ("timeout", "timed out".to_owned()),
+                Err(error) => ("error", error.to_string()),
+                Ok(_) => ("error", "empty reply".to_owned()),
+            };
+            tracing::warn!(error = %error, "LLM request failed");
+            deps.metrics
+                .ai_requests_total
+                .with_label_values(&[status])
+                .inc();
+            deps.metrics.count_error("llm");
+            if let Err(error) = deps
+                .store
+                .mark_last_user_message_unanswered(dialog.id)
+                .await
+            {
+                tracing::warn!(%error, "could not mark a message unanswered");
+            }
+            send(deps, sender.chat_id, texts.llm_failed, None).await;
+        }
+    }
+}
+
+/// Calls the LLM, showing "typing…" in the chat until it answers.
+async fn complete_while_typing(
+    deps: &SessionDeps,
+    chat: ChatId,
+    request: CompletionRequest,
+) -> Result<crate::ports::Completion, LlmError> {
+    let keep_typing = async {
+        loop {
+            if let Err(error) = deps.messenger.show_typing(chat).await {
+                tracing::debug!(%error, "could not show typing");
+            }
+            tokio::time::sleep(deps.settings.typing_interval).await;
+        }
+    };
+    let typing: std::pin::Pin<Box<dyn Future<Output = Infallible> + '_>> = Box::pin(keep_typing);
+    match select(deps.llm.complete(request), typing).await {
+        Either::Left((completion, _)) => completion,
+        Either::Right((never, _)) => match never {},
+    }
+}
+
+/// Appends a message to the dialog in storage and in memory. Returns false if storage
+/// failed (the message is then not in the history either).
+async fn record(
+    deps: &SessionDeps,
+    dialog: &mut ActiveDialog,
+    role: Role,
+    content: String,
+    status: MessageStatus,
+    telegram_message_id: Option<i64>,
+) -> bool {
+    let message = NewMessage {
+        role,
+        token_count: deps.prompts.counter().count(&content),
+        content,
+        status,
+        telegram_message_id,
+    };
+    if let Err(error) = deps.store.append_message(dialog.id, &message).await {
+        tracing::error!(%error, "could not store a message");
+        deps.metrics.count_error("storage");
+        return false;
+    }
+    dialog.history.push_back(HistoryEntry {
+        role: message.role,
+        content: message.content,
+        token_count: message.token_count,
+    });
+    while dialog.history.len() > deps.settings.history_limit {
+        dialog.history.pop_front();
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::SessionRouter;
+    use crate::testing::*;
+
+    struct Harness {
+        router: SessionRouter,
+        messenger: Arc<RecordingMessenger>,
+        llm: Arc<EchoLlm>,
+        store: Arc<MemoryStore>,
+        metrics: Metrics,
+    }
+
+    fn harness(settings: SessionSettings, llm_delay: Duration) -> Harness {
+        let messenger = Arc::new(RecordingMessenger::default());
+        let llm = Arc::new(EchoLlm {
+            delay: llm_delay,
+            ..EchoLlm::default()
+        });
+        let store = Arc::new(MemoryStore::default());
+        let metrics = Metrics::new().expect("metrics");
+        let persona = Persona::parse(
+            std::path::Path::new("mira.toml"),
+            "name = \"Mira\"\ndescription = \"Keeps a lighthouse.\"\nfirst_mes = \"Hi {{user}}\"\n",
+        )
+        .expect("persona");
+        let deps = SessionDeps {
+            messenger: messenger.clone(),
+            llm: llm.clone(),
+            store: store.clone(),
+            personas: Arc::new(PersonaCatalog::new(vec![persona])),
+            prompts: PromptBuilder::new(
+                crate::prompt::TokenCounter::new(),
+                crate::prompt::TokenBudget {
+                    context_tokens: 4000,
+                    reply_tokens: 500,
+                },
+            ),
+            metrics: metrics.clone(),
+            settings,
+            in_flight: AtomicUsize::new(0),
+        };
+        Harness {
+            router: SessionRouter::start(1, deps),
+            messenger,
+            llm,
+            store,
+            metrics,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn messages_of_one_user_are_answered_in_order_with_history() {
+        let h = harness(SessionSettings::default(), Duration::from_millis(20));
+        h.router.route(pick(1, "mira"));
+        for index in 0..5 {
+            h.router.route(text(1, &format!("m{index}")));
+        }
+        eventually("five replies", || h.messenger.texts_to(1).len() == 6).await;
+        let texts = h.messenger.texts_to(1);
+        assert_eq!(texts[0], "Hi User1");
+        let replies: Vec<String> = (0..5).map(|i| format!("reply to: m{i}")).collect();
+        assert_eq!(texts[1..], replies[..]);
+        let requests = h.llm.requests.lock().expect("lock");
+        let last = requests.last().expect("requests");
+        assert!(last.messages[0].content.contains("Keeps a lighthouse."));
+        assert!(
+            last.messages.iter().any(|m| m.content == "reply to: m3"),
+            "history carried"
+        );
+        h.router.stop();
+    }
+
+    #[actix_rt::test]
+    async fn a_panic_is_answered_and_other_sessions_on_the_arbiter_go_on() {
+        let h = harness(SessionSettings::default(), Duration::from_millis(5));
+        h.router.route(pick(1, "mira"));
+        h.router.route(pick(2, "mira"));
+        h.router.route(text(1, "PANIC"));
+        h.router.route(text(2, "hello"));
+        h.router.route(text(1, "still there?"));
+        eventually("user 2 answered", || {
+            h.messenger
+                .texts_to(2)
+                .contains(&"reply to: hello".to_owned())
+        })
+        .await;
+        eventually("user 1 answered after the panic", || {
+            h.messenger
+                .texts_to(1)
+                .contains(&"reply to: still there?".to_owned())
+        })
+        .await;
+        let texts = h.messenger.texts_to(1);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("Sorry, something went wrong")),
+            "{texts:?}"
+        );
+        assert_eq!(h.metrics.session_panics_total.get(), 1);
+        // The session restarted from storage and still knows its history.
+        let requests = h.llm.requests.lock().expect("lock");
+        let last = requests.last().expect("requests");
+        assert!(last.messages.iter().any(|m| m.content == "PANIC"));
+        h.router.stop();
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_session_is_passivated_and_resumes_from_storage() {
+        let settings = SessionSettings {
+            idle_timeout: Duration::from_millis(100),
+            ..SessionSettings::default()
+        };
+        let h = harness(settings, Duration::ZERO);
+        h.router.route(pick(7, "mira"));
+        h.router.route(text(7, "remember the red door"));
+        eventually("reply", || h.messenger.texts_to(7).len() == 2).await;
+        eventually("passivated", || h.metrics.sessions_active.get() == 0).await;
+        h.router.route(text(7, "what did I say?"));
+        eventually("second reply", || h.messenger.texts_to(7).len() == 3).await;
+        let requests = h.llm.requests.lock().expect("lock");
+        let last = requests.last().expect("requests");
+        assert!(
+            last.messages
+                .iter()
+                .any(|m| m.content == "remember the red door"),
+            "history reloaded from storage"
+        );
+        assert_eq!(h.store.message_count(), 5);
+        h.router.stop();
+    }
+
+    #[actix_rt::test]
+    async fn a_full_queue_refuses_with_a_notice() {
+        let settings = SessionSettings {
+            max_queued_events: 2,
+            ..SessionSettings::default()
+        };
+        let h = harness(settings, Duration::from_millis(200));
+        h.router.route(pick(3, "mira"));
+        for index in 0..6 {
+            h.router.route(text(3, &format!("q{index}")));
+        }
+        let count = |prefix: &str| {
+            let texts = h.messenger.texts_to(3);
+            texts.iter().filter(|t| t.starts_with(prefix)).count()
+        };
+        eventually("two replies and four notices", || {
+            count("reply to") == 2 && count("I am still answering") == 4
+        })
+        .await;
+        // Nothing more arrives: the refused messages were not answered after all.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let notices = count("I am still answering");
+        assert_eq!(count("reply to"), 2);
+        assert_eq!(notices, 4);
+        h.router.stop();
+    }
+}

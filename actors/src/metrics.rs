@@ -4,6 +4,17 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// The kinds of `errors_total`.
+pub const ERROR_KINDS: [&str; 7] = [
+    "llm",
+    "storage",
+    "telegram",
+    "panic",
+    "queue_full",
+    "webhook_auth",
+    "webhook_body",
+];
+
 /// Every metric the runtime exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -15,7 +26,7 @@ pub struct Metrics {
     pub ai_request_duration_seconds: Histogram,
     pub sessions_active: IntGauge,
     pub session_panics_total: IntCounter,
-    /// Errors by kind (`llm`, `storage`, `telegram`, `webhook`, `panic`, `queue_full`).
+    /// Errors by kind, one of [`ERROR_KINDS`].
     pub errors_total: IntCounterVec,
     /// Telegram updates dropped because they had been processed already.
     pub duplicate_updates_total: IntCounter,
@@ -75,6 +86,9 @@ impl Metrics {
         }
         for status in ["ok", "error", "timeout"] {
             self.ai_requests_total.with_label_values(&[status]);
+        }
+        for kind in ERROR_KINDS {
+            self.errors_total.with_label_values(&[kind]);
         }
         Ok(())
     }

@@ -1,0 +1,4 @@
+DROP TABLE processed_updates;
+DROP TABLE messages;
+DROP TABLE dialogs;
+DROP TABLE users;

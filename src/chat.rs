@@ -1,0 +1,135 @@
+//! `vitte chat`: a conversation in the terminal through the same session actor, prompt
+//! builder, LLM client and storage as the bot, without Telegram.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
+use vitte_actors::event::{Inbound, InboundKind, Sender};
+use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger};
+use vitte_actors::session::PERSONA_BUTTON_PREFIX;
+
+use crate::config::{Purpose, Settings};
+use crate::startup::{Core, Customization};
+
+/// The terminal user's id: negative, so it never collides with a Telegram user's.
+const TERMINAL_USER: i64 = -1;
+/// Longest wait for an answer before the prompt returns anyway.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
+
+/// Prints messages to stdout and wakes the input loop when something was said.
+struct TerminalMessenger {
+    said: Notify,
+    keyboard: Mutex<Option<Keyboard>>,
+}
+
+#[async_trait]
+impl Messenger for TerminalMessenger {
+    async fn send_text(
+        &self,
+        _chat: ChatId,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) -> Result<i64, DeliveryError> {
+        let mut out = std::io::stdout().lock();
+        let mut printed = format!("\n{text}\n");
+        if let Some(keyboard) = keyboard {
+            for (index, button) in keyboard.rows.iter().flatten().enumerate() {
+                printed.push_str(&format!("  [{}] {}\n", index + 1, button.label));
+            }
+            printed.push_str("  (type the number to press a button)\n");
+        }
+        out.write_all(printed.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|error| DeliveryError::Failed(error.to_string()))?;
+        if let Ok(mut last) = self.keyboard.lock() {
+            *last = keyboard.cloned();
+        }
+        self.said.notify_one();
+        Ok(0)
+    }
+
+    async fn show_typing(&self, _chat: ChatId) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
+    async fn acknowledge_button(&self, _callback_id: &str) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+}
+
+/// Runs the terminal conversation with `persona_id` until end of input.
+pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
+    settings.validate(Purpose::Chat)?;
+    let messenger = Arc::new(TerminalMessenger {
+        said: Notify::new(),
+        keyboard: Mutex::new(None),
+    });
+    let core = Core::start(&settings, messenger.clone(), Customization::default()).await?;
+    let sender = Sender {
+        user_id: TERMINAL_USER,
+        chat_id: TERMINAL_USER,
+        first_name: std::env::var("USER").unwrap_or_else(|_| "You".to_owned()),
+        language_code: std::env::var("LANG")
+            .ok()
+            .map(|lang| lang.chars().take(2).collect()),
+    };
+    let event = |kind| Inbound {
+        sender: sender.clone(),
+        kind,
+    };
+    let mut button_counter = 0_u64;
+    let mut press = |data: String| {
+        button_counter += 1;
+        InboundKind::Button {
+            callback_id: format!("terminal-{button_counter}"),
+            data,
+        }
+    };
+    core.router
+        .route(event(press(format!("{PERSONA_BUTTON_PREFIX}{persona_id}"))));
+    wait_for_answer(&messenger).await;
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        print!("\n> ");
+        std::io::stdout()
+            .flush()
+            .context("writing to the terminal")?;
+        let Some(line) = lines.next_line().await.context("reading the terminal")? else {
+            break;
+        };
+        let line = line.trim().to_owned();
+        if line.is_empty() {
+            continue;
+        }
+        let pressed = line.parse::<usize>().ok().and_then(|number| {
+            let keyboard = messenger.keyboard.lock().ok()?.clone()?;
+            let button = keyboard
+                .rows
+                .into_iter()
+                .flatten()
+                .nth(number.checked_sub(1)?)?;
+            Some(button.data)
+        });
+        let kind = match pressed {
+            Some(data) => press(data),
+            None => InboundKind::from_text(&line),
+        };
+        core.router.route(event(kind));
+        wait_for_answer(&messenger).await;
+    }
+    core.router.drain(Duration::from_secs(5)).await;
+    core.router.stop();
+    Ok(())
+}
+
+async fn wait_for_answer(messenger: &TerminalMessenger) {
+    // A timeout only returns the prompt; the answer is still printed when it comes.
+    let _ = tokio::time::timeout(ANSWER_WAIT, messenger.said.notified()).await;
+}

@@ -1,0 +1,390 @@
+//! Configuration: `config/default.toml`, then the overlay named by `VITTE_ENV` (`local` by
+//! default, `production`), then `VITTE__SECTION__KEY` environment variables.
+//!
+//! Secrets are [`SecretString`]s: `Debug` redacts them, and [`Settings::to_redacted_toml`]
+//! prints `[redacted]` in their place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Why the configuration cannot be used; always one line naming the key at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl ConfigError {
+    fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub telegram: TelegramSettings,
+    pub llm: LlmSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub session: SessionSection,
+    pub personas: PersonaSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TelegramSettings {
+    #[serde(serialize_with = "redact")]
+    pub token: SecretString,
+    pub api_url: String,
+    pub mode: TelegramMode,
+    pub webhook_url: String,
+    #[serde(serialize_with = "redact")]
+    pub webhook_secret: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub polling_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LlmSettings {
+    pub base_url: String,
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+    pub model: String,
+    pub temperature: f32,
+    pub max_reply_tokens: u32,
+    pub context_tokens: u32,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseSettings {
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: SecretString,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RedisSettings {
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpSettings {
+    pub address: String,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SessionSection {
+    pub shards: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_queued_events: usize,
+    pub history_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PersonaSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// What the configuration will be used for; each use needs different keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `vitte serve` and `vitte check-config`: everything.
+    Serve,
+    /// `vitte chat`: no Telegram.
+    Chat,
+    /// `vitte migrate`: the database only.
+    Migrate,
+}
+
+/// The database backend chosen by the URL's scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A file path (its parent directory is created when missing).
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Settings {
+    /// Loads from `config_dir` (default `config/`, or `VITTE_CONFIG_DIR`), the `VITTE_ENV`
+    /// overlay and the environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let dir = std::env::var_os("VITTE_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let environment = std::env::var("VITTE_ENV").unwrap_or_else(|_| "local".to_owned());
+        Settings::load_from(&dir, &environment)
+    }
+
+    pub fn load_from(dir: &Path, environment: &str) -> Result<Settings, ConfigError> {
+        if !matches!(environment, "local" | "production") {
+            return Err(ConfigError::invalid(
+                "VITTE_ENV",
+                format!("unknown environment {environment:?} (use local or production)"),
+            ));
+        }
+        let default = dir.join("default.toml");
+        if !default.is_file() {
+            return Err(ConfigError::Unreadable(format!(
+                "{} not found (run from the project directory or set VITTE_CONFIG_DIR)",
+                default.display()
+            )));
+        }
+        config::Config::builder()
+            .add_source(config::File::from(default))
+            .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("VITTE")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()
+            .and_then(config::Config::try_deserialize::<Settings>)
+            .map_err(|error| ConfigError::Unreadable(one_line(&error.to_string())))
+    }
+
+    /// Checks every key `purpose` needs.
+    pub fn validate(&self, purpose: Purpose) -> Result<(), ConfigError> {
+        self.database_target()?;
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if purpose == Purpose::Migrate {
+            return Ok(());
+        }
+        check_http_url("llm.base_url", &self.llm.base_url)?;
+        if self.llm.model.trim().is_empty() {
+            return Err(ConfigError::invalid("llm.model", "must be set"));
+        }
+        if !(0.0..=2.0).contains(&self.llm.temperature) {
+            return Err(ConfigError::invalid(
+                "llm.temperature",
+                "must be between 0 and 2",
+            ));
+        }
+        if self.llm.context_tokens <= self.llm.max_reply_tokens {
+            return Err(ConfigError::invalid(
+                "llm.context_tokens",
+                "must be larger than llm.max_reply_tokens",
+            ));
+        }
+        if self.session.max_queued_events == 0 || self.session.history_limit == 0 {
+            return Err(ConfigError::invalid(
+                "session.max_queued_events",
+                "session.max_queued_events and session.history_limit must be at least 1",
+            ));
+        }
+        let redis = self.redis.url.expose_secret();
+        if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if purpose == Purpose::Chat {
+            return Ok(());
+        }
+        self.http_address()?;
+        if self.telegram.token.expose_secret().trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "telegram.token",
+                "must be set (env VITTE__TELEGRAM__TOKEN)",
+            ));
+        }
+        check_http_url("telegram.api_url", &self.telegram.api_url)?;
+        if self.telegram.mode == TelegramMode::Webhook {
+            check_http_url("telegram.webhook_url", &self.telegram.webhook_url)?;
+            let secret = self.telegram.webhook_secret.expose_secret();
+            let valid = (1..=256).contains(&secret.len())
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "telegram.webhook_secret",
+                    "webhook mode needs 1-256 characters of A-Z, a-z, 0-9, _ and - \
+                     (env VITTE__TELEGRAM__WEBHOOK_SECRET)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let url = self.database.url.expose_secret();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(ConfigError::invalid(
+                    "database.url",
+                    "sqlite:// needs a file path",
+                ));
+            }
+            Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseTarget::Postgres(url.to_owned()))
+        } else {
+            Err(ConfigError::invalid(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ))
+        }
+    }
+
+    pub fn http_address(&self) -> Result<SocketAddr, ConfigError> {
+        self.http.address.parse().map_err(|_| {
+            ConfigError::invalid("http.address", "must be host:port, e.g. 0.0.0.0:8080")
+        })
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot print: {error}\n"))
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => Err(ConfigError::invalid(key, "must be an http(s) URL")),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn redact<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    if secret.expose_secret().is_empty() {
+        serializer.serialize_str("")
+    } else {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+/// Prints a URL with its password replaced, so operators see which server is used.
+fn redact_url_password<S: Serializer>(
+    secret: &SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let raw = secret.expose_secret();
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            // Setting a password fails only for URLs without a host, which have none to hide.
+            let _ = url.set_password(Some("[redacted]"));
+            serializer.serialize_str(url.as_str())
+        }
+        Ok(_) => serializer.serialize_str(raw),
+        Err(_) if raw.is_empty() => serializer.serialize_str(""),
+        Err(_) => serializer.serialize_str("[redacted: not a URL]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_from(&dir, "production").expect("default configuration loads")
+    }
+
+    fn valid() -> Settings {
+        let mut settings = defaults();
+        settings.telegram.token = SecretString::from("123:abc");
+        settings.telegram.webhook_url = "https://bot.example.org/telegram/webhook".into();
+        settings.telegram.webhook_secret = SecretString::from("s3cret");
+        settings
+    }
+
+    #[test]
+    fn defaults_load_and_need_a_token_to_serve() {
+        let settings = defaults();
+        assert_eq!(
+            settings.telegram.mode,
+            TelegramMode::Webhook,
+            "production overlay"
+        );
+        assert_eq!(settings.session.idle_timeout, Duration::from_secs(900));
+        let error = settings.validate(Purpose::Serve).expect_err("no token");
+        assert!(error.to_string().starts_with("telegram.token:"), "{error}");
+        assert!(settings.validate(Purpose::Chat).is_ok());
+        assert!(valid().validate(Purpose::Serve).is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut settings = valid();
+        settings.database.url = SecretString::from("mysql://x");
+        let error = settings.validate(Purpose::Migrate).expect_err("bad url");
+        assert!(error.to_string().starts_with("database.url:"), "{error}");
+
+        let mut settings = valid();
+        settings.telegram.webhook_secret = SecretString::from("has spaces");
+        let error = settings.validate(Purpose::Serve).expect_err("bad secret");
+        assert!(error.to_string().starts_with("telegram.webhook_secret:"));
+        assert!(
+            !error.to_string().contains("has spaces"),
+            "secret not echoed"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_printed_config() {
+        let mut settings = valid();
+        settings.llm.api_key = SecretString::from("sk-very-secret");
+        settings.database.url = SecretString::from("postgres://vitte:pa55word@db/vitte");
+        let printed = settings.to_redacted_toml();
+        let debug = format!("{settings:?}");
+        for text in [&printed, &debug] {
+            assert!(!text.contains("sk-very-secret"));
+            assert!(!text.contains("pa55word"));
+            assert!(!text.contains("s3cret"));
+            assert!(!text.contains("123:abc"));
+        }
+        assert!(
+            printed.contains("postgres://vitte:%5Bredacted%5D@db/vitte")
+                || printed.contains("[redacted]")
+        );
+    }
+}

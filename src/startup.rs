@@ -1,0 +1,362 @@
+//! The composition root: builds every component from the configuration, wires them, serves
+//! HTTP and runs the Telegram ingress until shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use teloxide::Bot;
+use teloxide::payloads::setters::*;
+use teloxide::prelude::Requester;
+use tokio::sync::watch;
+use vitte_actors::metrics::Metrics;
+use vitte_actors::persona::PersonaCatalog;
+use vitte_actors::ports::{LanguageModel, Messenger};
+use vitte_actors::prompt::{PromptBuilder, TokenBudget, TokenCounter};
+use vitte_actors::router::SessionRouter;
+use vitte_actors::session::{SessionDeps, SessionSettings};
+
+use crate::config::{Purpose, Settings, TelegramMode};
+use crate::http::{self, HttpState};
+use crate::llm::OpenAiClient;
+use crate::storage::Database;
+use crate::telegram::outbox::TelegramOutbox;
+use crate::telegram::{UpdateSink, polling};
+
+/// Replaces the LLM client with a wrapper around it (fault injection in tests).
+pub type LlmWrapper = Box<dyn FnOnce(Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel>>;
+
+/// Optional changes to the standard wiring.
+#[derive(Default)]
+pub struct Customization {
+    pub wrap_llm: Option<LlmWrapper>,
+}
+
+/// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM and
+/// the session router.
+pub struct Core {
+    pub database: Database,
+    pub metrics: Metrics,
+    pub router: SessionRouter,
+}
+
+impl Core {
+    /// Loads personas, opens and migrates the database, and starts the session shards with
+    /// `messenger` as the way out. Call inside an actix system.
+    pub async fn start(
+        settings: &Settings,
+        messenger: Arc<dyn Messenger>,
+        customization: Customization,
+    ) -> anyhow::Result<Core> {
+        let personas = PersonaCatalog::load_dir(&settings.personas.dir)?;
+        let database = Database::connect(
+            &settings.database_target()?,
+            settings.database.max_connections,
+        )
+        .context("opening the database")?;
+        let applied = database
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+        let metrics = Metrics::new().context("creating metrics")?;
+        // Building the tokenizer takes a while; do it off the event loop, once.
+        let counter = tokio::task::spawn_blocking(TokenCounter::new)
+            .await
+            .context("loading the tokenizer")?;
+        let client: Arc<dyn LanguageModel> =
+            Arc::new(OpenAiClient::new(&settings.llm).context("creating the LLM client")?);
+        let llm = match customization.wrap_llm {
+            Some(wrap) => wrap(client),
+            None => client,
+        };
+        let deps = SessionDeps {
+            messenger,
+            llm,
+            store: Arc::new(database.clone()),
+            personas: Arc::new(personas),
+            prompts: PromptBuilder::new(
+                counter,
+                TokenBudget {
+                    context_tokens: settings.llm.context_tokens as usize,
+                    reply_tokens: settings.llm.max_reply_tokens as usize,
+                },
+            ),
+            metrics: metrics.clone(),
+            settings: SessionSettings {
+                idle_timeout: settings.session.idle_timeout,
+                max_queued_events: settings.session.max_queued_events,
+                history_limit: settings.session.history_limit,
+                ..SessionSettings::default()
+            },
+            in_flight: AtomicUsize::new(0),
+        };
+        let shards = match settings.session.shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            shards => shards,
+        };
+        let router = SessionRouter::start(shards, deps);
+        Ok(Core {
+            database,
+            metrics,
+            router,
+        })
+    }
+}
+
+/// The running server.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    server_handle: ServerHandle,
+    core: Core,
+    shutdown: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+    ingress: Option<tokio::task::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+/// Stops a running [`Application`] from elsewhere (tests, operators' endpoints).
+#[derive(Clone)]
+pub struct AppHandle {
+    shutdown: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl AppHandle {
+    /// Asks the application to shut down gracefully and waits until it has.
+    pub async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let mut stopped = self.stopped.clone();
+        // An error means the application is gone already, which is what we wait for.
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with(settings, Customization::default()).await
+    }
+
+    /// Validates the configuration, starts every component and binds the HTTP listener
+    /// (port 0 picks a free port; see [`Application::port`]).
+    pub async fn build_with(
+        settings: Settings,
+        customization: Customization,
+    ) -> anyhow::Result<Application> {
+        settings.validate(Purpose::Serve)?;
+        let address = settings.http_address()?;
+        let api_url = reqwest::Url::parse(&settings.telegram.api_url)
+            .context("telegram.api_url is not a URL")?;
+        let bot = Bot::new(settings.telegram.token.expose_secret()).set_api_url(api_url);
+        let core = Core::start(
+            &settings,
+            Arc::new(TelegramOutbox::new(bot.clone())),
+            customization,
+        )
+        .await?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stopped, _) = watch::channel(false);
+        let sink = UpdateSink {
+            database: core.database.clone(),
+            router: core.router.clone(),
+            metrics: core.metrics.clone(),
+            ingress_ready: Arc::new(AtomicBool::new(false)),
+        };
+        let webhook_secret = match settings.telegram.mode {
+            TelegramMode::Webhook => settings.telegram.webhook_secret.clone(),
+            TelegramMode::Polling => SecretString::from(""),
+        };
+        let state = HttpState {
+            database: core.database.clone(),
+            metrics: core.metrics.clone(),
+            sink: sink.clone(),
+            webhook_secret: webhook_secret.clone(),
+            telegram_mode: match settings.telegram.mode {
+                TelegramMode::Webhook => "webhook",
+                TelegramMode::Polling => "polling",
+            },
+        };
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("binding http.address {address}"))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.http.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            workers => workers,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(http::routes)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(settings.session.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+        let server_handle = server.handle();
+
+        let ingress = match settings.telegram.mode {
+            TelegramMode::Polling => Some(actix_rt::spawn(polling::run(
+                bot,
+                sink,
+                settings.telegram.polling_timeout,
+                shutdown_rx,
+            ))),
+            TelegramMode::Webhook => Some(actix_rt::spawn(register_webhook(
+                bot,
+                settings.telegram.webhook_url.clone(),
+                webhook_secret,
+                sink,
+                shutdown_rx,
+            ))),
+        };
+        tracing::info!(port, mode = state_mode(&settings), "vitte is serving");
+        Ok(Application {
+            port,
+            server,
+            server_handle,
+            core,
+            shutdown,
+            stopped,
+            ingress,
+            shutdown_timeout: settings.session.shutdown_timeout,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.core.database
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.core.metrics
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            shutdown: self.shutdown.clone(),
+            stopped: self.stopped.subscribe(),
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`AppHandle::stop`], then shuts down gracefully:
+    /// ingress stops first, replies in progress finish (up to `session.shutdown_timeout`),
+    /// then the sessions stop.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            server_handle,
+            core,
+            shutdown,
+            stopped,
+            ingress,
+            shutdown_timeout,
+            ..
+        } = self;
+        let mut shutdown_rx = shutdown.subscribe();
+        let server_task = actix_rt::spawn(server);
+        tokio::select! {
+            _ = shutdown_rx.wait_for(|requested| *requested) => {}
+            () = termination_signal() => tracing::info!("termination signal received"),
+        }
+        tracing::info!("shutting down");
+        shutdown.send_replace(true);
+        if let Some(ingress) = ingress {
+            // The ingress task ends on the shutdown signal; a join error means it panicked,
+            // which was logged already.
+            let _ = ingress.await;
+        }
+        server_handle.stop(true).await;
+        let _ = server_task.await;
+        if !core.router.drain(shutdown_timeout).await {
+            tracing::warn!(
+                unfinished = core.router.in_flight(),
+                "shutdown timeout reached with replies in progress"
+            );
+        }
+        core.router.stop();
+        stopped.send_replace(true);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn state_mode(settings: &Settings) -> &'static str {
+    match settings.telegram.mode {
+        TelegramMode::Webhook => "webhook",
+        TelegramMode::Polling => "polling",
+    }
+}
+
+/// Registers the webhook with Telegram, retrying with backoff until it succeeds (readiness
+/// stays false until then) or shutdown.
+async fn register_webhook(
+    bot: Bot,
+    url: String,
+    secret: SecretString,
+    sink: UpdateSink,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(url) = reqwest::Url::parse(&url) else {
+        tracing::error!("telegram.webhook_url is not a URL");
+        return;
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let request = bot
+            .set_webhook(url.clone())
+            .secret_token(secret.expose_secret().to_owned());
+        match request.await {
+            Ok(_) => {
+                tracing::info!("webhook registered");
+                sink.ingress_ready.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "setWebhook failed; retrying in {backoff:?}");
+                sink.metrics.count_error("telegram");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops vitte");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,485 @@
+//! Storage: diesel + diesel-async over SQLite (embedded default) or PostgreSQL, behind one
+//! repository API.
+//!
+//! Each query is written once: [`with_connection!`] expands it for the backend in use (the
+//! pattern Vaultwarden uses with diesel). All database work runs on a small dedicated
+//! multi-threaded runtime, never on an actix arbiter: SQLite calls block a thread, and
+//! diesel-async's SQLite wrapper needs a multi-threaded runtime when a query is cancelled.
+//! Arbiters only await the result.
+
+mod migrations;
+pub mod schema;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures::FutureExt;
+use vitte_actors::ports::{
+    DialogId, HistoryEntry, NewMessage, Role, SessionStore, StoreError, StoredDialog,
+    StoredSession, UserId, UserProfile,
+};
+
+use crate::config::DatabaseTarget;
+use schema::{dialogs, messages, processed_updates, users};
+
+type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("no database connection: {0}")]
+    Connection(String),
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl From<StorageError> for StoreError {
+    fn from(error: StorageError) -> Self {
+        StoreError(error.to_string())
+    }
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(DeadPool<SqliteConn>),
+    Postgres(DeadPool<AsyncPgConnection>),
+}
+
+/// The runtime database work runs on; shut down without blocking when dropped (it may be
+/// dropped inside an async context).
+struct StorageRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for StorageRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The database: a connection pool for the configured backend.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    target: Arc<DatabaseTarget>,
+    runtime: Arc<StorageRuntime>,
+    migrated: Arc<AtomicBool>,
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is in use, on
+/// the storage runtime. `$body` is compiled once per backend and must evaluate to
+/// `Result<T, StorageError>`; it may `.await` and use `?`.
+macro_rules! with_connection {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        let db = &$db;
+        match db.pool.clone() {
+            Pool::Sqlite(pool) => {
+                db.spawn(async move {
+                    let mut object = pool
+                        .get()
+                        .await
+                        .map_err(|error| StorageError::Connection(error.to_string()))?;
+                    let $conn: &mut SqliteConn = &mut object;
+                    $body
+                })
+                .await
+            }
+            Pool::Postgres(pool) => {
+                db.spawn(async move {
+                    let mut object = pool
+                        .get()
+                        .await
+                        .map_err(|error| StorageError::Connection(error.to_string()))?;
+                    let $conn: &mut AsyncPgConnection = &mut object;
+                    $body
+                })
+                .await
+            }
+        }
+    }};
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+impl Database {
+    /// Opens a pool for `target`. Connections are made lazily; call [`Database::ping`] or
+    /// [`Database::migrate`] to find out whether the database is reachable.
+    pub fn connect(
+        target: &DatabaseTarget,
+        max_connections: usize,
+    ) -> Result<Database, StorageError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vitte-storage")
+            .enable_all()
+            .build()
+            .map_err(|error| StorageError::Connection(format!("storage runtime: {error}")))?;
+        let build_error =
+            |error: deadpool::managed::BuildError| StorageError::Connection(error.to_string());
+        let pool = match target {
+            DatabaseTarget::Sqlite(path) => {
+                if let Some(parent) = path
+                    .parent()
+                    .filter(|parent| !parent.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(parent).map_err(|error| {
+                        StorageError::Connection(format!(
+                            "cannot create {}: {error}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| open_sqlite(url.to_owned()).boxed());
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    path.to_string_lossy(),
+                    config,
+                );
+                Pool::Sqlite(
+                    DeadPool::builder(manager)
+                        .max_size(max_connections)
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .wait_timeout(Some(Duration::from_secs(10)))
+                        .create_timeout(Some(Duration::from_secs(10)))
+                        .build()
+                        .map_err(build_error)?,
+                )
+            }
+            DatabaseTarget::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                Pool::Postgres(
+                    DeadPool::builder(manager)
+                        .max_size(max_connections)
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .wait_timeout(Some(Duration::from_secs(10)))
+                        .create_timeout(Some(Duration::from_secs(10)))
+                        .build()
+                        .map_err(build_error)?,
+                )
+            }
+        };
+        Ok(Database {
+            pool,
+            target: Arc::new(target.clone()),
+            runtime: Arc::new(StorageRuntime(Some(runtime))),
+            migrated: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Runs `work` on the storage runtime and waits for it.
+    async fn spawn<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .ok_or_else(|| StorageError::Task("storage runtime stopped".into()))?;
+        runtime
+            .spawn(work)
+            .await
+            .map_err(|error| StorageError::Task(error.to_string()))?
+    }
+
+    /// Applies pending migrations (embedded in the binary). Returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StorageError> {
+        let target = (*self.target).clone();
+        let applied = self
+            .spawn(async move {
+                tokio::task::spawn_blocking(move || migrations::run_pending(&target))
+                    .await
+                    .map_err(|error| StorageError::Task(error.to_string()))?
+            })
+            .await?;
+        self.migrated.store(true, Ordering::SeqCst);
+        Ok(applied)
+    }
+
+    /// Whether this process has applied (or verified) the migrations.
+    pub fn is_migrated(&self) -> bool {
+        AtomicBool::load(&self.migrated, Ordering::SeqCst)
+    }
+
+    /// A trivial query, to check the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        with_connection!(self, |conn| {
+            conn.batch_execute("SELECT 1").await?;
+            Ok(())
+        })
+    }
+
+    /// Records a Telegram update id; returns false if it had been recorded before (a
+    /// redelivery that must not be answered again).
+    pub async fn mark_update_processed(&self, update_id: i64) -> Result<bool, StorageError> {
+        with_connection!(self, |conn| {
+            let inserted = diesel::insert_into(processed_updates::table)
+                .values((
+                    processed_updates::update_id.eq(update_id),
+                    processed_updates::processed_at.eq(now_millis()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Texts of a dialog's messages, oldest first (for operators and tests).
+    pub async fn dialog_messages(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(String, String, String)>, StorageError> {
+        with_connection!(self, |conn| {
+            let rows = messages::table
+                .inner_join(dialogs::table)
+                .filter(dialogs::user_id.eq(user_id))
+                .order(messages::id.asc())
+                .select((messages::role, messages::content, messages::status))
+                .load::<(String, String, String)>(conn)
+                .await?;
+            Ok(rows)
+        })
+    }
+
+    async fn load(
+        &self,
+        user_id: UserId,
+        history_limit: usize,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        let limit = i64::try_from(history_limit).unwrap_or(i64::MAX);
+        with_connection!(self, |conn| {
+            let user = users::table
+                .find(user_id)
+                .select((
+                    users::chat_id,
+                    users::first_name,
+                    users::language_code,
+                    users::active_slot,
+                ))
+                .first::<(i64, String, Option<String>, Option<i32>)>(conn)
+                .await
+                .optional()?;
+            let Some((chat_id, first_name, language_code, active_slot)) = user else {
+                return Ok(None);
+            };
+            let dialog = match active_slot {
+                Some(slot) => dialogs::table
+                    .filter(dialogs::user_id.eq(user_id))
+                    .filter(dialogs::slot.eq(slot))
+                    .filter(dialogs::closed_at.is_null())
+                    .select((dialogs::id, dialogs::persona_id))
+                    .first::<(i64, String)>(conn)
+                    .await
+                    .optional()?,
+                None => None,
+            };
+            let active_dialog = match (dialog, active_slot) {
+                (Some((dialog_id, persona_id)), Some(slot)) => {
+                    let mut rows = messages::table
+                        .filter(messages::dialog_id.eq(dialog_id))
+                        .order(messages::id.desc())
+                        .limit(limit)
+                        .select((messages::role, messages::content, messages::token_count))
+                        .load::<(String, String, i32)>(conn)
+                        .await?;
+                    rows.reverse();
+                    let history = rows
+                        .into_iter()
+                        .filter_map(|(role, content, token_count)| {
+                            Some(HistoryEntry {
+                                role: Role::parse(&role)?,
+                                content,
+                                token_count: u32::try_from(token_count).unwrap_or(0),
+                            })
+                        })
+                        .collect();
+                    Some(StoredDialog {
+                        dialog_id,
+                        slot: u8::try_from(slot).unwrap_or(1),
+                        persona_id,
+                        history,
+                    })
+                }
+                _ => None,
+            };
+            Ok(Some(StoredSession {
+                profile: UserProfile {
+                    user_id,
+                    chat_id,
+                    first_name,
+                    language_code,
+                },
+                active_dialog,
+            }))
+        })
+    }
+}
+
+async fn open_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
+    let mut connection = SqliteConn::establish(&path).await?;
+    // WAL lets readers run beside the writer; busy_timeout makes writers wait for each other
+    // instead of failing. Write transactions here begin with a write, so they take the write
+    // lock at once and wait on busy_timeout like any other write.
+    connection
+        .batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(connection)
+}
+
+#[async_trait]
+impl SessionStore for Database {
+    async fn load_session(
+        &self,
+        user_id: UserId,
+        history_limit: usize,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        Ok(self.load(user_id, history_limit).await?)
+    }
+
+    async fn save_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
+        let profile = profile.clone();
+        let now = now_millis();
+        with_connection!(self, |conn| {
+            diesel::insert_into(users::table)
+                .values((
+                    users::id.eq(profile.user_id),
+                    users::chat_id.eq(profile.chat_id),
+                    users::first_name.eq(&profile.first_name),
+                    users::language_code.eq(&profile.language_code),
+                    users::created_at.eq(now),
+                    users::updated_at.eq(now),
+                ))
+                .on_conflict(users::id)
+                .do_update()
+                .set((
+                    users::chat_id.eq(profile.chat_id),
+                    users::first_name.eq(&profile.first_name),
+                    users::language_code.eq(&profile.language_code),
+                    users::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn open_dialog(
+        &self,
+        user_id: UserId,
+        slot: u8,
+        persona_id: &str,
+    ) -> Result<DialogId, StoreError> {
+        let persona_id = persona_id.to_owned();
+        let slot = i32::from(slot);
+        let now = now_millis();
+        with_connection!(self, |conn| {
+            let dialog_id = conn
+                .transaction(async |conn| {
+                    diesel::update(dialogs::table)
+                        .filter(dialogs::user_id.eq(user_id))
+                        .filter(dialogs::slot.eq(slot))
+                        .filter(dialogs::closed_at.is_null())
+                        .set(dialogs::closed_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                    let dialog_id = diesel::insert_into(dialogs::table)
+                        .values((
+                            dialogs::user_id.eq(user_id),
+                            dialogs::slot.eq(slot),
+                            dialogs::persona_id.eq(persona_id),
+                            dialogs::created_at.eq(now),
+                            dialogs::last_active_at.eq(now),
+                        ))
+                        .returning(dialogs::id)
+                        .get_result::<i64>(conn)
+                        .await?;
+                    diesel::update(users::table.find(user_id))
+                        .set(users::active_slot.eq(Some(slot)))
+                        .execute(conn)
+                        .await?;
+                    Ok::<_, StorageError>(dialog_id)
+                })
+                .await?;
+            Ok(dialog_id)
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn append_message(
+        &self,
+        dialog_id: DialogId,
+        message: &NewMessage,
+    ) -> Result<(), StoreError> {
+        let message = message.clone();
+        let now = now_millis();
+        with_connection!(self, |conn| {
+            diesel::insert_into(messages::table)
+                .values((
+                    messages::dialog_id.eq(dialog_id),
+                    messages::role.eq(message.role.as_str()),
+                    messages::content.eq(&message.content),
+                    messages::token_count
+                        .eq(i32::try_from(message.token_count).unwrap_or(i32::MAX)),
+                    messages::status.eq(message.status.as_str()),
+                    messages::telegram_message_id.eq(message.telegram_message_id),
+                    messages::created_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::update(dialogs::table.find(dialog_id))
+                .set(dialogs::last_active_at.eq(now))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn mark_last_user_message_unanswered(
+        &self,
+        dialog_id: DialogId,
+    ) -> Result<(), StoreError> {
+        with_connection!(self, |conn| {
+            let last_user_message = messages::table
+                .filter(messages::dialog_id.eq(dialog_id))
+                .filter(messages::role.eq(Role::User.as_str()))
+                .order(messages::id.desc())
+                .select(messages::id)
+                .first::<i64>(conn)
+                .await
+                .optional()?;
+            if let Some(id) = last_user_message {
+                diesel::update(messages::table.find(id))
+                    .set(messages::status.eq("unanswered"))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+}

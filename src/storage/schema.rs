@@ -1,0 +1,50 @@
+//! The tables, shared by both backends (see `migrations/`).
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        chat_id -> BigInt,
+        first_name -> Text,
+        language_code -> Nullable<Text>,
+        active_slot -> Nullable<Integer>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    dialogs (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        slot -> Integer,
+        persona_id -> Text,
+        story_id -> Nullable<Text>,
+        created_at -> BigInt,
+        last_active_at -> BigInt,
+        closed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        dialog_id -> BigInt,
+        role -> Text,
+        content -> Text,
+        token_count -> Integer,
+        status -> Text,
+        telegram_message_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    processed_updates (update_id) {
+        update_id -> BigInt,
+        processed_at -> BigInt,
+    }
+}
+
+diesel::joinable!(dialogs -> users (user_id));
+diesel::joinable!(messages -> dialogs (dialog_id));
+diesel::allow_tables_to_appear_in_same_query!(users, dialogs, messages, processed_updates);

@@ -1,0 +1,120 @@
+//! The command line, run as a separate process like an operator would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vitte(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vitte"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VITTE_ENV", "local");
+    // The outer environment must not leak settings into these checks.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VITTE__") {
+            command.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the vitte binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_config_names_the_missing_key_in_one_line() {
+    let output = vitte(&["check-config"], &[]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains("telegram.token"), "{message}");
+    assert!(message.contains("VITTE__TELEGRAM__TOKEN"), "{message}");
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let output = vitte(
+        &["check-config"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "987654:super-secret-token"),
+            ("VITTE__LLM__API_KEY", "sk-live-secret"),
+            ("VITTE__LLM__MODEL", "gpt-4o-mini"),
+            (
+                "VITTE__DATABASE__URL",
+                "postgres://vitte:db-password@db.internal/vitte",
+            ),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("model = \"gpt-4o-mini\""),
+        "env overrides apply: {printed}"
+    );
+    assert!(printed.contains("db.internal"), "which database is shown");
+    for secret in ["super-secret-token", "sk-live-secret", "db-password"] {
+        assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        assert!(!stderr(&output).contains(secret));
+    }
+}
+
+#[test]
+fn a_wrong_value_type_is_named() {
+    let output = vitte(
+        &["check-config"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "1:x"),
+            ("VITTE__SESSION__SHARDS", "many"),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("shards"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn serve_stops_at_a_broken_persona_file_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let personas = Path::new(env!("CARGO_MANIFEST_DIR")).join("personas");
+    for entry in std::fs::read_dir(personas).expect("personas") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "name = \"Broken\"\ndescription = \"x\"\nfirst_mes = 42\n",
+    )
+    .expect("write");
+    let data = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}", data.path().join("vitte.db").display());
+    let output = vitte(
+        &["serve"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "1:x"),
+            ("VITTE__PERSONAS__DIR", &dir.path().display().to_string()),
+            ("VITTE__DATABASE__URL", &database),
+            ("VITTE__HTTP__ADDRESS", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("broken.toml"), "{message}");
+    assert!(message.contains("`first_mes`"), "{message}");
+}
+
+#[test]
+fn migrate_creates_the_database_once() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}", data.path().join("sub/vitte.db").display());
+    let env = [("VITTE__DATABASE__URL", database.as_str())];
+    let first = vitte(&["migrate"], &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(String::from_utf8_lossy(&first.stdout).starts_with("1 migration(s) applied"));
+    let second = vitte(&["migrate"], &env);
+    assert!(String::from_utf8_lossy(&second.stdout).starts_with("0 migration(s) applied"));
+}

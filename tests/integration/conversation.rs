@@ -1,0 +1,275 @@
+//! A Telegram user chats with a persona end to end.
+
+use std::time::Duration;
+
+use crate::on_both_backends;
+use crate::support::*;
+
+on_both_backends!(
+    start_shows_personas_and_a_pick_sends_the_greeting,
+    a_message_reaches_the_llm_with_persona_and_history_and_the_reply_is_stored,
+    the_conversation_continues_after_a_restart,
+    a_redelivered_update_gets_one_reply,
+    two_users_are_answered_concurrently,
+    five_rapid_messages_are_answered_in_order,
+    long_replies_are_split_and_bad_markdown_is_resent_plain,
+    help_lists_the_commands,
+    long_polling_delivers_updates_too,
+);
+
+async fn start_shows_personas_and_a_pick_sends_the_greeting(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.user_says(1001, "/start").await;
+    app.wait_for_texts(1001, 1).await;
+    let menu = &app.telegram.sent_messages(1001)[0];
+    let buttons: Vec<String> = menu["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .expect("an inline keyboard")
+        .iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .map(|button| {
+            button["callback_data"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(buttons, ["p:arlo", "p:mira", "p:nova"]);
+
+    app.user_presses(1001, "p:mira").await;
+    let texts = app.wait_for_texts(1001, 2).await;
+    assert!(
+        texts[1].contains("I'm Mira. And you are?"),
+        "the greeting with {{char}} replaced: {}",
+        texts[1]
+    );
+    assert!(
+        !texts[1].contains("{{"),
+        "no placeholder left: {}",
+        texts[1]
+    );
+    wait_until("the button acknowledged", || {
+        (!app.telegram.calls_to("answerCallbackQuery").is_empty()).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+async fn a_message_reaches_the_llm_with_persona_and_history_and_the_reply_is_stored(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(1002, "arlo").await;
+    app.llm.set_latency(Duration::from_millis(300));
+    app.user_says(1002, "I found this letter under my door")
+        .await;
+    let texts = app.wait_for_texts(1002, 2).await;
+    assert_eq!(texts[1], "echo: I found this letter under my door");
+
+    let request = app.llm.requests().pop().expect("one LLM request");
+    let messages = request_texts(&request);
+    assert_eq!(messages[0].0, "system");
+    assert!(
+        messages[0].1.contains("retired to a flat above a"),
+        "persona description in the system prompt"
+    );
+    assert!(messages[0].1.contains("User1002"), "{{user}} replaced");
+    assert_eq!(messages[1].0, "assistant", "the greeting is history");
+    assert!(messages[1].1.contains("No stamp, hand"));
+    assert_eq!(
+        messages[2],
+        (
+            "user".to_owned(),
+            "I found this letter under my door".to_owned()
+        )
+    );
+    assert_eq!(
+        messages.last().map(|m| m.0.as_str()),
+        Some("system"),
+        "post-history instructions last"
+    );
+    assert_eq!(request["model"], app.settings.llm.model.as_str());
+
+    let typing = app.telegram.calls_to("sendChatAction");
+    assert!(
+        typing.iter().any(|call| call.body["action"] == "typing"),
+        "a typing indicator while the LLM works"
+    );
+    let stored = app.database.dialog_messages(1002).await.expect("messages");
+    let stored: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|(role, text, _)| (role.as_str(), text.as_str()))
+        .collect();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[1], ("user", "I found this letter under my door"));
+    assert_eq!(
+        stored[2],
+        ("assistant", "echo: I found this letter under my door")
+    );
+    app.stop().await;
+}
+
+async fn the_conversation_continues_after_a_restart(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(1003, "nova").await;
+    app.user_says(1003, "My name is Ann").await;
+    app.wait_for_texts(1003, 2).await;
+
+    let app = app.restart().await;
+    app.user_says(1003, "What is my name?").await;
+    let texts = app.wait_for_texts(1003, 3).await;
+    assert_eq!(texts[2], "echo: What is my name?");
+    let request = app
+        .llm
+        .requests()
+        .pop()
+        .expect("a request after the restart");
+    let messages = request_texts(&request);
+    assert!(
+        messages
+            .iter()
+            .any(|(role, text)| role == "user" && text == "My name is Ann"),
+        "history from before the restart: {messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|(role, text)| role == "assistant" && text == "echo: My name is Ann"),
+        "the earlier reply too"
+    );
+    assert!(messages[0].1.contains("Long Patience"), "same persona");
+    app.stop().await;
+}
+
+async fn a_redelivered_update_gets_one_reply(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(1004, "mira").await;
+    let update = text_update(app.next_update_id(), 1004, "User1004", "en", "hello once");
+    assert_eq!(app.post_update(&update).await, reqwest::StatusCode::OK);
+    assert_eq!(app.post_update(&update).await, reqwest::StatusCode::OK);
+    app.wait_for_texts(1004, 2).await;
+    // A later message is answered after the duplicate would have been: nothing in between.
+    app.user_says(1004, "second").await;
+    let texts = app.wait_for_texts(1004, 3).await;
+    assert_eq!(texts[1..], ["echo: hello once", "echo: second"]);
+    assert_eq!(app.llm.requests().len(), 2);
+    assert_eq!(app.metric("telegram_duplicate_updates_total").await, 1.0);
+    app.stop().await;
+}
+
+async fn two_users_are_answered_concurrently(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(2001, "mira").await;
+    app.start_dialog(2002, "arlo").await;
+    app.llm.set_latency(Duration::from_millis(1500));
+    app.user_says(2001, "from the first").await;
+    app.user_says(2002, "from the second").await;
+    // Both requests reach the LLM while neither has been answered: the sessions run at once.
+    wait_until("both LLM requests in flight", || {
+        let in_flight = app.llm.requests().len() == 2;
+        let answered = app
+            .telegram
+            .sent_texts(2001)
+            .iter()
+            .chain(app.telegram.sent_texts(2002).iter())
+            .any(|text| text.starts_with("echo:"));
+        assert!(!answered || in_flight, "one user waited for the other");
+        in_flight.then_some(())
+    })
+    .await;
+    assert_eq!(app.wait_for_texts(2001, 2).await[1], "echo: from the first");
+    assert_eq!(
+        app.wait_for_texts(2002, 2).await[1],
+        "echo: from the second"
+    );
+    app.stop().await;
+}
+
+async fn five_rapid_messages_are_answered_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(3001, "nova").await;
+    app.llm.set_latency(Duration::from_millis(50));
+    for index in 1..=5 {
+        app.user_says(3001, &format!("message {index}")).await;
+    }
+    let texts = app.wait_for_texts(3001, 6).await;
+    let expected: Vec<String> = (1..=5)
+        .map(|index| format!("echo: message {index}"))
+        .collect();
+    assert_eq!(texts[1..], expected[..]);
+    // Each request saw the previous exchange: handled one at a time.
+    let last = app.llm.requests().pop().expect("requests");
+    assert!(
+        request_texts(&last)
+            .iter()
+            .any(|(_, text)| text == "echo: message 4")
+    );
+    app.stop().await;
+}
+
+async fn long_replies_are_split_and_bad_markdown_is_resent_plain(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.start_dialog(4001, "arlo").await;
+    let long = "The rain kept falling. ".repeat(300);
+    app.llm.script([LlmBehaviour::Reply(long.clone())]);
+    app.user_says(4001, "tell me everything").await;
+    let texts = app.wait_for_texts(4001, 3).await;
+    assert!(
+        texts[1..]
+            .iter()
+            .all(|text| text.encode_utf16().count() <= 4096)
+    );
+    assert_eq!(texts[1..].join(" "), long.trim());
+
+    let odd = "Look at file_name_here and *this";
+    app.llm.script([LlmBehaviour::Reply(odd.to_owned())]);
+    app.user_says(4001, "and now?").await;
+    let texts = app.wait_for_texts(4001, 4).await;
+    assert_eq!(texts[3], odd, "delivered as plain text");
+    let attempts: Vec<_> = app
+        .telegram
+        .calls_to("sendMessage")
+        .into_iter()
+        .filter(|call| call.body["text"] == odd)
+        .collect();
+    assert_eq!(attempts.len(), 2, "Markdown first, then plain");
+    assert_eq!(attempts[0].body["parse_mode"], "Markdown");
+    assert!(attempts[1].body.get("parse_mode").is_none());
+    app.stop().await;
+}
+
+async fn help_lists_the_commands(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.user_says(5001, "/help").await;
+    let texts = app.wait_for_texts(5001, 1).await;
+    assert!(
+        texts[0].contains("/start") && texts[0].contains("/help"),
+        "{}",
+        texts[0]
+    );
+    // A message before any persona was picked asks to pick one.
+    app.user_says(5001, "hi").await;
+    let texts = app.wait_for_texts(5001, 2).await;
+    assert!(texts[1].contains("pick a character"), "{}", texts[1]);
+    assert!(app.llm.requests().is_empty());
+    app.stop().await;
+}
+
+async fn long_polling_delivers_updates_too(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        TestOptions {
+            mode: vitte::config::TelegramMode::Polling,
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    app.telegram
+        .push_update(callback_update(1, 6001, "Polly", "ru", "p:mira"));
+    app.telegram
+        .push_update(text_update(2, 6001, "Polly", "ru", "Привет!"));
+    let texts = app.wait_for_texts(6001, 2).await;
+    assert!(texts[0].contains("Mira"));
+    assert_eq!(texts[1], "echo: Привет!");
+    app.stop().await;
+}

@@ -1,0 +1,149 @@
+//! Health checks and metrics.
+
+use crate::support::*;
+
+#[actix_rt::test]
+async fn health_endpoints_report_components() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
+
+    let live = get("/health/live").await.expect("answer");
+    assert_eq!(live.status(), 200);
+    let ready = get("/health/ready").await.expect("answer");
+    assert_eq!(ready.status(), 200);
+    let health: serde_json::Value = get("/health")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "up");
+    for component in ["database", "migrations", "telegram"] {
+        assert_eq!(health["components"][component]["status"], "up", "{health}");
+        assert!(health["components"][component]["latency_ms"].is_number());
+    }
+    // The webhook was registered with its secret.
+    let (url, secret) = app.telegram.webhook().expect("setWebhook called");
+    assert_eq!(url, "https://bot.example.org/telegram/webhook");
+    assert_eq!(secret.as_deref(), Some(WEBHOOK_SECRET));
+    app.stop().await;
+}
+
+#[actix_rt::test]
+async fn readiness_fails_while_telegram_ingress_is_not_running() {
+    // A Bot API server that is down: setWebhook keeps failing, so the bot must not be ready.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let mut settings = app.settings.clone();
+    app.stop().await;
+    settings.telegram.api_url = unreachable;
+    settings.database.url = secrecy::SecretString::from(format!(
+        "sqlite://{}",
+        tempfile::tempdir()
+            .expect("dir")
+            .keep()
+            .join("vitte.db")
+            .display()
+    ));
+    let application = vitte::startup::Application::build(settings)
+        .await
+        .expect("starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let handle = application.handle();
+    actix_rt::spawn(application.run_until_stopped());
+    let http = reqwest::Client::new();
+    let ready = wait_until_async(|| http.get(format!("{address}/health/ready")).send()).await;
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["failing"], serde_json::json!(["telegram"]));
+    let live = http
+        .get(format!("{address}/health/live"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(live.status(), 200, "alive all the same");
+    handle.stop().await;
+}
+
+async fn wait_until_async<F, Fut>(mut call: F) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(response) = call().await {
+            return response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn metrics_are_exported_without_user_ids() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.start_dialog(424242, "mira").await;
+    app.user_says(424242, "hello").await;
+    app.wait_for_texts(424242, 2).await;
+    let text = app.metrics_text().await;
+    for name in [
+        "telegram_messages_total",
+        "ai_requests_total",
+        "ai_request_duration_seconds",
+        "vitte_sessions_active",
+        "vitte_session_panics_total",
+        "errors_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert_eq!(app.metric("ai_requests_total{status=\"ok\"}").await, 1.0);
+    assert_eq!(app.metric("vitte_sessions_active").await, 1.0);
+    assert_eq!(
+        app.metric("telegram_messages_total{direction=\"in\"}")
+            .await,
+        2.0
+    );
+    assert!(!text.contains("424242"), "no user or chat id in metrics");
+    app.stop().await;
+}
+
+#[actix_rt::test]
+async fn idle_sessions_leave_memory_and_come_back_with_their_history() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        TestOptions {
+            adjust: Some(Box::new(|settings| {
+                settings.session.idle_timeout = std::time::Duration::from_millis(200)
+            })),
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    app.start_dialog(9101, "arlo").await;
+    app.user_says(9101, "the clue is the clock").await;
+    app.wait_for_texts(9101, 2).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while app.metric("vitte_sessions_active").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never passivated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.user_says(9101, "what was the clue?").await;
+    app.wait_for_texts(9101, 3).await;
+    let last = app.llm.requests().pop().expect("requests");
+    assert!(
+        request_texts(&last)
+            .iter()
+            .any(|(_, text)| text == "the clue is the clock")
+    );
+    app.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real application in-process against fake Telegram and LLM servers.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod conversation;
+mod faults;
+mod http_api;

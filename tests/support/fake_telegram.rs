@@ -1,0 +1,652 @@
+//! A fake Telegram Bot API server for integration tests.
+//!
+//! It is a real HTTP server (actix-web, bound to `127.0.0.1:0`) that answers
+//! `POST /bot{token}/{method}` the way `api.telegram.org` does, records every
+//! call, and serves queued updates to `getUpdates` long polling.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// Id of the fake bot user returned by `getMe`.
+#[allow(dead_code)]
+pub const BOT_ID: i64 = 777_000_111;
+/// Username of the fake bot user returned by `getMe`.
+#[allow(dead_code)]
+pub const BOT_USERNAME: &str = "vitte_test_bot";
+
+/// Longest a `getUpdates` call waits, whatever `timeout` it asks for.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Telegram's limit on the text of a message, in UTF-16 code units.
+const MAX_TEXT_UTF16: usize = 4096;
+
+/// Methods the fake knows, in their canonical (lowerCamelCase) spelling.
+const KNOWN_METHODS: &[&str] = &[
+    "getMe",
+    "getUpdates",
+    "setWebhook",
+    "deleteWebhook",
+    "getWebhookInfo",
+    "setMyCommands",
+    "sendMessage",
+    "editMessageText",
+    "sendChatAction",
+    "answerCallbackQuery",
+    "deleteMessage",
+];
+
+/// One call the bot made to the fake server.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct RecordedCall {
+    /// Canonical lowerCamelCase method name, e.g. `"sendMessage"`.
+    pub method: String,
+    /// The JSON body of the call (`{}` when the body was empty).
+    pub body: Value,
+}
+
+#[derive(Debug)]
+struct Inner {
+    calls: Vec<RecordedCall>,
+    /// Accepted `sendMessage` calls: (chat id, body).
+    accepted: Vec<(i64, Value)>,
+    /// Pending updates, ordered by `update_id`.
+    updates: VecDeque<Value>,
+    reject_bad_markdown: bool,
+    webhook: Option<(String, Option<String>)>,
+    next_message_id: i64,
+}
+
+#[derive(Debug)]
+struct State {
+    inner: Mutex<Inner>,
+    new_update: Notify,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves the data usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running fake Telegram Bot API server.
+#[allow(dead_code)]
+pub struct FakeTelegram {
+    state: Arc<State>,
+    handle: ServerHandle,
+    port: u16,
+}
+
+#[allow(dead_code)]
+impl FakeTelegram {
+    /// Starts the server on a free port of 127.0.0.1. Must be called inside a
+    /// running actix system (e.g. in an `#[actix_rt::test]`).
+    pub async fn start() -> FakeTelegram {
+        let state = Arc::new(State {
+            inner: Mutex::new(Inner {
+                calls: Vec::new(),
+                accepted: Vec::new(),
+                updates: VecDeque::new(),
+                reject_bad_markdown: true,
+                webhook: None,
+                next_message_id: 1,
+            }),
+            new_update: Notify::new(),
+        });
+
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("fake telegram: bind 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("fake telegram: local address of the listener")
+            .port();
+
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .route("/{bot}/{method}", web::post().to(handle_call))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .expect("fake telegram: listen")
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            let _ = server.await;
+        });
+
+        FakeTelegram {
+            state,
+            handle,
+            port,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every call received, in order of arrival (rejected ones included).
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.state.lock().calls.clone()
+    }
+
+    /// The calls to `method` (compared case-insensitively), in order.
+    pub fn calls_to(&self, method: &str) -> Vec<RecordedCall> {
+        self.state
+            .lock()
+            .calls
+            .iter()
+            .filter(|call| call.method.eq_ignore_ascii_case(method))
+            .cloned()
+            .collect()
+    }
+
+    /// Texts of the accepted `sendMessage` calls to `chat_id`, in order.
+    pub fn sent_texts(&self, chat_id: i64) -> Vec<String> {
+        self.sent_messages(chat_id)
+            .iter()
+            .map(|body| {
+                body.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// The full bodies of the accepted `sendMessage` calls to `chat_id`.
+    pub fn sent_messages(&self, chat_id: i64) -> Vec<Value> {
+        self.state
+            .lock()
+            .accepted
+            .iter()
+            .filter(|(id, _)| *id == chat_id)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// Queues an update for `getUpdates`. `update` must carry `"update_id"`.
+    pub fn push_update(&self, update: Value) {
+        assert!(
+            update.get("update_id").and_then(Value::as_i64).is_some(),
+            "fake telegram: an update must carry a numeric \"update_id\": {update}"
+        );
+        {
+            let mut inner = self.state.lock();
+            inner.updates.push_back(update);
+            inner.updates.make_contiguous().sort_by_key(update_id);
+        }
+        self.state.new_update.notify_waiters();
+    }
+
+    /// Whether `sendMessage`/`editMessageText` in Markdown/MarkdownV2 with an
+    /// odd number of `*`, `_` or `` ` `` is rejected (default: true).
+    pub fn set_reject_bad_markdown(&self, on: bool) {
+        self.state.lock().reject_bad_markdown = on;
+    }
+
+    /// The webhook URL set by `setWebhook` and its secret token, if any.
+    pub fn webhook(&self) -> Option<(String, Option<String>)> {
+        self.state.lock().webhook.clone()
+    }
+
+    /// Stops the server (without waiting for open requests).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+impl Drop for FakeTelegram {
+    fn drop(&mut self) {
+        // Sending the stop command is synchronous; the returned future only
+        // waits for completion, so it need not be polled.
+        std::mem::drop(self.handle.stop(false));
+    }
+}
+
+/// A private-chat text message update, as the Bot API sends it. A text
+/// starting with `/` gets a `bot_command` entity for its first word.
+#[allow(dead_code)]
+pub fn text_update(
+    update_id: i64,
+    user_id: i64,
+    first_name: &str,
+    language_code: &str,
+    text: &str,
+) -> Value {
+    let mut message = json!({
+        "message_id": update_id + 100_000,
+        "date": unix_now(),
+        "chat": { "id": user_id, "type": "private", "first_name": first_name },
+        "from": user_json(user_id, first_name, language_code),
+        "text": text,
+    });
+    if text.starts_with('/') {
+        let command = text.split_whitespace().next().unwrap_or(text);
+        message["entities"] = json!([{
+            "type": "bot_command",
+            "offset": 0,
+            "length": command.encode_utf16().count(),
+        }]);
+    }
+    json!({ "update_id": update_id, "message": message })
+}
+
+/// A callback query update (an inline button pressed under a bot message in
+/// the private chat with `user_id`), as the Bot API sends it.
+#[allow(dead_code)]
+pub fn callback_update(
+    update_id: i64,
+    user_id: i64,
+    first_name: &str,
+    language_code: &str,
+    data: &str,
+) -> Value {
+    json!({
+        "update_id": update_id,
+        "callback_query": {
+            "id": format!("cb{update_id}"),
+            "from": user_json(user_id, first_name, language_code),
+            "chat_instance": format!("ci{user_id}"),
+            "data": data,
+            "message": {
+                "message_id": 1,
+                // A non-zero date: teloxide treats date 0 as an inaccessible message.
+                "date": unix_now(),
+                "chat": { "id": user_id, "type": "private", "first_name": first_name },
+                "from": bot_user_short(),
+                "text": "…",
+            },
+        },
+    })
+}
+
+fn user_json(user_id: i64, first_name: &str, language_code: &str) -> Value {
+    json!({
+        "id": user_id,
+        "is_bot": false,
+        "first_name": first_name,
+        "language_code": language_code,
+    })
+}
+
+fn bot_user_short() -> Value {
+    json!({
+        "id": BOT_ID,
+        "is_bot": true,
+        "first_name": "Vitte Test",
+        "username": BOT_USERNAME,
+    })
+}
+
+fn bot_me() -> Value {
+    json!({
+        "id": BOT_ID,
+        "is_bot": true,
+        "first_name": "Vitte Test",
+        "username": BOT_USERNAME,
+        "can_join_groups": true,
+        "can_read_all_group_messages": false,
+        "supports_inline_queries": false,
+        "can_connect_to_business": false,
+        "has_main_web_app": false,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn update_id(update: &Value) -> i64 {
+    update.get("update_id").and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The canonical lowerCamelCase spelling of a method name.
+fn canonical_method(method: &str) -> String {
+    if let Some(known) = KNOWN_METHODS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(method))
+    {
+        return (*known).to_owned();
+    }
+    let mut chars = method.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn chat_id_of(body: &Value) -> Option<i64> {
+    match body.get("chat_id")? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn ok(result: Value) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true, "result": result }))
+}
+
+fn error(code: u16, description: &str) -> HttpResponse {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    HttpResponse::build(status).json(json!({
+        "ok": false,
+        "error_code": code,
+        "description": description,
+    }))
+}
+
+async fn handle_call(
+    state: web::Data<State>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (bot, method) = path.into_inner();
+    let method = canonical_method(&method);
+
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    // teloxide sends some methods (e.g. setWebhook) as multipart/form-data.
+    let parsed = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        parse_multipart(content_type, &body)
+    } else if body.iter().all(u8::is_ascii_whitespace) {
+        Some(json!({}))
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let (body, body_ok) = match parsed {
+        Some(value) => (value, true),
+        None => (
+            Value::String(String::from_utf8_lossy(&body).into_owned()),
+            false,
+        ),
+    };
+
+    state.lock().calls.push(RecordedCall {
+        method: method.clone(),
+        body: body.clone(),
+    });
+
+    if !bot.starts_with("bot") {
+        return error(404, "Not Found");
+    }
+    if !body_ok {
+        return error(400, "Bad Request: can't parse request body");
+    }
+
+    match method.as_str() {
+        "getMe" => ok(bot_me()),
+        "getUpdates" => get_updates(&state, &body).await,
+        "getWebhookInfo" => {
+            let inner = state.lock();
+            let url = inner
+                .webhook
+                .as_ref()
+                .map(|(url, _)| url.clone())
+                .unwrap_or_default();
+            ok(json!({
+                "url": url,
+                "has_custom_certificate": false,
+                "pending_update_count": inner.updates.len(),
+            }))
+        }
+        "setWebhook" => {
+            let url = body
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let secret = body
+                .get("secret_token")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let mut inner = state.lock();
+            if drop_pending(&body) {
+                inner.updates.clear();
+            }
+            // Like Telegram, an empty URL removes the webhook.
+            inner.webhook = (!url.is_empty()).then_some((url, secret));
+            ok(json!(true))
+        }
+        "deleteWebhook" => {
+            let mut inner = state.lock();
+            if drop_pending(&body) {
+                inner.updates.clear();
+            }
+            inner.webhook = None;
+            ok(json!(true))
+        }
+        "sendMessage" => send_message(&state, &body),
+        "editMessageText" => edit_message_text(&state, &body),
+        "sendChatAction" | "answerCallbackQuery" | "deleteMessage" | "setMyCommands" => {
+            ok(json!(true))
+        }
+        _ => error(404, "Not Found: method not found"),
+    }
+}
+
+fn drop_pending(body: &Value) -> bool {
+    match body.get("drop_pending_updates") {
+        Some(Value::Bool(on)) => *on,
+        Some(Value::String(on)) => on == "true",
+        _ => false,
+    }
+}
+
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// The fields of a multipart/form-data body as a JSON object: text values
+/// become strings (or JSON, when they are a JSON object or array), file
+/// parts become their file name.
+fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Value> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|param| param.strip_prefix("boundary="))?
+        .trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+
+    let mut fields = serde_json::Map::new();
+    let start = find_bytes(body, delimiter)?;
+    let mut rest = &body[start + delimiter.len()..];
+    // Each part runs up to the next delimiter; "--" after one closes the body.
+    while !rest.starts_with(b"--") {
+        let end = find_bytes(rest, delimiter)?;
+        let part = &rest[..end];
+        rest = &rest[end + delimiter.len()..];
+
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let part = part.strip_suffix(b"\r\n").unwrap_or(part);
+        let header_end = find_bytes(part, b"\r\n\r\n")?;
+        let headers = String::from_utf8_lossy(&part[..header_end]);
+        let content = &part[header_end + 4..];
+
+        let disposition = headers.lines().find(|line| {
+            line.to_ascii_lowercase()
+                .starts_with("content-disposition:")
+        })?;
+        let param = |key: &str| {
+            disposition
+                .split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(key))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        let name = param("name=")?;
+        let value = match param("filename=") {
+            Some(filename) => Value::String(filename),
+            None => {
+                let text = String::from_utf8_lossy(content).into_owned();
+                let looks_json = text.starts_with('{') || text.starts_with('[');
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(parsed) if looks_json => parsed,
+                    _ => Value::String(text),
+                }
+            }
+        };
+        fields.insert(name, value);
+    }
+    Some(Value::Object(fields))
+}
+
+async fn get_updates(state: &State, body: &Value) -> HttpResponse {
+    let offset = body.get("offset").and_then(Value::as_i64);
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .map_or(100, |limit| limit.clamp(1, 100));
+    let limit = usize::try_from(limit).unwrap_or(100);
+    let wait = Duration::from_secs(body.get("timeout").and_then(Value::as_u64).unwrap_or(0))
+        .min(MAX_POLL_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+
+    loop {
+        // Created before looking at the queue so that a push_update between
+        // the check and the wait is not missed.
+        let notified = state.new_update.notified();
+        let ready: Vec<Value> = {
+            let mut inner = state.lock();
+            if inner.webhook.is_some() {
+                return error(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; \
+                     use deleteWebhook to delete the webhook first",
+                );
+            }
+            match offset {
+                // A negative offset keeps only the last -offset updates.
+                Some(offset) if offset < 0 => {
+                    let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
+                    let excess = inner.updates.len().saturating_sub(keep);
+                    inner.updates.drain(..excess);
+                }
+                // Updates below the offset are confirmed.
+                Some(offset) => inner.updates.retain(|u| update_id(u) >= offset),
+                None => {}
+            }
+            inner.updates.iter().take(limit).cloned().collect()
+        };
+        if !ready.is_empty() || tokio::time::Instant::now() >= deadline {
+            return ok(Value::Array(ready));
+        }
+        // On timeout the next iteration returns whatever is there.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+/// Telegram's checks on a message text; `Err` is the error response.
+fn check_text(state: &State, body: &Value) -> Result<String, HttpResponse> {
+    let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+    if text.is_empty() {
+        return Err(error(400, "Bad Request: message text is empty"));
+    }
+    if text.encode_utf16().count() > MAX_TEXT_UTF16 {
+        return Err(error(400, "Bad Request: message is too long"));
+    }
+    let markdown = body
+        .get("parse_mode")
+        .and_then(Value::as_str)
+        .is_some_and(|mode| {
+            mode.eq_ignore_ascii_case("Markdown") || mode.eq_ignore_ascii_case("MarkdownV2")
+        });
+    let reject = state.lock().reject_bad_markdown;
+    if reject && markdown {
+        let odd = |c: char| text.chars().filter(|&x| x == c).count() % 2 == 1;
+        if odd('*') || odd('_') || odd('`') {
+            return Err(error(
+                400,
+                "Bad Request: can't parse entities: Can't find end of the entity starting at byte offset 0",
+            ));
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// A Message JSON from the bot to `chat_id`.
+fn bot_message(message_id: i64, chat_id: i64, text: &str, body: &Value) -> Value {
+    let mut message = json!({
+        "message_id": message_id,
+        "date": unix_now(),
+        "chat": { "id": chat_id, "type": "private", "first_name": "User" },
+        "from": bot_user_short(),
+        "text": text,
+    });
+    // A Message only ever carries an inline keyboard; echoing a reply
+    // keyboard back would not deserialize in teloxide.
+    if let Some(markup) = body
+        .get("reply_markup")
+        .filter(|markup| markup.get("inline_keyboard").is_some())
+    {
+        message["reply_markup"] = markup.clone();
+    }
+    message
+}
+
+fn send_message(state: &State, body: &Value) -> HttpResponse {
+    let Some(chat_id) = chat_id_of(body) else {
+        return error(400, "Bad Request: chat_id is empty");
+    };
+    let text = match check_text(state, body) {
+        Ok(text) => text,
+        Err(response) => return response,
+    };
+    let message_id = {
+        let mut inner = state.lock();
+        let id = inner.next_message_id;
+        inner.next_message_id += 1;
+        inner.accepted.push((chat_id, body.clone()));
+        id
+    };
+    ok(bot_message(message_id, chat_id, &text, body))
+}
+
+fn edit_message_text(state: &State, body: &Value) -> HttpResponse {
+    let text = match check_text(state, body) {
+        Ok(text) => text,
+        Err(response) => return response,
+    };
+    if body.get("inline_message_id").is_some() {
+        // Editing an inline message returns True.
+        return ok(json!(true));
+    }
+    let Some(chat_id) = chat_id_of(body) else {
+        return error(400, "Bad Request: chat_id is empty");
+    };
+    let Some(message_id) = body.get("message_id").and_then(Value::as_i64) else {
+        return error(400, "Bad Request: message identifier is not specified");
+    };
+    let mut message = bot_message(message_id, chat_id, &text, body);
+    message["edit_date"] = json!(unix_now());
+    ok(message)
+}

@@ -1,0 +1,409 @@
+//! Test support: the real application started in-process on port 0, against a fake Telegram
+//! Bot API server and a fake OpenAI-compatible server (both real HTTP servers), on SQLite or
+//! on a fresh PostgreSQL database.
+
+#![allow(dead_code)]
+
+pub mod fake_llm;
+pub mod fake_telegram;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use secrecy::SecretString;
+use serde_json::Value;
+use vitte::config::{Settings, TelegramMode};
+use vitte::startup::{AppHandle, Application, Customization, LlmWrapper};
+use vitte::storage::Database;
+use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError, Role};
+
+pub use fake_llm::{FakeLlm, LlmBehaviour};
+pub use fake_telegram::{FakeTelegram, callback_update, text_update};
+
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs each named `async fn name(backend: Backend)` as two tests: `name::sqlite` always,
+/// `name::postgres` when `DATABASE_URL` is set (CI sets it; `.ci/run` starts PostgreSQL).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix_rt::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[actix_rt::test]
+                async fn postgres() {
+                    match $crate::support::Backend::postgres_from_env() {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!("DATABASE_URL is not set: PostgreSQL variant not run"),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Which storage a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The server URL from `DATABASE_URL`; each test creates its own database there.
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn postgres_from_env() -> Option<Backend> {
+        std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .map(Backend::Postgres)
+    }
+}
+
+/// A change to the test configuration before the app starts.
+pub type AdjustSettings = Box<dyn FnOnce(&mut Settings)>;
+
+/// How a test wants the app.
+pub struct TestOptions {
+    pub mode: TelegramMode,
+    pub wrap_llm: Option<LlmWrapper>,
+    pub adjust: Option<AdjustSettings>,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            mode: TelegramMode::Webhook,
+            wrap_llm: None,
+            adjust: None,
+        }
+    }
+}
+
+/// A running application with its fakes.
+pub struct TestApp {
+    pub address: String,
+    pub telegram: FakeTelegram,
+    pub llm: FakeLlm,
+    pub database: Database,
+    pub handle: AppHandle,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    next_update_id: Arc<AtomicI64>,
+    /// The server URL and name of the test's own PostgreSQL database, dropped by `stop`.
+    postgres: Option<(String, String)>,
+    /// Keeps the SQLite file's directory alive for the test's duration.
+    _data_dir: Arc<tempfile::TempDir>,
+}
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+static DATABASE_COUNTER: AtomicI64 = AtomicI64::new(0);
+
+/// Creates an empty PostgreSQL database for one test; returns its URL and name.
+async fn fresh_postgres_database(server_url: &str) -> (String, String) {
+    let name = format!(
+        "vitte_test_{}_{}_{}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos())
+    );
+    let mut admin = AsyncPgConnection::establish(server_url)
+        .await
+        .expect("DATABASE_URL must point to a reachable PostgreSQL server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(server_url).expect("DATABASE_URL is a URL");
+    url.set_path(&name);
+    (url.to_string(), name)
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: TestOptions) -> TestApp {
+        let telegram = FakeTelegram::start().await;
+        let llm = FakeLlm::start().await;
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let (database_url, postgres) = match &backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", data_dir.path().join("vitte.db").display()),
+                None,
+            ),
+            Backend::Postgres(server) => {
+                let (url, name) = fresh_postgres_database(server).await;
+                (url, Some((server.clone(), name)))
+            }
+        };
+        let mut settings =
+            Settings::load_from(&repo_path("config"), "local").expect("default configuration");
+        settings.telegram.token = SecretString::from("123456:TEST-TOKEN");
+        settings.telegram.api_url = telegram.api_url();
+        settings.telegram.mode = options.mode;
+        settings.telegram.webhook_url = "https://bot.example.org/telegram/webhook".into();
+        settings.telegram.webhook_secret = SecretString::from(WEBHOOK_SECRET);
+        settings.telegram.polling_timeout = Duration::from_secs(1);
+        settings.llm.base_url = llm.base_url();
+        settings.llm.api_key = SecretString::from("sk-test-key");
+        settings.llm.request_timeout = Duration::from_secs(3);
+        settings.database.url = SecretString::from(database_url);
+        settings.database.max_connections = 4;
+        settings.http.address = "127.0.0.1:0".into();
+        settings.http.workers = 1;
+        settings.session.shards = 2;
+        settings.session.shutdown_timeout = Duration::from_secs(5);
+        settings.personas.dir = repo_path("personas");
+        if let Some(adjust) = options.adjust {
+            adjust(&mut settings);
+        }
+        let mut app = TestApp::launch(
+            settings,
+            telegram,
+            llm,
+            data_dir,
+            options.wrap_llm,
+            Arc::new(AtomicI64::new(1)),
+        )
+        .await;
+        app.postgres = postgres;
+        app
+    }
+
+    async fn launch(
+        settings: Settings,
+        telegram: FakeTelegram,
+        llm: FakeLlm,
+        data_dir: Arc<tempfile::TempDir>,
+        wrap_llm: Option<LlmWrapper>,
+        next_update_id: Arc<AtomicI64>,
+    ) -> TestApp {
+        let application = Application::build_with(settings.clone(), Customization { wrap_llm })
+            .await
+            .expect("the application starts");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let database = application.database().clone();
+        let handle = application.handle();
+        actix_rt::spawn(async move {
+            if let Err(error) = application.run_until_stopped().await {
+                panic!("application failed: {error:#}");
+            }
+        });
+        let app = TestApp {
+            address,
+            telegram,
+            llm,
+            database,
+            handle,
+            settings,
+            http: reqwest::Client::new(),
+            next_update_id,
+            postgres: None,
+            _data_dir: data_dir,
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
+    /// Stops the application and starts a new one on the same database and fakes.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop().await;
+        let TestApp {
+            telegram,
+            llm,
+            settings,
+            next_update_id,
+            postgres,
+            _data_dir,
+            ..
+        } = self;
+        let mut app =
+            TestApp::launch(settings, telegram, llm, _data_dir, None, next_update_id).await;
+        app.postgres = postgres;
+        app
+    }
+
+    /// Stops the application and the fakes, and drops the test's PostgreSQL database.
+    pub async fn stop(&self) {
+        self.handle.stop().await;
+        self.telegram.stop().await;
+        self.llm.stop().await;
+        if let Some((server, name)) = &self.postgres {
+            // The pool's connections close with the application; FORCE ends any straggler.
+            if let Ok(mut admin) = AsyncPgConnection::establish(server).await {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+            }
+        }
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/health/ready", self.address))
+                .send()
+                .await
+            {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the application never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn next_update_id(&self) -> i64 {
+        self.next_update_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// POSTs an update to the webhook with the right secret; returns the HTTP status.
+    pub async fn post_update(&self, update: &Value) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}/telegram/webhook", self.address))
+            .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
+            .json(update)
+            .send()
+            .await
+            .expect("webhook answers")
+            .status()
+    }
+
+    /// The user (an English speaker named after the id) writes `text`.
+    pub async fn user_says(&self, user_id: i64, text: &str) {
+        let update = text_update(
+            self.next_update_id(),
+            user_id,
+            &format!("User{user_id}"),
+            "en",
+            text,
+        );
+        assert_eq!(self.post_update(&update).await, reqwest::StatusCode::OK);
+    }
+
+    /// The user presses an inline button carrying `data`.
+    pub async fn user_presses(&self, user_id: i64, data: &str) {
+        let update = callback_update(
+            self.next_update_id(),
+            user_id,
+            &format!("User{user_id}"),
+            "en",
+            data,
+        );
+        assert_eq!(self.post_update(&update).await, reqwest::StatusCode::OK);
+    }
+
+    /// Picks a persona and waits for its greeting.
+    pub async fn start_dialog(&self, user_id: i64, persona_id: &str) {
+        let before = self.telegram.sent_texts(user_id).len();
+        self.user_presses(user_id, &format!("p:{persona_id}")).await;
+        self.wait_for_texts(user_id, before + 1).await;
+    }
+
+    /// Waits until at least `count` messages were sent to `chat_id`; returns them all.
+    pub async fn wait_for_texts(&self, chat_id: i64, count: usize) -> Vec<String> {
+        wait_until(&format!("{count} messages to chat {chat_id}"), || {
+            let texts = self.telegram.sent_texts(chat_id);
+            (texts.len() >= count).then_some(texts)
+        })
+        .await
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one sample line of /metrics (e.g. `ai_requests_total{status="ok"}`).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
+    }
+}
+
+/// Waits until `probe` returns something, failing the test after [`PATIENCE`].
+pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wraps the real LLM client and panics (inside the session's work) when the last user
+/// message contains `trigger`: fault injection for supervision tests.
+pub struct PanicOnTrigger {
+    pub inner: Arc<dyn LanguageModel>,
+    pub trigger: &'static str,
+}
+
+#[async_trait]
+impl LanguageModel for PanicOnTrigger {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
+        let last_user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|message| message.role == Role::User)
+            .map(|message| message.content.clone())
+            .unwrap_or_default();
+        if last_user.contains(self.trigger) {
+            panic!("fault injected by the test");
+        }
+        self.inner.complete(request).await
+    }
+}
+
+/// The texts of the `messages` array of an LLM request.
+pub fn request_texts(request: &Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|message| {
+                    (
+                        message["role"].as_str().unwrap_or_default().to_owned(),
+                        message["content"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -54,7 +54,10 @@ async fn readiness_fails_while_telegram_ingress_is_not_running() {
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     actix_rt::spawn(application.run_until_stopped());
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let ready = wait_until_async(|| http.get(format!("{address}/health/ready")).send()).await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");

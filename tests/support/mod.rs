@@ -212,7 +212,11 @@ impl TestApp {
             database,
             handle,
             settings,
-            http: reqwest::Client::new(),
+            // No idle keep-alive connections: the server's graceful stop would wait for them.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("an HTTP client"),
             next_update_id,
             postgres: None,
             _data_dir: data_dir,

@@ -27,6 +27,8 @@ pub enum InboundKind {
     Text(String),
     /// A pressed inline button.
     Button { callback_id: String, data: String },
+    /// A message the bot cannot read (sticker, photo, voice, …); answered with a notice.
+    Unsupported,
 }
 
 /// The commands the bot understands.

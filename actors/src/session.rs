@@ -411,6 +411,9 @@ async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbou
             }
         }
         InboundKind::Text(text) => answer_text(deps, state, sender, text).await,
+        InboundKind::Unsupported => {
+            send(deps, sender.chat_id, texts.text_only, None).await;
+        }
     }
 }
 

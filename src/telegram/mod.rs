@@ -25,9 +25,8 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
             }
             let kind = match message.text() {
                 Some(text) => InboundKind::from_text(text),
-                // Stickers, photos, voice: answered with "text only" by the text path later;
-                // for now an empty text is ignored.
-                None => return None,
+                // Stickers, photos, voice: the user is told the bot reads text only.
+                None => InboundKind::Unsupported,
             };
             Some(Inbound {
                 sender: Sender {

@@ -54,13 +54,14 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%error, "getUpdates failed; retrying in {backoff:?}");
                 sink.metrics.count_error("telegram");
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+        // Something failed: wait before trying again, longer each time.
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     sink.ingress_ready.store(false, Ordering::SeqCst);
     tracing::info!("long polling stopped");

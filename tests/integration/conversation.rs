@@ -273,3 +273,19 @@ async fn long_polling_delivers_updates_too(backend: Backend) {
     assert_eq!(texts[1], "echo: Привет!");
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_message_without_text_gets_a_notice_not_silence() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut update = text_update(app.next_update_id(), 5101, "Geo", "en", "placeholder");
+    let message = update["message"].as_object_mut().expect("a message");
+    message.remove("text");
+    message.insert(
+        "location".into(),
+        serde_json::json!({ "latitude": 59.93, "longitude": 30.33 }),
+    );
+    assert_eq!(app.post_update(&update).await, reqwest::StatusCode::OK);
+    let texts = app.wait_for_texts(5101, 1).await;
+    assert_eq!(texts[0], "I can only read text messages for now.");
+    app.stop().await;
+}

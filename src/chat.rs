@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::Notify;
 use vitte_actors::event::{Inbound, InboundKind, Sender};
 use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger};
 use vitte_actors::session::PERSONA_BUTTON_PREFIX;
@@ -22,9 +21,8 @@ const TERMINAL_USER: i64 = -1;
 /// Longest wait for an answer before the prompt returns anyway.
 const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
-/// Prints messages to stdout and wakes the input loop when something was said.
+/// Prints messages to stdout and remembers the last keyboard, so a number can press a button.
 struct TerminalMessenger {
-    said: Notify,
     keyboard: Mutex<Option<Keyboard>>,
 }
 
@@ -50,7 +48,6 @@ impl Messenger for TerminalMessenger {
         if let Ok(mut last) = self.keyboard.lock() {
             *last = keyboard.cloned();
         }
-        self.said.notify_one();
         Ok(0)
     }
 
@@ -67,10 +64,16 @@ impl Messenger for TerminalMessenger {
 pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     settings.validate(Purpose::Chat)?;
     let messenger = Arc::new(TerminalMessenger {
-        said: Notify::new(),
         keyboard: Mutex::new(None),
     });
     let core = Core::start(&settings, messenger.clone(), Customization::default()).await?;
+    if core.personas.get(persona_id).is_none() {
+        let known: Vec<&str> = core.personas.all().iter().map(|p| p.id.as_str()).collect();
+        anyhow::bail!(
+            "no persona {persona_id:?}; the personas are: {}",
+            known.join(", ")
+        );
+    }
     let sender = Sender {
         user_id: TERMINAL_USER,
         chat_id: TERMINAL_USER,
@@ -80,6 +83,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
             .map(|lang| lang.chars().take(2).collect()),
     };
     let event = |kind| Inbound {
+        update_id: None,
         sender: sender.clone(),
         kind,
     };
@@ -93,7 +97,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     };
     core.router
         .route(event(press(format!("{PERSONA_BUTTON_PREFIX}{persona_id}"))));
-    wait_for_answer(&messenger).await;
+    wait_for_answer(&core).await;
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -122,14 +126,14 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
             None => InboundKind::from_text(&line),
         };
         core.router.route(event(kind));
-        wait_for_answer(&messenger).await;
+        wait_for_answer(&core).await;
     }
-    core.router.drain(Duration::from_secs(5)).await;
     core.router.stop();
     Ok(())
 }
 
-async fn wait_for_answer(messenger: &TerminalMessenger) {
-    // A timeout only returns the prompt; the answer is still printed when it comes.
-    let _ = tokio::time::timeout(ANSWER_WAIT, messenger.said.notified()).await;
+/// Waits until the session has finished the event (its whole answer is printed). After
+/// [`ANSWER_WAIT`] the prompt returns anyway; a late answer is still printed when it comes.
+async fn wait_for_answer(core: &Core) {
+    core.router.drain(ANSWER_WAIT).await;
 }

@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use vitte_actors::persona::PersonaCatalog;
+
 use crate::config::{ConfigError, Purpose, Settings};
 use crate::startup::Application;
 use crate::storage::Database;
@@ -43,7 +45,11 @@ pub fn run() -> anyhow::Result<()> {
         Command::CheckConfig => {
             print!("{}", settings.to_redacted_toml());
             settings.validate(Purpose::Serve).map_err(config_error)?;
-            eprintln!("configuration is valid");
+            let personas = PersonaCatalog::load_dir(&settings.personas.dir)?;
+            eprintln!(
+                "configuration is valid; {} personas load",
+                personas.all().len()
+            );
             Ok(())
         }
         Command::Serve => {

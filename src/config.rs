@@ -48,6 +48,15 @@ pub enum TelegramMode {
     Webhook,
 }
 
+impl TelegramMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelegramMode::Polling => "polling",
+            TelegramMode::Webhook => "webhook",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TelegramSettings {
     #[serde(serialize_with = "redact")]
@@ -136,11 +145,21 @@ pub enum Purpose {
 }
 
 /// The database backend chosen by the URL's scheme.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
     /// A file path (its parent directory is created when missing).
     Sqlite(PathBuf),
+    /// The full URL, which may hold a password: `Debug` does not print it.
     Postgres(String),
+}
+
+impl std::fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseTarget::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DatabaseTarget::Postgres(_) => f.write_str("Postgres([redacted])"),
+        }
+    }
 }
 
 impl Settings {
@@ -309,12 +328,17 @@ fn redact_url_password<S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     let raw = secret.expose_secret();
     match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            // Setting a password fails only for URLs without a host, which have none to hide.
-            let _ = url.set_password(Some("[redacted]"));
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Setting a password fails only for URLs without a host, which have none.
+                let _ = url.set_password(Some("redacted"));
+            }
+            // Query strings may carry credentials too (`?password=…`, `?sslpassword=…`).
+            if url.query().is_some() {
+                url.set_query(Some("redacted"));
+            }
             serializer.serialize_str(url.as_str())
         }
-        Ok(_) => serializer.serialize_str(raw),
         Err(_) if raw.is_empty() => serializer.serialize_str(""),
         Err(_) => serializer.serialize_str("[redacted: not a URL]"),
     }

@@ -40,6 +40,7 @@ pub struct Customization {
 /// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM and
 /// the session router.
 pub struct Core {
+    pub personas: Arc<PersonaCatalog>,
     pub database: Database,
     pub metrics: Metrics,
     pub router: SessionRouter,
@@ -53,7 +54,7 @@ impl Core {
         messenger: Arc<dyn Messenger>,
         customization: Customization,
     ) -> anyhow::Result<Core> {
-        let personas = PersonaCatalog::load_dir(&settings.personas.dir)?;
+        let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
         let database = Database::connect(
             &settings.database_target()?,
             settings.database.max_connections,
@@ -81,7 +82,7 @@ impl Core {
             messenger,
             llm,
             store: Arc::new(database.clone()),
-            personas: Arc::new(personas),
+            personas: personas.clone(),
             prompts: PromptBuilder::new(
                 counter,
                 TokenBudget {
@@ -104,6 +105,7 @@ impl Core {
         };
         let router = SessionRouter::start(shards, deps);
         Ok(Core {
+            personas,
             database,
             metrics,
             router,
@@ -120,6 +122,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     stopped: watch::Sender<bool>,
     ingress: Option<tokio::task::JoinHandle<()>>,
+    ingress_ready: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
 
@@ -155,7 +158,13 @@ impl Application {
         let address = settings.http_address()?;
         let api_url = reqwest::Url::parse(&settings.telegram.api_url)
             .context("telegram.api_url is not a URL")?;
-        let bot = Bot::new(settings.telegram.token.expose_secret()).set_api_url(api_url);
+        // The client must outwait a long poll, or every quiet getUpdates would time out.
+        let telegram_client = teloxide::net::default_reqwest_settings()
+            .timeout(settings.telegram.polling_timeout + polling::CLIENT_TIMEOUT_MARGIN)
+            .build()
+            .context("creating the Telegram HTTP client")?;
+        let bot = Bot::with_client(settings.telegram.token.expose_secret(), telegram_client)
+            .set_api_url(api_url);
         let core = Core::start(
             &settings,
             Arc::new(TelegramOutbox::new(bot.clone())),
@@ -166,11 +175,11 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stopped, _) = watch::channel(false);
         let sink = UpdateSink {
-            database: core.database.clone(),
             router: core.router.clone(),
             metrics: core.metrics.clone(),
             ingress_ready: Arc::new(AtomicBool::new(false)),
         };
+        let ingress_ready = sink.ingress_ready.clone();
         let webhook_secret = match settings.telegram.mode {
             TelegramMode::Webhook => settings.telegram.webhook_secret.clone(),
             TelegramMode::Polling => SecretString::from(""),
@@ -180,10 +189,7 @@ impl Application {
             metrics: core.metrics.clone(),
             sink: sink.clone(),
             webhook_secret: webhook_secret.clone(),
-            telegram_mode: match settings.telegram.mode {
-                TelegramMode::Webhook => "webhook",
-                TelegramMode::Polling => "polling",
-            },
+            telegram_mode: settings.telegram.mode.as_str(),
         };
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding http.address {address}"))?;
@@ -219,7 +225,11 @@ impl Application {
                 shutdown_rx,
             ))),
         };
-        tracing::info!(port, mode = state_mode(&settings), "vitte is serving");
+        tracing::info!(
+            port,
+            mode = settings.telegram.mode.as_str(),
+            "vitte is serving"
+        );
         Ok(Application {
             port,
             server,
@@ -228,6 +238,7 @@ impl Application {
             shutdown,
             stopped,
             ingress,
+            ingress_ready,
             shutdown_timeout: settings.session.shutdown_timeout,
         })
     }
@@ -262,6 +273,7 @@ impl Application {
             shutdown,
             stopped,
             ingress,
+            ingress_ready,
             shutdown_timeout,
             ..
         } = self;
@@ -272,6 +284,8 @@ impl Application {
             () = termination_signal() => tracing::info!("termination signal received"),
         }
         tracing::info!("shutting down");
+        // Not ready from now on, so Kubernetes stops sending traffic.
+        ingress_ready.store(false, Ordering::SeqCst);
         shutdown.send_replace(true);
         if let Some(ingress) = ingress {
             // The ingress task ends on the shutdown signal; a join error means it panicked,
@@ -290,13 +304,6 @@ impl Application {
         stopped.send_replace(true);
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-fn state_mode(settings: &Settings) -> &'static str {
-    match settings.telegram.mode {
-        TelegramMode::Webhook => "webhook",
-        TelegramMode::Polling => "polling",
     }
 }
 
@@ -321,7 +328,7 @@ async fn register_webhook(
         match request.await {
             Ok(_) => {
                 tracing::info!("webhook registered");
-                sink.ingress_ready.store(true, Ordering::SeqCst);
+                sink.set_ready(true);
                 return;
             }
             Err(error) => {

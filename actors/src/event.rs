@@ -14,6 +14,9 @@ pub struct Sender {
 /// One event for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
+    /// Telegram's update id, used to answer a redelivered update only once; `None` for
+    /// events that do not come from Telegram (the terminal chat).
+    pub update_id: Option<i64>,
     pub sender: Sender,
     pub kind: InboundKind,
 }

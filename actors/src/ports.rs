@@ -153,6 +153,8 @@ pub enum MessageStatus {
     Complete,
     /// A user message the LLM could not answer (kept, so nothing is lost).
     Unanswered,
+    /// A reply that Telegram did not accept (kept in the history all the same).
+    Undelivered,
 }
 
 impl MessageStatus {
@@ -160,6 +162,7 @@ impl MessageStatus {
         match self {
             MessageStatus::Complete => "complete",
             MessageStatus::Unanswered => "unanswered",
+            MessageStatus::Undelivered => "undelivered",
         }
     }
 }
@@ -219,6 +222,10 @@ pub trait SessionStore: Send + Sync + 'static {
         dialog_id: DialogId,
         message: &NewMessage,
     ) -> Result<(), StoreError>;
+
+    /// Records that a Telegram update is being handled. Returns false if it was recorded
+    /// before: a redelivery, which must not be answered again.
+    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError>;
 
     /// Marks a user message as unanswered (the LLM failed).
     async fn mark_last_user_message_unanswered(

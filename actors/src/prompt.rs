@@ -72,9 +72,10 @@ impl PromptBuilder {
         self.counter
     }
 
-    /// The system message describing the persona.
-    pub fn persona_prompt(&self, persona: &Persona, user_name: &str) -> String {
-        let mut prompt = if persona.system_prompt.trim().is_empty() {
+    /// The persona's part of every prompt for one user: built and counted once per dialog,
+    /// not once per message.
+    pub fn persona_prompt(&self, persona: &Persona, user_name: &str) -> PersonaPrompt {
+        let mut system = if persona.system_prompt.trim().is_empty() {
             String::from(
                 "You are {{char}}. Stay in character and write {{char}}'s next reply in a \
                  conversation with {{user}}. Never speak for {{user}}. Answer in the language \
@@ -91,30 +92,28 @@ impl PromptBuilder {
         ];
         for (title, body) in sections {
             if !body.trim().is_empty() {
-                prompt.push_str("\n\n");
-                prompt.push_str(title);
-                prompt.push_str(":\n");
-                prompt.push_str(body.trim());
+                system.push_str("\n\n");
+                system.push_str(title);
+                system.push_str(":\n");
+                system.push_str(body.trim());
             }
         }
-        persona.substitute(&prompt, user_name)
+        let system = persona.substitute(&system, user_name);
+        let post = persona.substitute(persona.post_history_instructions.trim(), user_name);
+        let mut tokens = self.counter.count(&system) as usize + TOKENS_PER_MESSAGE;
+        if !post.is_empty() {
+            tokens += self.counter.count(&post) as usize + TOKENS_PER_MESSAGE;
+        }
+        PersonaPrompt {
+            system,
+            post,
+            tokens,
+        }
     }
 
-    /// Builds the request messages for `persona` and `history` (oldest first).
-    pub fn build(
-        &self,
-        persona: &Persona,
-        user_name: &str,
-        history: &[HistoryEntry],
-    ) -> Vec<ChatMessage> {
-        let system = self.persona_prompt(persona, user_name);
-        let post = persona.substitute(persona.post_history_instructions.trim(), user_name);
-        let mut used = self.counter.count(&system) as usize + TOKENS_PER_MESSAGE;
-        if !post.is_empty() {
-            used += self.counter.count(&post) as usize + TOKENS_PER_MESSAGE;
-        }
-        let available = self.budget.prompt_tokens().saturating_sub(used);
-
+    /// Builds the request messages for a persona prompt and a history (oldest first).
+    pub fn build(&self, persona: &PersonaPrompt, history: &[HistoryEntry]) -> Vec<ChatMessage> {
+        let available = self.budget.prompt_tokens().saturating_sub(persona.tokens);
         let mut kept = 0;
         let mut spent = 0;
         for entry in history.iter().rev() {
@@ -129,7 +128,7 @@ impl PromptBuilder {
         let mut messages = Vec::with_capacity(kept + 2);
         messages.push(ChatMessage {
             role: Role::System,
-            content: system,
+            content: persona.system.clone(),
         });
         messages.extend(
             history[history.len() - kept..]
@@ -139,14 +138,25 @@ impl PromptBuilder {
                     content: entry.content.clone(),
                 }),
         );
-        if !post.is_empty() {
+        if !persona.post.is_empty() {
             messages.push(ChatMessage {
                 role: Role::System,
-                content: post,
+                content: persona.post.clone(),
             });
         }
         messages
     }
+}
+
+/// The persona's fixed part of a prompt, with its token cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonaPrompt {
+    /// The system message describing the persona (placeholders replaced).
+    pub system: String,
+    /// Post-history instructions, sent after the history; may be empty.
+    pub post: String,
+    /// Tokens of both, including per-message overhead.
+    pub tokens: usize,
 }
 
 #[cfg(test)]
@@ -191,7 +201,7 @@ post_history_instructions = "Reply as {{char}} in two sentences."
             entry(counter, Role::Assistant, "Who's there?"),
             entry(counter, Role::User, "A traveller."),
         ];
-        let messages = builder.build(&persona(), "Ann", &history);
+        let messages = builder.build(&builder.persona_prompt(&persona(), "Ann"), &history);
         assert_eq!(messages.len(), 4);
         assert_eq!(messages[0].role, Role::System);
         assert!(messages[0].content.contains("Mira keeps the lighthouse."));
@@ -217,18 +227,23 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 )
             })
             .collect();
-        let base = PromptBuilder::new(
+        let unlimited = PromptBuilder::new(
             counter,
             TokenBudget {
                 context_tokens: 100_000,
                 reply_tokens: 0,
             },
-        )
-        .build(&persona, "Ann", &[]);
-        let fixed: usize = base
+        );
+        let persona_prompt = unlimited.persona_prompt(&persona, "Ann");
+        let fixed: usize = unlimited
+            .build(&persona_prompt, &[])
             .iter()
             .map(|message| counter.count(&message.content) as usize + TOKENS_PER_MESSAGE)
             .sum();
+        assert_eq!(
+            fixed, persona_prompt.tokens,
+            "the cached cost is the real cost"
+        );
         let per_message = history[10].token_count as usize + TOKENS_PER_MESSAGE;
         let builder = PromptBuilder::new(
             counter,
@@ -237,7 +252,7 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 reply_tokens: 100,
             },
         );
-        let messages = builder.build(&persona, "Ann", &history);
+        let messages = builder.build(&persona_prompt, &history);
         let kept: Vec<&str> = messages[1..messages.len() - 1]
             .iter()
             .map(|message| message.content.as_str())
@@ -253,7 +268,7 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 reply_tokens: 5,
             },
         );
-        let messages = tiny.build(&persona, "Ann", &history);
+        let messages = tiny.build(&persona_prompt, &history);
         assert!(messages[0].content.contains("lighthouse"), "persona kept");
         assert_eq!(messages.len(), 3, "newest message kept even over budget");
         assert_eq!(messages[1].content, "message number 49 with some words");

@@ -49,6 +49,8 @@ impl SessionRouter {
     /// Hands an event to its user's shard. Events of one user always take the same path, so
     /// their order is kept.
     pub fn route(&self, event: Inbound) {
+        // Counted from here, so a shutdown drain also waits for events still in mailboxes.
+        self.deps.in_flight.fetch_add(1, Ordering::SeqCst);
         let index = shard_index(event.sender.user_id, self.shards.len());
         self.shards[index].do_send(RouteEvent(event));
     }

@@ -12,7 +12,6 @@
 //! sessions on the same arbiter never notice.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,16 +19,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::FutureExt;
-use futures::future::{Either, select};
 
 use crate::event::{Command, Inbound, InboundKind, Sender};
 use crate::metrics::Metrics;
-use crate::persona::{Persona, PersonaCatalog};
+use crate::persona::PersonaCatalog;
 use crate::ports::{
     Button, ChatId, CompletionRequest, DialogId, HistoryEntry, Keyboard, LanguageModel, LlmError,
     MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, UserId, UserProfile,
 };
-use crate::prompt::PromptBuilder;
+use crate::prompt::{PersonaPrompt, PromptBuilder};
 use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, split_message};
 
 /// Prefix of the callback data of persona buttons.
@@ -85,22 +83,24 @@ struct SessionState {
 #[derive(Debug)]
 struct ActiveDialog {
     id: DialogId,
-    persona: Arc<Persona>,
+    /// The persona's part of every prompt, built once for this dialog.
+    prompt: PersonaPrompt,
     /// Oldest first; at most `history_limit` entries.
     history: VecDeque<HistoryEntry>,
 }
 
 impl SessionState {
-    fn from_stored(stored: Option<StoredSession>, personas: &PersonaCatalog) -> SessionState {
+    fn from_stored(stored: Option<StoredSession>, deps: &SessionDeps) -> SessionState {
         let Some(stored) = stored else {
             return SessionState::default();
         };
+        let user_name = &stored.profile.first_name;
         let dialog = stored.active_dialog.and_then(|dialog| {
             // A dialog whose persona file was removed cannot go on; the user picks anew.
-            let persona = personas.get(&dialog.persona_id)?;
+            let persona = deps.personas.get(&dialog.persona_id)?;
             Some(ActiveDialog {
                 id: dialog.dialog_id,
-                persona,
+                prompt: deps.prompts.persona_prompt(&persona, user_name),
                 history: dialog.history.into(),
             })
         });
@@ -111,19 +111,29 @@ impl SessionState {
     }
 }
 
+/// Where a session is in its life; exactly one piece of work runs at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No state in memory: it must be loaded before the next event (at activation, after a
+    /// failed load, after a panic).
+    Unloaded,
+    /// Loading the state from storage.
+    Loading,
+    /// Handling an event; the work owns the state.
+    Handling,
+    /// State in memory, nothing running.
+    Ready,
+}
+
 /// One user's session.
 pub struct SessionActor {
     user_id: UserId,
     deps: Arc<SessionDeps>,
     shard: Recipient<SessionIdle>,
-    /// `None` while an event is being handled (the work owns it) or before the first load.
+    phase: Phase,
+    /// Present in [`Phase::Ready`] only.
     state: Option<SessionState>,
     queue: VecDeque<Inbound>,
-    /// A piece of work (a load or an event) is running.
-    busy: bool,
-    /// The running work is an event (not a load); it counts against the queue bound.
-    handling_event: bool,
-    needs_load: bool,
     events_received: u64,
     idle_timer: Option<SpawnHandle>,
 }
@@ -154,78 +164,76 @@ impl SessionActor {
             user_id,
             deps,
             shard,
+            phase: Phase::Unloaded,
             state: None,
             queue: VecDeque::new(),
-            busy: false,
-            handling_event: false,
-            needs_load: true,
             events_received: 0,
             idle_timer: None,
         }
     }
 
-    /// Starts the next piece of work if none is running: the (re)load from storage first,
-    /// then queued events in order; with nothing to do, arms the idle timer.
+    /// Starts the next piece of work if none is running: the load from storage first, then
+    /// queued events in order; with nothing to do, arms the idle timer.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
-        }
-        if let Some(timer) = self.idle_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        if self.needs_load {
-            self.start_load(ctx);
-        } else if let Some(event) = self.queue.pop_front() {
-            self.start_event(event, ctx);
-        } else {
-            let idle_timeout = self.deps.settings.idle_timeout;
-            self.idle_timer = Some(ctx.run_later(idle_timeout, |session, _ctx| {
-                session.idle_timer = None;
-                session.shard.do_send(SessionIdle {
-                    user_id: session.user_id,
-                    events_received: session.events_received,
-                });
-            }));
+        match self.phase {
+            Phase::Loading | Phase::Handling => {}
+            Phase::Unloaded => self.start_load(ctx),
+            Phase::Ready => match self.queue.pop_front() {
+                Some(event) => self.start_event(event, ctx),
+                None => self.arm_idle_timer(ctx),
+            },
         }
     }
 
+    fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let idle_timeout = self.deps.settings.idle_timeout;
+        self.idle_timer = Some(ctx.run_later(idle_timeout, |session, _ctx| {
+            session.idle_timer = None;
+            session.shard.do_send(SessionIdle {
+                user_id: session.user_id,
+                events_received: session.events_received,
+            });
+        }));
+    }
+
     fn start_load(&mut self, ctx: &mut Context<Self>) {
-        self.busy = true;
+        self.phase = Phase::Loading;
         let deps = self.deps.clone();
         let user_id = self.user_id;
         let load = async move {
             deps.store
                 .load_session(user_id, deps.settings.history_limit)
                 .await
-                .map(|stored| SessionState::from_stored(stored, &deps.personas))
+                .map(|stored| SessionState::from_stored(stored, &deps))
         };
-        ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| {
-            session.busy = false;
-            match loaded {
-                Ok(state) => {
-                    session.state = Some(state);
-                    session.needs_load = false;
-                }
-                Err(error) => {
-                    // Without its state the session cannot answer; tell everyone waiting and
-                    // try loading again on the next event.
-                    tracing::error!(user_id = session.user_id, %error, "could not load session");
-                    session.deps.metrics.count_error("storage");
-                    for event in session.queue.drain(..) {
-                        let texts = texts_for(&event.sender);
-                        spawn_notice(&session.deps, event.sender.chat_id, texts.storage_failed);
-                        session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    return;
-                }
+        ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| match loaded {
+            Ok(state) => {
+                session.state = Some(state);
+                session.phase = Phase::Ready;
+                session.pump(ctx);
             }
-            session.pump(ctx);
+            Err(error) => {
+                // Without its state the session cannot answer: tell everyone waiting, and
+                // load again on the next event (or passivate if none comes).
+                tracing::error!(user_id = session.user_id, %error, "could not load session");
+                session.deps.metrics.count_error("storage");
+                session.phase = Phase::Unloaded;
+                for event in std::mem::take(&mut session.queue) {
+                    refuse(&session.deps, &event, texts_for(&event.sender).storage_failed);
+                }
+                session.arm_idle_timer(ctx);
+            }
         }));
     }
 
     fn start_event(&mut self, event: Inbound, ctx: &mut Context<Self>) {
-        self.busy = true;
-        self.handling_event = true;
+        self.phase = Phase::Handling;
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
         let deps = self.deps.clone();
         let mut state = self.state.take().unwrap_or_default();
         let sender = event.sender.clone();
@@ -236,11 +244,12 @@ impl SessionActor {
             outcome.map(|()| state)
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
-            session.busy = false;
-            session.handling_event = false;
             session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
             match outcome {
-                Ok(state) => session.state = Some(state),
+                Ok(state) => {
+                    session.state = Some(state);
+                    session.phase = Phase::Ready;
+                }
                 Err(panic) => session.recover_from_panic(&sender, panic.as_ref()),
             }
             session.pump(ctx);
@@ -259,7 +268,7 @@ impl SessionActor {
         self.deps.metrics.session_panics_total.inc();
         self.deps.metrics.count_error("panic");
         self.state = None;
-        self.needs_load = true;
+        self.phase = Phase::Unloaded;
         spawn_notice(&self.deps, sender.chat_id, texts_for(sender).internal_error);
     }
 }
@@ -285,17 +294,12 @@ impl Handler<Deliver> for SessionActor {
     fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
         self.events_received += 1;
         // One event in progress plus `max_queued_events` waiting behind it.
-        let accepted = self.queue.len() + usize::from(self.handling_event);
+        let accepted = self.queue.len() + usize::from(self.phase == Phase::Handling);
         if accepted > self.deps.settings.max_queued_events {
             self.deps.metrics.count_error("queue_full");
-            let texts = texts_for(&event.sender);
-            if let InboundKind::Button { callback_id, .. } = &event.kind {
-                spawn_acknowledge(&self.deps, callback_id.clone());
-            }
-            spawn_notice(&self.deps, event.sender.chat_id, texts.queue_full);
+            refuse(&self.deps, &event, texts_for(&event.sender).queue_full);
             return;
         }
-        self.deps.in_flight.fetch_add(1, Ordering::SeqCst);
         self.queue.push_back(event);
         self.pump(ctx);
     }
@@ -308,6 +312,16 @@ impl Handler<Passivate> for SessionActor {
     fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
         ctx.stop();
     }
+}
+
+/// Answers an event that will not be handled with `notice`, acknowledging its button, and
+/// counts it as finished.
+fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
+    if let InboundKind::Button { callback_id, .. } = &event.kind {
+        spawn_acknowledge(deps, callback_id.clone());
+    }
+    spawn_notice(deps, event.sender.chat_id, notice);
+    deps.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn texts_for(sender: &Sender) -> &'static Texts {
@@ -391,6 +405,29 @@ fn persona_keyboard(personas: &PersonaCatalog) -> Keyboard {
 
 /// Handles one event with exclusive access to the session's state.
 async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbound) {
+    if let Some(update_id) = event.update_id {
+        match deps.store.claim_update(update_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Telegram redelivered an update we handled already: answer it only once.
+                deps.metrics.duplicate_updates_total.inc();
+                tracing::debug!(update_id, "duplicate update ignored");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not record an update");
+                deps.metrics.count_error("storage");
+                send(
+                    deps,
+                    event.sender.chat_id,
+                    texts_for(&event.sender).storage_failed,
+                    None,
+                )
+                .await;
+                return;
+            }
+        }
+    }
     remember_sender(deps, state, &event.sender).await;
     let sender = &event.sender;
     let texts = texts_for(sender);
@@ -465,7 +502,7 @@ async fn choose_persona(
     let greeting = persona.greeting(&sender.first_name);
     let mut dialog = ActiveDialog {
         id: dialog_id,
-        persona,
+        prompt: deps.prompts.persona_prompt(&persona, &sender.first_name),
         history: VecDeque::new(),
     };
     let message_id = send_long(deps, sender.chat_id, &greeting, None).await;
@@ -474,7 +511,7 @@ async fn choose_persona(
         &mut dialog,
         Role::Assistant,
         greeting,
-        MessageStatus::Complete,
+        delivery_status(message_id),
         message_id,
     )
     .await;
@@ -512,9 +549,7 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
 
     let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
     let request = CompletionRequest {
-        messages: deps
-            .prompts
-            .build(&dialog.persona, &sender.first_name, &history),
+        messages: deps.prompts.build(&dialog.prompt, &history),
     };
     let started = Instant::now();
     let completion = complete_while_typing(deps, sender.chat_id, request).await;
@@ -535,7 +570,7 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
                 dialog,
                 Role::Assistant,
                 reply,
-                MessageStatus::Complete,
+                delivery_status(message_id),
                 message_id,
             )
             .await;
@@ -570,18 +605,26 @@ async fn complete_while_typing(
     chat: ChatId,
     request: CompletionRequest,
 ) -> Result<crate::ports::Completion, LlmError> {
-    let keep_typing = async {
-        loop {
-            if let Err(error) = deps.messenger.show_typing(chat).await {
-                tracing::debug!(%error, "could not show typing");
+    let completion = deps.llm.complete(request);
+    tokio::pin!(completion);
+    let mut typing = tokio::time::interval(deps.settings.typing_interval);
+    loop {
+        tokio::select! {
+            result = &mut completion => return result,
+            _ = typing.tick() => {
+                if let Err(error) = deps.messenger.show_typing(chat).await {
+                    tracing::debug!(%error, "could not show typing");
+                }
             }
-            tokio::time::sleep(deps.settings.typing_interval).await;
         }
-    };
-    let typing: std::pin::Pin<Box<dyn Future<Output = Infallible> + '_>> = Box::pin(keep_typing);
-    match select(deps.llm.complete(request), typing).await {
-        Either::Left((completion, _)) => completion,
-        Either::Right((never, _)) => match never {},
+    }
+}
+
+/// A reply is stored as undelivered when Telegram accepted none of its parts.
+fn delivery_status(message_id: Option<i64>) -> MessageStatus {
+    match message_id {
+        Some(_) => MessageStatus::Complete,
+        None => MessageStatus::Undelivered,
     }
 }
 
@@ -595,6 +638,12 @@ async fn record(
     status: MessageStatus,
     telegram_message_id: Option<i64>,
 ) -> bool {
+    // PostgreSQL's text cannot hold NUL characters (SQLite's can); they carry no meaning.
+    let content = if content.contains('\0') {
+        content.replace('\0', "")
+    } else {
+        content
+    };
     let message = NewMessage {
         role,
         token_count: deps.prompts.counter().count(&content),
@@ -621,6 +670,7 @@ async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persona::Persona;
     use crate::router::SessionRouter;
     use crate::testing::*;
 
@@ -633,11 +683,18 @@ mod tests {
     }
 
     fn harness(settings: SessionSettings, llm_delay: Duration) -> Harness {
+        harness_with_llm(
+            settings,
+            EchoLlm {
+                delay: llm_delay,
+                ..EchoLlm::default()
+            },
+        )
+    }
+
+    fn harness_with_llm(settings: SessionSettings, llm: EchoLlm) -> Harness {
         let messenger = Arc::new(RecordingMessenger::default());
-        let llm = Arc::new(EchoLlm {
-            delay: llm_delay,
-            ..EchoLlm::default()
-        });
+        let llm = Arc::new(llm);
         let store = Arc::new(MemoryStore::default());
         let metrics = Metrics::new().expect("metrics");
         let persona = Persona::parse(
@@ -758,8 +815,17 @@ mod tests {
             max_queued_events: 2,
             ..SessionSettings::default()
         };
-        let h = harness(settings, Duration::from_millis(200));
+        // The LLM answers only when the test lets it, so the queue is surely full.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let h = harness_with_llm(
+            settings,
+            EchoLlm {
+                gate: Some(gate.clone()),
+                ..EchoLlm::default()
+            },
+        );
         h.router.route(pick(3, "mira"));
+        eventually("greeting", || h.messenger.texts_to(3).len() == 1).await;
         for index in 0..6 {
             h.router.route(text(3, &format!("q{index}")));
         }
@@ -767,15 +833,18 @@ mod tests {
             let texts = h.messenger.texts_to(3);
             texts.iter().filter(|t| t.starts_with(prefix)).count()
         };
-        eventually("two replies and four notices", || {
-            count("reply to") == 2 && count("I am still answering") == 4
-        })
-        .await;
-        // Nothing more arrives: the refused messages were not answered after all.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let notices = count("I am still answering");
-        assert_eq!(count("reply to"), 2);
-        assert_eq!(notices, 4);
+        // q0 is being answered, q1 and q2 wait, q3..q5 are refused.
+        eventually("three notices", || count("I am still answering") == 3).await;
+        gate.add_permits(3);
+        eventually("all events finished", || h.router.in_flight() == 0).await;
+        let replies: Vec<String> = h
+            .messenger
+            .texts_to(3)
+            .into_iter()
+            .filter(|t| t.starts_with("reply to"))
+            .collect();
+        assert_eq!(replies, ["reply to: q0", "reply to: q1", "reply to: q2"]);
+        assert_eq!(count("I am still answering"), 3);
         h.router.stop();
     }
 }

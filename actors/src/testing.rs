@@ -54,17 +54,21 @@ impl Messenger for RecordingMessenger {
 }
 
 /// Answers "reply to: <last user message>" after a delay; panics when the last user message
-/// is "PANIC"; records every request.
+/// is "PANIC"; records every request. With a gate, each answer waits for a permit.
 #[derive(Default)]
 pub struct EchoLlm {
     pub requests: Mutex<Vec<CompletionRequest>>,
     pub delay: Duration,
+    pub gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait]
 impl LanguageModel for EchoLlm {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
         lock(&self.requests).push(request.clone());
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
         tokio::time::sleep(self.delay).await;
         let last = request
             .messages
@@ -89,6 +93,7 @@ struct MemoryData {
     dialogs: Vec<(DialogId, UserId, u8, String, bool)>,
     messages: Vec<(DialogId, NewMessage)>,
     active_slot: HashMap<UserId, u8>,
+    claimed_updates: std::collections::HashSet<i64>,
 }
 
 /// Storage in a mutex.
@@ -179,6 +184,10 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {
+        Ok(lock(&self.data).claimed_updates.insert(update_id))
+    }
+
     async fn mark_last_user_message_unanswered(
         &self,
         _dialog_id: DialogId,
@@ -198,6 +207,7 @@ pub fn sender(user_id: UserId) -> Sender {
 
 pub fn text(user_id: UserId, text: &str) -> Inbound {
     Inbound {
+        update_id: None,
         sender: sender(user_id),
         kind: InboundKind::Text(text.to_owned()),
     }
@@ -205,6 +215,7 @@ pub fn text(user_id: UserId, text: &str) -> Inbound {
 
 pub fn pick(user_id: UserId, persona_id: &str) -> Inbound {
     Inbound {
+        update_id: None,
         sender: sender(user_id),
         kind: InboundKind::Button {
             callback_id: format!("cb{user_id}"),

@@ -227,9 +227,7 @@ impl Database {
         })
     }
 
-    /// Records a Telegram update id; returns false if it had been recorded before (a
-    /// redelivery that must not be answered again).
-    pub async fn mark_update_processed(&self, update_id: i64) -> Result<bool, StorageError> {
+    async fn insert_update_id(&self, update_id: i64) -> Result<bool, StorageError> {
         with_connection!(self, |conn| {
             let inserted = diesel::insert_into(processed_updates::table)
                 .values((
@@ -457,6 +455,10 @@ impl SessionStore for Database {
             Ok(())
         })
         .map_err(StoreError::from)
+    }
+
+    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {
+        Ok(self.insert_update_id(update_id).await?)
     }
 
     async fn mark_last_user_message_unanswered(

@@ -12,15 +12,16 @@ use vitte_actors::event::{Inbound, InboundKind, Sender};
 use vitte_actors::metrics::Metrics;
 use vitte_actors::router::SessionRouter;
 
-use crate::storage::Database;
-
 /// Converts an update into a session event; `None` for updates the bot does not handle
-/// (edits, channel posts, messages without a sender, …).
+/// (group chats, edits, channel posts, messages from bots, …).
 pub fn to_inbound(update: &Update) -> Option<Inbound> {
+    let update_id = Some(i64::from(update.id.0));
     match &update.kind {
         UpdateKind::Message(message) => {
             let user = message.from.as_ref()?;
-            if user.is_bot {
+            // A companion bot talks in private chats only: in a group every member's message
+            // would cost an LLM call and the replies would go to everyone.
+            if user.is_bot || !message.chat.is_private() {
                 return None;
             }
             let kind = match message.text() {
@@ -29,6 +30,7 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
                 None => InboundKind::Unsupported,
             };
             Some(Inbound {
+                update_id,
                 sender: Sender {
                     user_id: user.id.0 as i64,
                     chat_id: message.chat.id.0,
@@ -44,6 +46,7 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
                 .as_ref()
                 .map_or(query.from.id.0 as i64, |message| message.chat().id.0);
             Some(Inbound {
+                update_id,
                 sender: Sender {
                     user_id: query.from.id.0 as i64,
                     chat_id,
@@ -60,50 +63,34 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
     }
 }
 
-/// Where updates from either ingress (polling or webhook) go: duplicate check, then the
-/// user's session.
+/// Where updates from either ingress (polling or webhook) go: straight to the user's session,
+/// in arrival order. The session itself skips redelivered updates (by update id), inside its
+/// one-at-a-time work, so the duplicate check cannot reorder a user's messages.
 #[derive(Clone)]
 pub struct UpdateSink {
-    pub database: Database,
     pub router: SessionRouter,
     pub metrics: Metrics,
-    /// Set once the ingress is running (polling loop started or webhook registered).
+    /// Set while the ingress runs (polling loop receiving, or webhook registered).
     pub ingress_ready: Arc<AtomicBool>,
 }
 
-/// Why an update was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The duplicate check could not be made; the update should be redelivered later.
-    #[error("could not record the update: {0}")]
-    Storage(#[from] crate::storage::StorageError),
-}
-
 impl UpdateSink {
-    /// Routes an update to its session unless it was handled before (Telegram redelivers
-    /// updates after timeouts and restarts; each must be answered once).
-    pub async fn accept(&self, update: &Update) -> Result<(), SinkError> {
+    pub fn accept(&self, update: &Update) {
         let Some(inbound) = to_inbound(update) else {
-            return Ok(());
+            return;
         };
-        if !self
-            .database
-            .mark_update_processed(i64::from(update.id.0))
-            .await?
-        {
-            self.metrics.duplicate_updates_total.inc();
-            tracing::debug!(update_id = update.id.0, "duplicate update ignored");
-            return Ok(());
-        }
         self.metrics
             .telegram_messages_total
             .with_label_values(&["in"])
             .inc();
         self.router.route(inbound);
-        Ok(())
     }
 
     pub fn is_ready(&self) -> bool {
         self.ingress_ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ingress_ready.store(ready, Ordering::SeqCst);
     }
 }

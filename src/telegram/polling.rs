@@ -1,6 +1,5 @@
 //! Long polling: `getUpdates` in a loop, each update handed to the [`UpdateSink`].
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use teloxide::Bot;
@@ -13,9 +12,14 @@ use super::UpdateSink;
 /// Pause after a failed `getUpdates` before trying again (doubles up to a minute).
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How much longer than the long-poll wait the HTTP client waits for Telegram's answer.
+pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
 
-/// Polls until `shutdown` turns true. An update is confirmed to Telegram (by the next
-/// offset) only after the sink accepted it, so a storage outage means redelivery, not loss.
+/// Polls until `shutdown` turns true. Updates are routed as soon as they arrive (routing
+/// cannot fail), and confirmed to Telegram by the next call's offset.
+///
+/// `bot`'s HTTP client must wait longer than `timeout` (see [`CLIENT_TIMEOUT_MARGIN`]), or
+/// every quiet long poll would end in a client timeout.
 pub async fn run(
     bot: Bot,
     sink: UpdateSink,
@@ -30,22 +34,19 @@ pub async fn run(
     let mut offset: i32 = 0;
     let mut backoff = FIRST_BACKOFF;
     tracing::info!("long polling started");
-    sink.ingress_ready.store(true, Ordering::SeqCst);
     loop {
         let request = bot.get_updates().offset(offset).timeout(timeout_secs);
-        let updates = tokio::select! {
+        let result = tokio::select! {
             _ = shutdown.changed() => break,
             result = request => result,
         };
-        match updates {
+        match result {
             Ok(updates) => {
+                // Ready once Telegram has answered: a bad token never makes us ready.
+                sink.set_ready(true);
                 backoff = FIRST_BACKOFF;
                 for update in updates {
-                    if let Err(error) = sink.accept(&update).await {
-                        tracing::error!(%error, "update not accepted; it will be redelivered");
-                        sink.metrics.count_error("storage");
-                        break;
-                    }
+                    sink.accept(&update);
                     offset = i32::try_from(update.id.0)
                         .unwrap_or(i32::MAX)
                         .saturating_add(1);
@@ -54,15 +55,14 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%error, "getUpdates failed; retrying in {backoff:?}");
                 sink.metrics.count_error("telegram");
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        // Something failed: wait before trying again, longer each time.
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    sink.ingress_ready.store(false, Ordering::SeqCst);
+    sink.set_ready(false);
     tracing::info!("long polling stopped");
 }

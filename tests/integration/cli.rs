@@ -1,7 +1,10 @@
 //! The command line, run as a separate process like an operator would.
 
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use crate::support::FakeLlm;
 
 fn vitte(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vitte"));
@@ -117,4 +120,107 @@ fn migrate_creates_the_database_once() {
     assert!(String::from_utf8_lossy(&first.stdout).starts_with("1 migration(s) applied"));
     let second = vitte(&["migrate"], &env);
     assert!(String::from_utf8_lossy(&second.stdout).starts_with("0 migration(s) applied"));
+}
+
+#[test]
+fn serve_fails_fast_naming_a_bad_key() {
+    let output = vitte(
+        &["serve"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "1:x"),
+            ("VITTE__TELEGRAM__MODE", "webhook"),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("telegram.webhook_url"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn check_config_also_checks_the_personas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("solo.toml"), "name = \"Solo\"\n").expect("write");
+    let output = vitte(
+        &["check-config"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "1:x"),
+            ("VITTE__PERSONAS__DIR", &dir.path().display().to_string()),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("solo.toml") && message.contains("`description`"),
+        "{message}"
+    );
+}
+
+/// Runs `vitte chat` with `input` on stdin against `llm`, on a fresh SQLite file.
+fn chat(persona: &str, input: &str, llm: &str) -> Output {
+    let data = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}", data.path().join("vitte.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitte"))
+        .args(["chat", "--persona", persona])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VITTE_ENV", "local")
+        .env("VITTE__LLM__BASE_URL", llm)
+        .env("VITTE__DATABASE__URL", database)
+        .env("USER", "Ann")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vitte chat starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the conversation");
+    child.wait_with_output().expect("vitte chat ends")
+}
+
+#[actix_rt::test]
+async fn chat_talks_to_a_persona_in_the_terminal() {
+    let llm = FakeLlm::start().await;
+    let url = llm.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        chat("mira", "Who keeps this lighthouse?\n/help\n", &url)
+    })
+    .await
+    .expect("the chat ran");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let greeting = printed
+        .find("I'm Mira. And you are?")
+        .expect("the greeting");
+    let reply = printed
+        .find("echo: Who keeps this lighthouse?")
+        .expect("the reply");
+    let help = printed.find("/start").expect("the help");
+    assert!(greeting < reply && reply < help, "in order: {printed}");
+    let request = llm.requests().pop().expect("one LLM request");
+    assert!(
+        request.to_string().contains("Ann"),
+        "{{user}} is the terminal user"
+    );
+    llm.stop().await;
+}
+
+#[actix_rt::test]
+async fn chat_refuses_an_unknown_persona() {
+    let llm = FakeLlm::start().await;
+    let url = llm.base_url();
+    let output = tokio::task::spawn_blocking(move || chat("nobody", "hi\n", &url))
+        .await
+        .expect("the chat ran");
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("nobody") && message.contains("mira"),
+        "{message}"
+    );
+    assert!(llm.requests().is_empty());
+    llm.stop().await;
 }

@@ -289,3 +289,36 @@ async fn a_message_without_text_gets_a_notice_not_silence() {
     assert_eq!(texts[0], "I can only read text messages for now.");
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn group_chats_are_ignored() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut update = text_update(app.next_update_id(), 5201, "Grouper", "en", "/start");
+    update["message"]["chat"] =
+        serde_json::json!({ "id": -100_777, "type": "group", "title": "Friends" });
+    assert_eq!(app.post_update(&update).await, reqwest::StatusCode::OK);
+    // A private message afterwards is answered; the group one never was.
+    app.user_says(5201, "/help").await;
+    app.wait_for_texts(5201, 1).await;
+    assert!(app.telegram.sent_texts(-100_777).is_empty());
+    assert_eq!(app.telegram.sent_texts(5201).len(), 1);
+    app.stop().await;
+}
+
+#[actix_rt::test]
+async fn concurrent_redeliveries_get_one_reply() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.start_dialog(5301, "nova").await;
+    let update = text_update(app.next_update_id(), 5301, "User5301", "en", "only once");
+    let (first, second, third) = tokio::join!(
+        app.post_update(&update),
+        app.post_update(&update),
+        app.post_update(&update)
+    );
+    assert_eq!([first, second, third], [reqwest::StatusCode::OK; 3]);
+    app.user_says(5301, "next").await;
+    let texts = app.wait_for_texts(5301, 3).await;
+    assert_eq!(texts[1..], ["echo: only once", "echo: next"]);
+    assert_eq!(app.metric("telegram_duplicate_updates_total").await, 2.0);
+    app.stop().await;
+}

@@ -150,3 +150,41 @@ async fn idle_sessions_leave_memory_and_come_back_with_their_history() {
     );
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn readiness_fails_when_the_database_goes_away() {
+    // Needs a database that can be taken away mid-run: PostgreSQL, where it is dropped.
+    let Some(backend) = Backend::postgres_from_env() else {
+        eprintln!("DATABASE_URL is not set: PostgreSQL-only test not run");
+        return;
+    };
+    let app = TestApp::spawn(backend).await;
+    let ready = app
+        .http
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(ready.status(), 200);
+    app.drop_postgres_database().await;
+    let ready = app
+        .http
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["failing"], serde_json::json!(["database"]));
+    let health: serde_json::Value = app
+        .http
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["components"]["database"]["status"], "down");
+    app.stop().await;
+}

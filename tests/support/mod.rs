@@ -248,8 +248,13 @@ impl TestApp {
         self.handle.stop().await;
         self.telegram.stop().await;
         self.llm.stop().await;
+        self.drop_postgres_database().await;
+    }
+
+    /// Drops the test's PostgreSQL database, ending its connections (also while the app runs,
+    /// to simulate losing the database).
+    pub async fn drop_postgres_database(&self) {
         if let Some((server, name)) = &self.postgres {
-            // The pool's connections close with the application; FORCE ends any straggler.
             if let Ok(mut admin) = AsyncPgConnection::establish(server).await {
                 let _ = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

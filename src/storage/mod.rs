@@ -131,8 +131,6 @@ impl Database {
             .enable_all()
             .build()
             .map_err(|error| StorageError::Connection(format!("storage runtime: {error}")))?;
-        let build_error =
-            |error: deadpool::managed::BuildError| StorageError::Connection(error.to_string());
         let pool = match target {
             DatabaseTarget::Sqlite(path) => {
                 if let Some(parent) = path
@@ -152,27 +150,11 @@ impl Database {
                     path.to_string_lossy(),
                     config,
                 );
-                Pool::Sqlite(
-                    DeadPool::builder(manager)
-                        .max_size(max_connections)
-                        .runtime(deadpool::Runtime::Tokio1)
-                        .wait_timeout(Some(Duration::from_secs(10)))
-                        .create_timeout(Some(Duration::from_secs(10)))
-                        .build()
-                        .map_err(build_error)?,
-                )
+                Pool::Sqlite(build_pool(manager, max_connections)?)
             }
             DatabaseTarget::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
-                Pool::Postgres(
-                    DeadPool::builder(manager)
-                        .max_size(max_connections)
-                        .runtime(deadpool::Runtime::Tokio1)
-                        .wait_timeout(Some(Duration::from_secs(10)))
-                        .create_timeout(Some(Duration::from_secs(10)))
-                        .build()
-                        .map_err(build_error)?,
-                )
+                Pool::Postgres(build_pool(manager, max_connections)?)
             }
         };
         Ok(Database {
@@ -330,6 +312,23 @@ impl Database {
             }))
         })
     }
+}
+
+/// A pool whose callers wait at most 10 s for a connection (then get an error, not a hang).
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    max_connections: usize,
+) -> Result<DeadPool<C>, StorageError>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
+{
+    DeadPool::builder(manager)
+        .max_size(max_connections)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|error| StorageError::Connection(error.to_string()))
 }
 
 async fn open_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {

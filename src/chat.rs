@@ -14,7 +14,7 @@ use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger};
 use vitte_actors::session::PERSONA_BUTTON_PREFIX;
 
 use crate::config::{Purpose, Settings};
-use crate::startup::{Core, Customization};
+use crate::startup::Core;
 
 /// The terminal user's id: negative, so it never collides with a Telegram user's.
 const TERMINAL_USER: i64 = -1;
@@ -66,7 +66,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     let messenger = Arc::new(TerminalMessenger {
         keyboard: Mutex::new(None),
     });
-    let core = Core::start(&settings, messenger.clone(), Customization::default()).await?;
+    let core = Core::start(&settings, messenger.clone(), None).await?;
     if core.personas.get(persona_id).is_none() {
         let known: Vec<&str> = core.personas.all().iter().map(|p| p.id.as_str()).collect();
         anyhow::bail!(

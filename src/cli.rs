@@ -5,8 +5,8 @@ use clap::{Parser, Subcommand};
 
 use vitte_actors::persona::PersonaCatalog;
 
-use crate::config::{ConfigError, Purpose, Settings};
-use crate::startup::Application;
+use crate::config::{ConfigError, ConfigSource, Purpose, Settings};
+use crate::startup::{Application, Customization};
 use crate::storage::Database;
 use crate::telemetry;
 
@@ -56,7 +56,11 @@ pub fn run() -> anyhow::Result<()> {
             settings.validate(Purpose::Serve).map_err(config_error)?;
             telemetry::init(settings.log.format, &settings.log.level);
             actix_rt::System::new().block_on(async move {
-                let application = Application::build(settings).await?;
+                let customization = Customization {
+                    config_source: Some(ConfigSource::from_env()),
+                    ..Customization::default()
+                };
+                let application = Application::build_with(settings, customization).await?;
                 application.run_until_stopped().await
             })
         }

@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
+use vitte_actors::gateway::RetrySettings;
+use vitte_actors::resilience::backoff::BackoffSettings;
+use vitte_actors::resilience::breaker::BreakerSettings;
+use vitte_actors::resilience::intensity::IntensitySettings;
+use vitte_actors::resilience::limiter::RateLimit;
+use vitte_actors::supervision::{ActorKind, KindPolicy, OverflowPolicy};
 
 /// Why the configuration cannot be used; always one line naming the key at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,8 +43,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub http: HttpSettings,
     pub session: SessionSection,
+    pub supervision: SupervisionSettings,
     pub personas: PersonaSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -72,6 +80,8 @@ pub struct TelegramSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LlmSettings {
+    /// The primary provider's name (in metrics, logs and stored replies).
+    pub name: String,
     pub base_url: String,
     #[serde(serialize_with = "redact")]
     pub api_key: SecretString,
@@ -83,6 +93,161 @@ pub struct LlmSettings {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    pub user_rate_limit: RateLimit,
+    pub cache: CacheSettings,
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackProvider>,
+}
+
+/// A fallback provider; sampling settings and timeouts are the primary's.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackProvider {
+    pub name: String,
+    pub base_url: String,
+    #[serde(serialize_with = "redact", default = "empty_secret")]
+    pub api_key: SecretString,
+    pub model: String,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from("")
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_entries: usize,
+}
+
+/// Supervision policies per actor kind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SupervisionSettings {
+    #[serde(default)]
+    pub session: KindSection,
+    #[serde(default)]
+    pub llm: KindSection,
+    #[serde(default)]
+    pub memory: KindSection,
+    #[serde(default)]
+    pub payments: KindSection,
+    #[serde(default)]
+    pub scheduler: KindSection,
+    #[serde(default)]
+    pub outbox: KindSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindSection {
+    pub restart_intensity: IntensitySettings,
+    pub backoff: BackoffSettings,
+    pub mailbox_capacity: usize,
+    pub overflow: OverflowPolicy,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for KindSection {
+    fn default() -> Self {
+        let policy = KindPolicy::default();
+        KindSection {
+            restart_intensity: policy.intensity,
+            backoff: policy.backoff,
+            mailbox_capacity: policy.mailbox_capacity,
+            overflow: policy.overflow,
+            idle_timeout: policy.idle_timeout,
+            shutdown_timeout: policy.shutdown_timeout,
+        }
+    }
+}
+
+impl KindSection {
+    pub fn policy(&self) -> KindPolicy {
+        KindPolicy {
+            intensity: self.restart_intensity.clone(),
+            backoff: self.backoff.clone(),
+            mailbox_capacity: self.mailbox_capacity,
+            overflow: self.overflow,
+            idle_timeout: self.idle_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+
+    fn validate(&self, kind: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("supervision.{kind}.{field}");
+        self.restart_intensity
+            .validate()
+            .map_err(|problem| ConfigError::invalid(&key("restart_intensity"), problem))?;
+        self.backoff
+            .validate()
+            .map_err(|problem| ConfigError::invalid(&key("backoff"), problem))?;
+        if self.mailbox_capacity == 0 {
+            return Err(ConfigError::invalid(
+                &key("mailbox_capacity"),
+                "must be at least 1",
+            ));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                &key("idle_timeout"),
+                "must be longer than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SupervisionSettings {
+    pub fn sections(&self) -> [(ActorKind, &KindSection); 6] {
+        [
+            (ActorKind::Session, &self.session),
+            (ActorKind::Llm, &self.llm),
+            (ActorKind::Memory, &self.memory),
+            (ActorKind::Payments, &self.payments),
+            (ActorKind::Scheduler, &self.scheduler),
+            (ActorKind::Outbox, &self.outbox),
+        ]
+    }
+
+    pub fn policies(&self) -> std::collections::HashMap<ActorKind, KindPolicy> {
+        self.sections()
+            .into_iter()
+            .map(|(kind, section)| (kind, section.policy()))
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (kind, section) in self.sections() {
+            section.validate(kind.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminSettings {
+    /// Bearer token for /admin/*; empty disables them (401).
+    #[serde(serialize_with = "redact")]
+    pub token: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -107,12 +272,7 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SessionSection {
     pub shards: usize,
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    pub max_queued_events: usize,
     pub history_limit: usize,
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -162,15 +322,33 @@ impl std::fmt::Debug for DatabaseTarget {
     }
 }
 
+/// Where the configuration comes from, kept so it can be read again on a live reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    pub dir: PathBuf,
+    pub environment: String,
+}
+
+impl ConfigSource {
+    /// `config/` (or `VITTE_CONFIG_DIR`) with the `VITTE_ENV` overlay (default `local`).
+    pub fn from_env() -> ConfigSource {
+        ConfigSource {
+            dir: std::env::var_os("VITTE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            environment: std::env::var("VITTE_ENV").unwrap_or_else(|_| "local".to_owned()),
+        }
+    }
+
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load_from(&self.dir, &self.environment)
+    }
+}
+
 impl Settings {
-    /// Loads from `config_dir` (default `config/`, or `VITTE_CONFIG_DIR`), the `VITTE_ENV`
-    /// overlay and the environment.
+    /// Loads from [`ConfigSource::from_env`].
     pub fn load() -> Result<Settings, ConfigError> {
-        let dir = std::env::var_os("VITTE_CONFIG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("config"));
-        let environment = std::env::var("VITTE_ENV").unwrap_or_else(|_| "local".to_owned());
-        Settings::load_from(&dir, &environment)
+        ConfigSource::from_env().load()
     }
 
     pub fn load_from(dir: &Path, environment: &str) -> Result<Settings, ConfigError> {
@@ -228,11 +406,26 @@ impl Settings {
                 "must be larger than llm.max_reply_tokens",
             ));
         }
-        if self.session.max_queued_events == 0 || self.session.history_limit == 0 {
+        if self.session.history_limit == 0 {
             return Err(ConfigError::invalid(
-                "session.max_queued_events",
-                "session.max_queued_events and session.history_limit must be at least 1",
+                "session.history_limit",
+                "must be at least 1",
             ));
+        }
+        self.validate_reloadable()?;
+        let mut names = vec![self.llm.name.as_str()];
+        for (index, fallback) in self.llm.fallbacks.iter().enumerate() {
+            check_http_url(
+                &format!("llm.fallbacks[{index}].base_url"),
+                &fallback.base_url,
+            )?;
+            if names.contains(&fallback.name.as_str()) || fallback.name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("llm.fallbacks[{index}].name"),
+                    "must be set and differ from every other provider's name",
+                ));
+            }
+            names.push(&fallback.name);
         }
         let redis = self.redis.url.expose_secret();
         if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
@@ -266,6 +459,43 @@ impl Settings {
                      (env VITTE__TELEGRAM__WEBHOOK_SECRET)",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the sections that a live reload applies (supervision, breakers, limits,
+    /// retries, cache).
+    pub fn validate_reloadable(&self) -> Result<(), ConfigError> {
+        self.supervision.validate()?;
+        let llm = &self.llm;
+        let mut providers = vec![("llm".to_owned(), &llm.breaker, &llm.rate_limit, &llm.retry)];
+        for (index, fallback) in llm.fallbacks.iter().enumerate() {
+            providers.push((
+                format!("llm.fallbacks[{index}]"),
+                &fallback.breaker,
+                &fallback.rate_limit,
+                &fallback.retry,
+            ));
+        }
+        for (prefix, breaker, rate_limit, retry) in providers {
+            breaker
+                .validate()
+                .map_err(|problem| ConfigError::invalid(&format!("{prefix}.breaker"), problem))?;
+            rate_limit.validate().map_err(|problem| {
+                ConfigError::invalid(&format!("{prefix}.rate_limit"), problem)
+            })?;
+            retry
+                .validate()
+                .map_err(|problem| ConfigError::invalid(&format!("{prefix}.retry"), problem))?;
+        }
+        llm.user_rate_limit
+            .validate()
+            .map_err(|problem| ConfigError::invalid("llm.user_rate_limit", problem))?;
+        if llm.cache.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "llm.cache.max_entries",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -369,7 +599,10 @@ mod tests {
             TelegramMode::Webhook,
             "production overlay"
         );
-        assert_eq!(settings.session.idle_timeout, Duration::from_secs(900));
+        assert_eq!(
+            settings.supervision.session.idle_timeout,
+            Duration::from_secs(900)
+        );
         let error = settings.validate(Purpose::Serve).expect_err("no token");
         assert!(error.to_string().starts_with("telegram.token:"), "{error}");
         assert!(settings.validate(Purpose::Chat).is_ok());

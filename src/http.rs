@@ -11,6 +11,13 @@ use subtle::ConstantTimeEq;
 use teloxide::types::Update;
 use vitte_actors::metrics::Metrics;
 
+use std::sync::Arc;
+
+use vitte_actors::gateway::LlmGateway;
+use vitte_actors::supervision::{ActorKind, Supervisor};
+
+use crate::redis_backend::RedisBackend;
+use crate::startup::{ReloadError, Reloader};
 use crate::storage::Database;
 use crate::telegram::UpdateSink;
 
@@ -30,7 +37,16 @@ pub struct HttpState {
     /// Empty when the webhook is not in use: then every webhook call is refused.
     pub webhook_secret: SecretString,
     pub telegram_mode: &'static str,
+    /// Bearer token of /admin/*; empty refuses every admin call.
+    pub admin_token: SecretString,
+    pub supervisor: Arc<Supervisor>,
+    pub gateway: Arc<LlmGateway>,
+    pub redis: Option<Arc<RedisBackend>>,
+    pub reloader: Arc<Reloader>,
 }
+
+/// The actor kinds running in this process (shown by /admin/actors).
+const RUNNING_KINDS: [ActorKind; 2] = [ActorKind::Session, ActorKind::Llm];
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -42,7 +58,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::resource("/telegram/webhook")
                 .app_data(web::PayloadConfig::new(MAX_UPDATE_BYTES))
                 .route(web::post().to(telegram_webhook)),
-        );
+        )
+        .route("/admin/actors", web::get().to(admin_actors))
+        .route("/admin/supervision/reload", web::post().to(admin_reload));
 }
 
 /// The process is alive (it answers HTTP).
@@ -53,6 +71,8 @@ async fn live() -> HttpResponse {
 struct ComponentCheck {
     name: &'static str,
     up: bool,
+    /// Whether readiness depends on it (Redis does not: the bot degrades without it).
+    required: bool,
     latency: Duration,
     detail: Option<String>,
 }
@@ -67,38 +87,68 @@ async fn check_components(state: &HttpState) -> Vec<ComponentCheck> {
     };
     let database_latency = started.elapsed();
     let migrated = state.database.is_migrated();
-    vec![
+    let telegram_up = state.sink.is_ready();
+    let escalated: Vec<&str> = state
+        .supervisor
+        .escalated_kinds()
+        .into_iter()
+        .map(ActorKind::as_str)
+        .collect();
+    let mut checks = vec![
         ComponentCheck {
             name: "database",
             up: database_up,
+            required: true,
             latency: database_latency,
             detail: database_detail,
         },
         ComponentCheck {
             name: "migrations",
             up: migrated,
+            required: true,
             latency: Duration::ZERO,
             detail: (!migrated).then(|| "not applied".to_owned()),
         },
         ComponentCheck {
             name: "telegram",
-            up: state.sink.is_ready(),
+            up: telegram_up,
+            required: true,
             latency: Duration::ZERO,
             detail: Some(format!(
                 "{} ingress {}",
                 state.telegram_mode,
-                if state.sink.is_ready() {
+                if telegram_up {
                     "running"
                 } else {
                     "not running"
                 }
             )),
         },
-    ]
+        ComponentCheck {
+            name: "supervision",
+            up: escalated.is_empty(),
+            required: true,
+            latency: Duration::ZERO,
+            detail: (!escalated.is_empty())
+                .then(|| format!("restart intensity exceeded: {}", escalated.join(", "))),
+        },
+    ];
+    if let Some(redis) = &state.redis {
+        checks.push(ComponentCheck {
+            name: "redis",
+            up: !redis.is_degraded(),
+            required: false,
+            latency: Duration::ZERO,
+            detail: redis
+                .is_degraded()
+                .then(|| "unreachable: in-process fallbacks serve".to_owned()),
+        });
+    }
+    checks
 }
 
 fn status_of(checks: &[ComponentCheck]) -> StatusCode {
-    if checks.iter().all(|check| check.up) {
+    if checks.iter().all(|check| check.up || !check.required) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -110,7 +160,7 @@ async fn ready(state: web::Data<HttpState>) -> HttpResponse {
     let checks = check_components(&state).await;
     let failing: Vec<&str> = checks
         .iter()
-        .filter(|check| !check.up)
+        .filter(|check| !check.up && check.required)
         .map(|check| check.name)
         .collect();
     HttpResponse::build(status_of(&checks)).json(json!({
@@ -151,6 +201,47 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
         Err(error) => {
             tracing::error!(%error, "could not encode metrics");
             HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <admin token>` (constant-time).
+fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
+    let expected = token.expose_secret().as_bytes();
+    let given = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected))
+}
+
+/// Per actor kind: live count, restarts, mailbox depth, health; and each provider's breaker.
+async fn admin_actors(request: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    HttpResponse::Ok().json(json!({
+        "kinds": state.supervisor.report(&RUNNING_KINDS),
+        "providers": state.gateway.report(),
+    }))
+}
+
+/// Re-reads the configuration and applies supervision and LLM settings without a restart.
+async fn admin_reload(request: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    match state.reloader.reload() {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "reloaded" })),
+        Err(ReloadError::NoSource) => error_body(
+            StatusCode::CONFLICT,
+            "this process was not started from configuration files",
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "reload refused; the running settings stay");
+            error_body(StatusCode::BAD_REQUEST, &error.to_string())
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod redis_backend;
 pub mod startup;
 pub mod storage;
 pub mod telegram;

@@ -8,10 +8,46 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use vitte_actors::ports::{ChatMessage, Completion, CompletionRequest, LanguageModel, LlmError};
 
-use crate::config::LlmSettings;
+use crate::config::{FallbackProvider, LlmSettings};
 
 /// Most characters of an error body kept in an error message.
 const ERROR_BODY_CHARS: usize = 300;
+
+/// Where and how to reach one provider.
+#[derive(Clone)]
+pub struct ProviderEndpoint {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ProviderEndpoint {
+    pub fn primary(settings: &LlmSettings) -> ProviderEndpoint {
+        ProviderEndpoint {
+            base_url: settings.base_url.clone(),
+            api_key: settings.api_key.clone(),
+            model: settings.model.clone(),
+            temperature: settings.temperature,
+            max_tokens: settings.max_reply_tokens,
+            request_timeout: settings.request_timeout,
+            connect_timeout: settings.connect_timeout,
+        }
+    }
+
+    /// A fallback uses the primary's sampling settings and timeouts.
+    pub fn fallback(settings: &LlmSettings, fallback: &FallbackProvider) -> ProviderEndpoint {
+        ProviderEndpoint {
+            base_url: fallback.base_url.clone(),
+            api_key: fallback.api_key.clone(),
+            model: fallback.model.clone(),
+            ..ProviderEndpoint::primary(settings)
+        }
+    }
+}
 
 /// A client for one OpenAI-compatible endpoint and model.
 #[derive(Clone)]
@@ -65,22 +101,22 @@ struct Usage {
 }
 
 impl OpenAiClient {
-    pub fn new(settings: &LlmSettings) -> Result<OpenAiClient, reqwest::Error> {
+    pub fn new(endpoint: &ProviderEndpoint) -> Result<OpenAiClient, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.connect_timeout)
+            .timeout(endpoint.request_timeout)
+            .connect_timeout(endpoint.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
         Ok(OpenAiClient {
             http,
             endpoint: format!(
                 "{}/chat/completions",
-                settings.base_url.trim_end_matches('/')
+                endpoint.base_url.trim_end_matches('/')
             ),
-            api_key: settings.api_key.clone(),
-            model: settings.model.clone(),
-            temperature: settings.temperature,
-            max_tokens: settings.max_reply_tokens,
+            api_key: endpoint.api_key.clone(),
+            model: endpoint.model.clone(),
+            temperature: endpoint.temperature,
+            max_tokens: endpoint.max_tokens,
         })
     }
 }
@@ -91,7 +127,7 @@ impl LanguageModel for OpenAiClient {
         let body = ChatCompletionBody {
             model: &self.model,
             messages: &request.messages,
-            temperature: self.temperature,
+            temperature: request.temperature.unwrap_or(self.temperature),
             max_tokens: self.max_tokens,
             stream: false,
         };
@@ -103,10 +139,16 @@ impl LanguageModel for OpenAiClient {
         let response = call.send().await.map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_retry_after);
             let text = response.text().await.unwrap_or_default();
             return Err(LlmError::Status {
                 status: status.as_u16(),
                 message: error_message(&text),
+                retry_after,
             });
         }
         let parsed: ChatCompletionResponse = response.json().await.map_err(|error| {
@@ -126,6 +168,7 @@ impl LanguageModel for OpenAiClient {
             text,
             prompt_tokens: parsed.usage.as_ref().and_then(|usage| usage.prompt_tokens),
             completion_tokens: parsed.usage.and_then(|usage| usage.completion_tokens),
+            provider: String::new(),
         })
     }
 }
@@ -137,6 +180,16 @@ fn transport_error(error: reqwest::Error) -> LlmError {
         // reqwest's message names the URL but never the API key (it travels in a header).
         LlmError::Unreachable(error.to_string())
     }
+}
+
+/// `Retry-After` in seconds (the form LLM providers use; an HTTP date is ignored).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(|seconds| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
 /// The `error.message` of an OpenAI error body, or the start of the body.
@@ -154,7 +207,19 @@ fn error_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::error_message;
+    use super::{error_message, parse_retry_after};
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_seconds_are_read() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-3"), None);
+    }
 
     #[test]
     fn error_message_prefers_the_openai_shape() {

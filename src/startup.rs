@@ -21,38 +21,97 @@ use vitte_actors::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use vitte_actors::router::SessionRouter;
 use vitte_actors::session::{SessionDeps, SessionSettings};
 
-use crate::config::{Purpose, Settings, TelegramMode};
+use std::collections::HashMap;
+
+use vitte_actors::gateway::{
+    GatewayTuning, LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec, ProviderTuning,
+};
+use vitte_actors::ports::{RateLimiter, ResponseCache};
+use vitte_actors::supervision::{ActorKind, Supervisor};
+
+use crate::config::{ConfigError, ConfigSource, Purpose, Settings, TelegramMode};
 use crate::http::{self, HttpState};
 use crate::llm::OpenAiClient;
+use crate::llm::ProviderEndpoint;
+use crate::redis_backend::RedisBackend;
 use crate::storage::Database;
 use crate::telegram::outbox::TelegramOutbox;
 use crate::telegram::{UpdateSink, polling};
 
-/// Replaces the LLM client with a wrapper around it (fault injection in tests).
+/// Wraps what sessions call the LLM through (fault injection in tests).
 pub type LlmWrapper = Box<dyn FnOnce(Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel>>;
 
 /// Optional changes to the standard wiring.
 #[derive(Default)]
 pub struct Customization {
     pub wrap_llm: Option<LlmWrapper>,
+    /// Where to read the configuration again on a live reload; without it, reloads are
+    /// refused.
+    pub config_source: Option<ConfigSource>,
 }
 
-/// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM and
-/// the session router.
+/// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM gateway,
+/// supervision and the session router.
 pub struct Core {
     pub personas: Arc<PersonaCatalog>,
     pub database: Database,
     pub metrics: Metrics,
+    pub supervisor: Arc<Supervisor>,
+    pub gateway: Arc<LlmGateway>,
+    pub redis: Option<Arc<RedisBackend>>,
     pub router: SessionRouter,
 }
 
+/// Why a live reload was refused (the running settings stay).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration source to reload from")]
+    NoSource,
+    #[error("configuration error: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+fn provider_tuning(
+    breaker: &vitte_actors::resilience::breaker::BreakerSettings,
+    rate_limit: &vitte_actors::resilience::limiter::RateLimit,
+    retry: &vitte_actors::gateway::RetrySettings,
+) -> ProviderTuning {
+    ProviderTuning {
+        breaker: breaker.clone(),
+        rate_limit: rate_limit.clone(),
+        retry: retry.clone(),
+    }
+}
+
+/// The gateway's reloadable settings, from the configuration.
+fn gateway_tuning(settings: &Settings) -> GatewayTuning {
+    let llm = &settings.llm;
+    let mut providers = HashMap::from([(
+        llm.name.clone(),
+        provider_tuning(&llm.breaker, &llm.rate_limit, &llm.retry),
+    )]);
+    for fallback in &llm.fallbacks {
+        providers.insert(
+            fallback.name.clone(),
+            provider_tuning(&fallback.breaker, &fallback.rate_limit, &fallback.retry),
+        );
+    }
+    GatewayTuning {
+        user_rate_limit: llm.user_rate_limit.clone(),
+        max_queue_wait: llm.max_queue_wait,
+        cache_enabled: llm.cache.enabled,
+        cache_ttl: llm.cache.ttl,
+        providers,
+    }
+}
+
 impl Core {
-    /// Loads personas, opens and migrates the database, and starts the session shards with
-    /// `messenger` as the way out. Call inside an actix system.
+    /// Loads personas, opens and migrates the database, builds the LLM gateway and starts
+    /// the session shards with `messenger` as the way out. Call inside an actix system.
     pub async fn start(
         settings: &Settings,
         messenger: Arc<dyn Messenger>,
-        customization: Customization,
+        wrap_llm: Option<LlmWrapper>,
     ) -> anyhow::Result<Core> {
         let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
         let database = Database::connect(
@@ -68,19 +127,66 @@ impl Core {
             tracing::info!(applied, "database migrations applied");
         }
         let metrics = Metrics::new().context("creating metrics")?;
+        let supervisor = Arc::new(Supervisor::new(
+            settings.supervision.policies(),
+            metrics.clone(),
+        ));
         // Building the tokenizer takes a while; do it off the event loop, once.
         let counter = tokio::task::spawn_blocking(TokenCounter::new)
             .await
             .context("loading the tokenizer")?;
-        let client: Arc<dyn LanguageModel> =
-            Arc::new(OpenAiClient::new(&settings.llm).context("creating the LLM client")?);
-        let llm = match customization.wrap_llm {
-            Some(wrap) => wrap(client),
-            None => client,
+
+        let redis_url = settings.redis.url.expose_secret();
+        let redis = if redis_url.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                RedisBackend::new(redis_url, settings.llm.cache.max_entries, metrics.clone())
+                    .context("redis.url")?,
+            ))
+        };
+        let (limiter, cache): (Arc<dyn RateLimiter>, Arc<dyn ResponseCache>) = match &redis {
+            Some(redis) => (redis.clone(), redis.clone()),
+            None => (
+                Arc::new(MemoryRateLimiter::default()),
+                Arc::new(MemoryCache::new(settings.llm.cache.max_entries)),
+            ),
+        };
+        let llm = &settings.llm;
+        let mut providers = vec![ProviderSpec {
+            name: llm.name.clone(),
+            model: llm.model.clone(),
+            client: Arc::new(
+                OpenAiClient::new(&ProviderEndpoint::primary(llm))
+                    .context("creating the LLM client")?,
+            ),
+            tuning: provider_tuning(&llm.breaker, &llm.rate_limit, &llm.retry),
+        }];
+        for fallback in &llm.fallbacks {
+            providers.push(ProviderSpec {
+                name: fallback.name.clone(),
+                model: fallback.model.clone(),
+                client: Arc::new(
+                    OpenAiClient::new(&ProviderEndpoint::fallback(llm, fallback))
+                        .context("creating a fallback LLM client")?,
+                ),
+                tuning: provider_tuning(&fallback.breaker, &fallback.rate_limit, &fallback.retry),
+            });
+        }
+        let gateway = Arc::new(LlmGateway::new(
+            providers,
+            gateway_tuning(settings),
+            limiter,
+            cache,
+            supervisor.clone(),
+        ));
+        let sessions_llm: Arc<dyn LanguageModel> = match wrap_llm {
+            Some(wrap) => wrap(gateway.clone()),
+            None => gateway.clone(),
         };
         let deps = SessionDeps {
             messenger,
-            llm,
+            llm: sessions_llm,
             store: Arc::new(database.clone()),
             personas: personas.clone(),
             prompts: PromptBuilder::new(
@@ -91,9 +197,8 @@ impl Core {
                 },
             ),
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
             settings: SessionSettings {
-                idle_timeout: settings.session.idle_timeout,
-                max_queued_events: settings.session.max_queued_events,
                 history_limit: settings.session.history_limit,
                 ..SessionSettings::default()
             },
@@ -108,8 +213,32 @@ impl Core {
             personas,
             database,
             metrics,
+            supervisor,
+            gateway,
+            redis,
             router,
         })
+    }
+}
+
+/// Re-reads the configuration and applies its reloadable parts (supervision, breakers, rate
+/// limits, retries, cache) to the running components. Shared by SIGHUP and the admin endpoint.
+pub struct Reloader {
+    source: Option<ConfigSource>,
+    supervisor: Arc<Supervisor>,
+    gateway: Arc<LlmGateway>,
+}
+
+impl Reloader {
+    /// Applies the new settings, or changes nothing and says why.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        let settings = source.load()?;
+        settings.validate_reloadable()?;
+        self.supervisor.reconfigure(settings.supervision.policies());
+        self.gateway.reconfigure(gateway_tuning(&settings));
+        tracing::info!("supervision and LLM settings reloaded");
+        Ok(())
     }
 }
 
@@ -123,7 +252,7 @@ pub struct Application {
     stopped: watch::Sender<bool>,
     ingress: Option<tokio::task::JoinHandle<()>>,
     ingress_ready: Arc<AtomicBool>,
-    shutdown_timeout: Duration,
+    reloader: Arc<Reloader>,
 }
 
 /// Stops a running [`Application`] from elsewhere (tests, operators' endpoints).
@@ -168,9 +297,14 @@ impl Application {
         let core = Core::start(
             &settings,
             Arc::new(TelegramOutbox::new(bot.clone())),
-            customization,
+            customization.wrap_llm,
         )
         .await?;
+        let reloader = Arc::new(Reloader {
+            source: customization.config_source,
+            supervisor: core.supervisor.clone(),
+            gateway: core.gateway.clone(),
+        });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stopped, _) = watch::channel(false);
@@ -190,6 +324,11 @@ impl Application {
             sink: sink.clone(),
             webhook_secret: webhook_secret.clone(),
             telegram_mode: settings.telegram.mode.as_str(),
+            admin_token: settings.admin.token.clone(),
+            supervisor: core.supervisor.clone(),
+            gateway: core.gateway.clone(),
+            redis: core.redis.clone(),
+            reloader: reloader.clone(),
         };
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding http.address {address}"))?;
@@ -205,7 +344,7 @@ impl Application {
         })
         .workers(workers)
         .disable_signals()
-        .shutdown_timeout(settings.session.shutdown_timeout.as_secs())
+        .shutdown_timeout(settings.supervision.session.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
         let server_handle = server.handle();
@@ -239,7 +378,7 @@ impl Application {
             stopped,
             ingress,
             ingress_ready,
-            shutdown_timeout: settings.session.shutdown_timeout,
+            reloader,
         })
     }
 
@@ -274,14 +413,25 @@ impl Application {
             stopped,
             ingress,
             ingress_ready,
-            shutdown_timeout,
+            reloader,
             ..
         } = self;
         let mut shutdown_rx = shutdown.subscribe();
         let server_task = actix_rt::spawn(server);
-        tokio::select! {
-            _ = shutdown_rx.wait_for(|requested| *requested) => {}
-            () = termination_signal() => tracing::info!("termination signal received"),
+        let mut reload_signals = reload_signals();
+        loop {
+            tokio::select! {
+                _ = shutdown_rx.wait_for(|requested| *requested) => break,
+                () = termination_signal() => {
+                    tracing::info!("termination signal received");
+                    break;
+                }
+                Some(()) = reload_signals.recv() => {
+                    if let Err(error) = reloader.reload() {
+                        tracing::error!(%error, "reload on SIGHUP refused; the running settings stay");
+                    }
+                }
+            }
         }
         tracing::info!("shutting down");
         // Not ready from now on, so Kubernetes stops sending traffic.
@@ -294,6 +444,7 @@ impl Application {
         }
         server_handle.stop(true).await;
         let _ = server_task.await;
+        let shutdown_timeout = core.supervisor.policy(ActorKind::Session).shutdown_timeout;
         if !core.router.drain(shutdown_timeout).await {
             tracing::warn!(
                 unfinished = core.router.in_flight(),
@@ -342,6 +493,30 @@ async fn register_webhook(
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// A message per SIGHUP (an operator's "reload"), for as long as the application runs.
+fn reload_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                actix_rt::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        if sender.send(()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; reload over HTTP only"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(sender);
+    receiver
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

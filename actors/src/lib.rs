@@ -11,12 +11,15 @@
 //! - [`persona`] and [`prompt`] turn a persona and a history into an LLM request.
 
 pub mod event;
+pub mod gateway;
 pub mod metrics;
 pub mod persona;
 pub mod ports;
 pub mod prompt;
+pub mod resilience;
 pub mod router;
 pub mod session;
+pub mod supervision;
 pub mod texts;
 
 #[cfg(test)]

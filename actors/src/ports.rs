@@ -90,31 +90,103 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-/// A request for one completion; the model and sampling settings belong to the client.
-#[derive(Debug, Clone, PartialEq)]
+/// What a completion is for; decides what may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A persona's reply in a conversation: personal, never cached.
+    #[default]
+    Companion,
+    /// A summary or other derived text (memory, reports): cacheable when deterministic.
+    Summary,
+}
+
+/// A request for one completion; the model and default sampling belong to the provider.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct CompletionRequest {
     pub messages: Vec<ChatMessage>,
+    /// Overrides the provider's temperature; `Some(0.0)` makes a request deterministic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    pub purpose: Purpose,
+    /// The user it is for, for per-user rate limits; not part of the cache key.
+    #[serde(skip)]
+    pub user_id: Option<UserId>,
+}
+
+impl CompletionRequest {
+    /// A companion reply for `user_id`.
+    pub fn companion(messages: Vec<ChatMessage>, user_id: UserId) -> CompletionRequest {
+        CompletionRequest {
+            messages,
+            temperature: None,
+            purpose: Purpose::Companion,
+            user_id: Some(user_id),
+        }
+    }
+
+    /// Whether an answer may be cached and served again: never a companion's reply (it
+    /// must not reach another user), only deterministic requests.
+    pub fn is_cacheable(&self) -> bool {
+        self.purpose != Purpose::Companion && self.temperature == Some(0.0)
+    }
 }
 
 /// What the LLM answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
     pub text: String,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// The provider that served it (set by the gateway; empty from a bare client).
+    #[serde(default)]
+    pub provider: String,
 }
 
 /// Why a completion failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
     #[error("the LLM did not answer in time")]
     Timeout,
     #[error("could not reach the LLM: {0}")]
     Unreachable(String),
     #[error("the LLM answered with HTTP {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// The provider's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("the LLM's answer could not be read: {0}")]
     Malformed(String),
+    /// Every provider's circuit breaker is open; nothing was sent.
+    #[error("the LLM is unavailable; next attempt in {retry_in:?}")]
+    CircuitOpen { retry_in: std::time::Duration },
+    /// A rate limit refused the request; nothing was sent.
+    #[error("too many requests; retry in {retry_in:?}")]
+    RateLimited { retry_in: std::time::Duration },
+    /// The LLM client panicked (caught by the gateway).
+    #[error("the LLM client failed: {0}")]
+    Crashed(String),
+}
+
+impl LlmError {
+    /// Errors worth retrying: timeouts, connection failures, 5xx and 429.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Timeout | LlmError::Unreachable(_) => true,
+            LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The provider's own wait, if it named one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            LlmError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// An OpenAI-compatible chat model.
@@ -175,6 +247,8 @@ pub struct NewMessage {
     pub token_count: u32,
     pub status: MessageStatus,
     pub telegram_message_id: Option<i64>,
+    /// The LLM provider that wrote an assistant message.
+    pub provider: Option<String>,
 }
 
 /// A dialog loaded from storage: a persona in a slot, and its most recent history.
@@ -227,9 +301,36 @@ pub trait SessionStore: Send + Sync + 'static {
     /// before: a redelivery, which must not be answered again.
     async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError>;
 
+    /// Adds an LLM call's tokens to the user's account for `slot` and today (UTC).
+    async fn add_token_usage(
+        &self,
+        user_id: UserId,
+        slot: u8,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    ) -> Result<(), StoreError>;
+
     /// Marks a user message as unanswered (the LLM failed).
     async fn mark_last_user_message_unanswered(
         &self,
         dialog_id: DialogId,
     ) -> Result<(), StoreError>;
+}
+
+/// A shared rate limiter (in-process, or in Redis when several replicas run).
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Takes one request from the bucket `key`, or says how long until one is available.
+    async fn acquire(
+        &self,
+        key: &str,
+        limit: &crate::resilience::limiter::RateLimit,
+    ) -> Result<(), std::time::Duration>;
+}
+
+/// A cache of deterministic LLM answers (in-process, or in Redis).
+#[async_trait]
+pub trait ResponseCache: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Option<Completion>;
+    async fn put(&self, key: &str, completion: &Completion, ttl: std::time::Duration);
 }

@@ -112,7 +112,7 @@ impl PromptBuilder {
     }
 
     /// Builds the request messages for a persona prompt and a history (oldest first).
-    pub fn build(&self, persona: &PersonaPrompt, history: &[HistoryEntry]) -> Vec<ChatMessage> {
+    pub fn build(&self, persona: &PersonaPrompt, history: &[HistoryEntry]) -> BuiltPrompt {
         let available = self.budget.prompt_tokens().saturating_sub(persona.tokens);
         let mut kept = 0;
         let mut spent = 0;
@@ -144,8 +144,18 @@ impl PromptBuilder {
                 content: persona.post.clone(),
             });
         }
-        messages
+        BuiltPrompt {
+            messages,
+            estimated_tokens: u32::try_from(persona.tokens + spent).unwrap_or(u32::MAX),
+        }
     }
+}
+
+/// A prompt ready to send, with its token count (from counts made when the parts were stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltPrompt {
+    pub messages: Vec<ChatMessage>,
+    pub estimated_tokens: u32,
 }
 
 /// The persona's fixed part of a prompt, with its token cost.
@@ -201,7 +211,9 @@ post_history_instructions = "Reply as {{char}} in two sentences."
             entry(counter, Role::Assistant, "Who's there?"),
             entry(counter, Role::User, "A traveller."),
         ];
-        let messages = builder.build(&builder.persona_prompt(&persona(), "Ann"), &history);
+        let messages = builder
+            .build(&builder.persona_prompt(&persona(), "Ann"), &history)
+            .messages;
         assert_eq!(messages.len(), 4);
         assert_eq!(messages[0].role, Role::System);
         assert!(messages[0].content.contains("Mira keeps the lighthouse."));
@@ -237,6 +249,7 @@ post_history_instructions = "Reply as {{char}} in two sentences."
         let persona_prompt = unlimited.persona_prompt(&persona, "Ann");
         let fixed: usize = unlimited
             .build(&persona_prompt, &[])
+            .messages
             .iter()
             .map(|message| counter.count(&message.content) as usize + TOKENS_PER_MESSAGE)
             .sum();
@@ -252,7 +265,10 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 reply_tokens: 100,
             },
         );
-        let messages = builder.build(&persona_prompt, &history);
+        let built = builder.build(&persona_prompt, &history);
+        let expected_tokens = persona_prompt.tokens + per_message * 5;
+        assert_eq!(built.estimated_tokens as usize, expected_tokens);
+        let messages = built.messages;
         let kept: Vec<&str> = messages[1..messages.len() - 1]
             .iter()
             .map(|message| message.content.as_str())
@@ -268,7 +284,7 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 reply_tokens: 5,
             },
         );
-        let messages = tiny.build(&persona_prompt, &history);
+        let messages = tiny.build(&persona_prompt, &history).messages;
         assert!(messages[0].content.contains("lighthouse"), "persona kept");
         assert_eq!(messages.len(), 3, "newest message kept even over budget");
         assert_eq!(messages[1].content, "message number 49 with some words");

@@ -1,7 +1,7 @@
 //! The session actor: one per Telegram user, a virtual actor in the Orleans sense.
 //!
 //! Nobody creates sessions explicitly: the [`crate::router`] activates one on a user's first
-//! event and passivates it after [`SessionSettings::idle_timeout`] without events. Its state is
+//! event and passivates it after the `session` policy's idle timeout without events. Its state is
 //! loaded from storage on activation and every change is written through, so passivation (or a
 //! crash) loses nothing.
 //!
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
@@ -28,20 +28,21 @@ use crate::ports::{
     MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, UserId, UserProfile,
 };
 use crate::prompt::{PersonaPrompt, PromptBuilder};
+use crate::resilience::backoff::BackoffState;
+use crate::supervision::{ActorKind, OverflowPolicy, Supervisor};
 use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, split_message};
 
 /// Prefix of the callback data of persona buttons.
 pub const PERSONA_BUTTON_PREFIX: &str = "p:";
+/// Callback data of the button that asks the LLM again for an unanswered message.
+pub const RETRY_BUTTON: &str = "retry";
 /// Until the dialogs issue brings three slots, every dialog lives in slot 1.
 const DEFAULT_SLOT: u8 = 1;
 
-/// How sessions behave; from the `[session]` configuration section.
+/// How sessions behave; from the `[session]` configuration section. Idle timeout, mailbox
+/// capacity and restart policy come from the supervisor's `session` policy (reloadable).
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// A session without events for this long is passivated (removed from memory).
-    pub idle_timeout: Duration,
-    /// Events waiting behind the one being answered; more are refused with a notice.
-    pub max_queued_events: usize,
     /// Messages of history kept in memory (and loaded on activation) per dialog.
     pub history_limit: usize,
     /// How often "typing…" is re-sent while the LLM works (Telegram shows it for ~5 s).
@@ -51,8 +52,6 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
-            idle_timeout: Duration::from_secs(15 * 60),
-            max_queued_events: 5,
             history_limit: 200,
             typing_interval: Duration::from_secs(4),
         }
@@ -67,6 +66,7 @@ pub struct SessionDeps {
     pub personas: Arc<PersonaCatalog>,
     pub prompts: PromptBuilder,
     pub metrics: Metrics,
+    pub supervisor: Arc<Supervisor>,
     pub settings: SessionSettings,
     /// Events accepted by sessions and not finished yet (for draining at shutdown).
     pub in_flight: AtomicUsize,
@@ -83,6 +83,7 @@ struct SessionState {
 #[derive(Debug)]
 struct ActiveDialog {
     id: DialogId,
+    slot: u8,
     /// The persona's part of every prompt, built once for this dialog.
     prompt: PersonaPrompt,
     /// Oldest first; at most `history_limit` entries.
@@ -100,6 +101,7 @@ impl SessionState {
             let persona = deps.personas.get(&dialog.persona_id)?;
             Some(ActiveDialog {
                 id: dialog.dialog_id,
+                slot: dialog.slot,
                 prompt: deps.prompts.persona_prompt(&persona, user_name),
                 history: dialog.history.into(),
             })
@@ -115,8 +117,10 @@ impl SessionState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// No state in memory: it must be loaded before the next event (at activation, after a
-    /// failed load, after a panic).
+    /// failed load).
     Unloaded,
+    /// Waiting out the restart backoff after a panic; then [`Phase::Unloaded`].
+    Restarting,
     /// Loading the state from storage.
     Loading,
     /// Handling an event; the work owns the state.
@@ -136,6 +140,7 @@ pub struct SessionActor {
     queue: VecDeque<Inbound>,
     events_received: u64,
     idle_timer: Option<SpawnHandle>,
+    restarts: BackoffState,
 }
 
 /// An event for this session, routed by its shard.
@@ -169,16 +174,31 @@ impl SessionActor {
             queue: VecDeque::new(),
             events_received: 0,
             idle_timer: None,
+            restarts: BackoffState::new(),
         }
+    }
+
+    fn set_mailbox_depth(&self, change: i64) {
+        self.deps
+            .metrics
+            .actor_mailbox_depth
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .add(change);
+    }
+
+    fn pop_event(&mut self) -> Option<Inbound> {
+        let event = self.queue.pop_front()?;
+        self.set_mailbox_depth(-1);
+        Some(event)
     }
 
     /// Starts the next piece of work if none is running: the load from storage first, then
     /// queued events in order; with nothing to do, arms the idle timer.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
-            Phase::Loading | Phase::Handling => {}
+            Phase::Loading | Phase::Handling | Phase::Restarting => {}
             Phase::Unloaded => self.start_load(ctx),
-            Phase::Ready => match self.queue.pop_front() {
+            Phase::Ready => match self.pop_event() {
                 Some(event) => self.start_event(event, ctx),
                 None => self.arm_idle_timer(ctx),
             },
@@ -189,7 +209,7 @@ impl SessionActor {
         if let Some(timer) = self.idle_timer.take() {
             ctx.cancel_future(timer);
         }
-        let idle_timeout = self.deps.settings.idle_timeout;
+        let idle_timeout = self.deps.supervisor.policy(ActorKind::Session).idle_timeout;
         self.idle_timer = Some(ctx.run_later(idle_timeout, |session, _ctx| {
             session.idle_timer = None;
             session.shard.do_send(SessionIdle {
@@ -221,7 +241,7 @@ impl SessionActor {
                 tracing::error!(user_id = session.user_id, %error, "could not load session");
                 session.deps.metrics.count_error("storage");
                 session.phase = Phase::Unloaded;
-                for event in std::mem::take(&mut session.queue) {
+                while let Some(event) = session.pop_event() {
                     refuse(&session.deps, &event, texts_for(&event.sender).storage_failed);
                 }
                 session.arm_idle_timer(ctx);
@@ -250,15 +270,21 @@ impl SessionActor {
                     session.state = Some(state);
                     session.phase = Phase::Ready;
                 }
-                Err(panic) => session.recover_from_panic(&sender, panic.as_ref()),
+                Err(panic) => session.recover_from_panic(&sender, panic.as_ref(), ctx),
             }
             session.pump(ctx);
         }));
     }
 
     /// A panic in the work for one event: count and log it, apologise, and restart the
-    /// session from storage (its in-memory state may be half-updated).
-    fn recover_from_panic(&mut self, sender: &Sender, panic: &(dyn std::any::Any + Send)) {
+    /// session from storage (its in-memory state may be half-updated) after the `session`
+    /// kind's backoff. Too many restarts escalate the kind (see [`Supervisor`]).
+    fn recover_from_panic(
+        &mut self,
+        sender: &Sender,
+        panic: &(dyn std::any::Any + Send),
+        ctx: &mut Context<Self>,
+    ) {
         let message = panic
             .downcast_ref::<&str>()
             .map(|text| (*text).to_owned())
@@ -267,9 +293,18 @@ impl SessionActor {
         tracing::error!(user_id = self.user_id, panic = %message, "session panicked; restarting it from storage");
         self.deps.metrics.session_panics_total.inc();
         self.deps.metrics.count_error("panic");
+        self.deps.supervisor.record_restart(ActorKind::Session);
         self.state = None;
-        self.phase = Phase::Unloaded;
+        self.phase = Phase::Restarting;
         spawn_notice(&self.deps, sender.chat_id, texts_for(sender).internal_error);
+        let policy = self.deps.supervisor.policy(ActorKind::Session);
+        let delay =
+            self.restarts
+                .next_delay(&policy.backoff, std::time::Instant::now(), fastrand::f64());
+        ctx.run_later(delay, |session, ctx| {
+            session.phase = Phase::Unloaded;
+            session.pump(ctx);
+        });
     }
 }
 
@@ -278,29 +313,56 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.deps.metrics.sessions_active.inc();
+        self.deps
+            .metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .inc();
         self.pump(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.deps.metrics.sessions_active.dec();
+        self.deps
+            .metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .dec();
+        self.set_mailbox_depth(-(self.queue.len() as i64));
     }
 }
 
 impl Handler<Deliver> for SessionActor {
     type Result = ();
 
-    /// Queues the event behind the one in progress, or refuses it with a notice when the
-    /// queue is full (the user is asked to resend it; nothing disappears silently).
+    /// Queues the event behind the one in progress. When the mailbox is full, the overflow
+    /// policy refuses either this event or the oldest waiting one, with a notice to the user
+    /// (who is asked to resend it; nothing disappears silently).
     fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
         self.events_received += 1;
-        // One event in progress plus `max_queued_events` waiting behind it.
+        let policy = self.deps.supervisor.policy(ActorKind::Session);
+        // One event in progress plus `mailbox_capacity` waiting behind it.
         let accepted = self.queue.len() + usize::from(self.phase == Phase::Handling);
-        if accepted > self.deps.settings.max_queued_events {
+        if accepted > policy.mailbox_capacity {
             self.deps.metrics.count_error("queue_full");
-            refuse(&self.deps, &event, texts_for(&event.sender).queue_full);
-            return;
+            match (policy.overflow, self.queue.is_empty()) {
+                (OverflowPolicy::DropOldest, false) => {
+                    if let Some(oldest) = self.pop_event() {
+                        refuse(
+                            &self.deps,
+                            &oldest,
+                            texts_for(&oldest.sender).dropped_for_newer,
+                        );
+                    }
+                }
+                _ => {
+                    refuse(&self.deps, &event, texts_for(&event.sender).queue_full);
+                    return;
+                }
+            }
         }
         self.queue.push_back(event);
+        self.set_mailbox_depth(1);
         self.pump(ctx);
     }
 }
@@ -445,6 +507,8 @@ async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbou
             }
             if let Some(persona_id) = data.strip_prefix(PERSONA_BUTTON_PREFIX) {
                 choose_persona(deps, state, sender, persona_id).await;
+            } else if data == RETRY_BUTTON {
+                retry_last(deps, state, sender).await;
             }
         }
         InboundKind::Text(text) => answer_text(deps, state, sender, text).await,
@@ -502,6 +566,7 @@ async fn choose_persona(
     let greeting = persona.greeting(&sender.first_name);
     let mut dialog = ActiveDialog {
         id: dialog_id,
+        slot: DEFAULT_SLOT,
         prompt: deps.prompts.persona_prompt(&persona, &sender.first_name),
         history: VecDeque::new(),
     };
@@ -513,13 +578,14 @@ async fn choose_persona(
         greeting,
         delivery_status(message_id),
         message_id,
+        None,
     )
     .await;
     state.dialog = Some(dialog);
 }
 
 /// A user's text: store it, ask the LLM with the persona prompt and the history, deliver the
-/// reply and store it. Any failure ends in a short apology, never silence.
+/// reply and store it. Any failure ends in a short answer, never silence.
 async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Sender, text: String) {
     let texts = texts_for(sender);
     let Some(dialog) = state.dialog.as_mut() else {
@@ -540,30 +606,81 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
         text,
         MessageStatus::Complete,
         None,
+        None,
     )
     .await
     {
         send(deps, sender.chat_id, texts.storage_failed, None).await;
         return;
     }
+    reply_to_history(deps, dialog, sender).await;
+}
 
+/// The "Retry" button: asks the LLM again when the last message is the user's, unanswered.
+async fn retry_last(deps: &SessionDeps, state: &mut SessionState, sender: &Sender) {
+    let texts = texts_for(sender);
+    match state.dialog.as_mut() {
+        Some(dialog)
+            if dialog
+                .history
+                .back()
+                .is_some_and(|entry| entry.role == Role::User) =>
+        {
+            reply_to_history(deps, dialog, sender).await;
+        }
+        _ => {
+            send(deps, sender.chat_id, texts.nothing_to_retry, None).await;
+        }
+    }
+}
+
+fn retry_keyboard(texts: &Texts) -> Keyboard {
+    Keyboard {
+        rows: vec![vec![Button {
+            label: texts.retry_button.to_owned(),
+            data: RETRY_BUTTON.to_owned(),
+        }]],
+    }
+}
+
+/// Asks the LLM for the persona's next message after the dialog's history, delivers it and
+/// stores it with its token usage.
+async fn reply_to_history(deps: &SessionDeps, dialog: &mut ActiveDialog, sender: &Sender) {
+    let texts = texts_for(sender);
     let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
-    let request = CompletionRequest {
-        messages: deps.prompts.build(&dialog.prompt, &history),
-    };
-    let started = Instant::now();
+    let prompt = deps.prompts.build(&dialog.prompt, &history);
+    let prompt_estimate = prompt.estimated_tokens;
+    let request = CompletionRequest::companion(prompt.messages, sender.user_id);
     let completion = complete_while_typing(deps, sender.chat_id, request).await;
-    deps.metrics
-        .ai_request_duration_seconds
-        .observe(started.elapsed().as_secs_f64());
 
     match completion {
         Ok(completion) if !completion.text.trim().is_empty() => {
-            deps.metrics
-                .ai_requests_total
-                .with_label_values(&["ok"])
-                .inc();
             let reply = completion.text.trim().to_owned();
+            let prompt_tokens = completion.prompt_tokens.unwrap_or(prompt_estimate);
+            let completion_tokens = completion
+                .completion_tokens
+                .unwrap_or_else(|| deps.prompts.counter().count(&reply));
+            deps.metrics
+                .ai_tokens_used_total
+                .with_label_values(&["prompt"])
+                .inc_by(u64::from(prompt_tokens));
+            deps.metrics
+                .ai_tokens_used_total
+                .with_label_values(&["completion"])
+                .inc_by(u64::from(completion_tokens));
+            if let Err(error) = deps
+                .store
+                .add_token_usage(
+                    sender.user_id,
+                    dialog.slot,
+                    prompt_tokens,
+                    completion_tokens,
+                )
+                .await
+            {
+                tracing::warn!(%error, "could not record token usage");
+                deps.metrics.count_error("storage");
+            }
             let message_id = send_long(deps, sender.chat_id, &reply, None).await;
             record(
                 deps,
@@ -572,20 +689,23 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
                 reply,
                 delivery_status(message_id),
                 message_id,
+                Some(completion.provider),
             )
             .await;
         }
         outcome => {
-            let (status, error) = match outcome {
-                Err(LlmError::Timeout) => ("timeout", "timed out".to_owned()),
-                Err(error) => ("error", error.to_string()),
-                Ok(_) => ("error", "empty reply".to_owned()),
+            let (notice, offer_retry) = match &outcome {
+                Err(LlmError::CircuitOpen { .. }) => (texts.llm_unavailable, true),
+                Err(LlmError::RateLimited { .. }) => {
+                    deps.metrics.count_error("rate_limited");
+                    (texts.rate_limited, true)
+                }
+                _ => (texts.llm_failed, true),
             };
-            tracing::warn!(error = %error, "LLM request failed");
-            deps.metrics
-                .ai_requests_total
-                .with_label_values(&[status])
-                .inc();
+            match &outcome {
+                Err(error) => tracing::warn!(%error, "no LLM answer"),
+                Ok(_) => tracing::warn!("the LLM answered with empty text"),
+            }
             deps.metrics.count_error("llm");
             if let Err(error) = deps
                 .store
@@ -594,7 +714,8 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
             {
                 tracing::warn!(%error, "could not mark a message unanswered");
             }
-            send(deps, sender.chat_id, texts.llm_failed, None).await;
+            let keyboard = offer_retry.then(|| retry_keyboard(texts));
+            send(deps, sender.chat_id, notice, keyboard.as_ref()).await;
         }
     }
 }
@@ -637,6 +758,7 @@ async fn record(
     content: String,
     status: MessageStatus,
     telegram_message_id: Option<i64>,
+    provider: Option<String>,
 ) -> bool {
     // PostgreSQL's text cannot hold NUL characters (SQLite's can); they carry no meaning.
     let content = if content.contains('\0') {
@@ -650,6 +772,7 @@ async fn record(
         content,
         status,
         telegram_message_id,
+        provider,
     };
     if let Err(error) = deps.store.append_message(dialog.id, &message).await {
         tracing::error!(%error, "could not store a message");
@@ -672,6 +795,7 @@ mod tests {
     use super::*;
     use crate::persona::Persona;
     use crate::router::SessionRouter;
+    use crate::supervision::KindPolicy;
     use crate::testing::*;
 
     struct Harness {
@@ -693,6 +817,10 @@ mod tests {
     }
 
     fn harness_with_llm(settings: SessionSettings, llm: EchoLlm) -> Harness {
+        harness_with(settings, llm, KindPolicy::default())
+    }
+
+    fn harness_with(settings: SessionSettings, llm: EchoLlm, policy: KindPolicy) -> Harness {
         let messenger = Arc::new(RecordingMessenger::default());
         let llm = Arc::new(llm);
         let store = Arc::new(MemoryStore::default());
@@ -715,6 +843,21 @@ mod tests {
                 },
             ),
             metrics: metrics.clone(),
+            supervisor: Arc::new(Supervisor::new(
+                std::collections::HashMap::from([(
+                    ActorKind::Session,
+                    KindPolicy {
+                        backoff: crate::resilience::backoff::BackoffSettings {
+                            min_ms: 10,
+                            max_ms: 50,
+                            jitter: 0.0,
+                            reset_after_ms: 1_000,
+                        },
+                        ..policy
+                    },
+                )]),
+                metrics.clone(),
+            )),
             settings,
             in_flight: AtomicUsize::new(0),
         };
@@ -786,11 +929,14 @@ mod tests {
 
     #[actix_rt::test]
     async fn an_idle_session_is_passivated_and_resumes_from_storage() {
-        let settings = SessionSettings {
-            idle_timeout: Duration::from_millis(100),
-            ..SessionSettings::default()
-        };
-        let h = harness(settings, Duration::ZERO);
+        let h = harness_with(
+            SessionSettings::default(),
+            EchoLlm::default(),
+            KindPolicy {
+                idle_timeout: Duration::from_millis(100),
+                ..KindPolicy::default()
+            },
+        );
         h.router.route(pick(7, "mira"));
         h.router.route(text(7, "remember the red door"));
         eventually("reply", || h.messenger.texts_to(7).len() == 2).await;
@@ -811,17 +957,17 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_full_queue_refuses_with_a_notice() {
-        let settings = SessionSettings {
-            max_queued_events: 2,
-            ..SessionSettings::default()
-        };
         // The LLM answers only when the test lets it, so the queue is surely full.
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let h = harness_with_llm(
-            settings,
+        let h = harness_with(
+            SessionSettings::default(),
             EchoLlm {
                 gate: Some(gate.clone()),
                 ..EchoLlm::default()
+            },
+            KindPolicy {
+                mailbox_capacity: 2,
+                ..KindPolicy::default()
             },
         );
         h.router.route(pick(3, "mira"));

@@ -82,6 +82,7 @@ impl LanguageModel for EchoLlm {
             text: format!("reply to: {last}"),
             prompt_tokens: None,
             completion_tokens: None,
+            provider: "echo".into(),
         })
     }
 }
@@ -94,6 +95,7 @@ struct MemoryData {
     messages: Vec<(DialogId, NewMessage)>,
     active_slot: HashMap<UserId, u8>,
     claimed_updates: std::collections::HashSet<i64>,
+    token_usage: HashMap<(UserId, u8), (u64, u64)>,
 }
 
 /// Storage in a mutex.
@@ -181,6 +183,20 @@ impl SessionStore for MemoryStore {
         message: &NewMessage,
     ) -> Result<(), StoreError> {
         lock(&self.data).messages.push((dialog_id, message.clone()));
+        Ok(())
+    }
+
+    async fn add_token_usage(
+        &self,
+        user_id: UserId,
+        slot: u8,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.data);
+        let entry = data.token_usage.entry((user_id, slot)).or_default();
+        entry.0 += u64::from(prompt_tokens);
+        entry.1 += u64::from(completion_tokens);
         Ok(())
     }
 

@@ -15,6 +15,11 @@ pub struct Texts {
     pub internal_error: &'static str,
     pub queue_full: &'static str,
     pub text_only: &'static str,
+    pub llm_unavailable: &'static str,
+    pub rate_limited: &'static str,
+    pub retry_button: &'static str,
+    pub nothing_to_retry: &'static str,
+    pub dropped_for_newer: &'static str,
 }
 
 const ENGLISH: Texts = Texts {
@@ -32,6 +37,13 @@ const ENGLISH: Texts = Texts {
     queue_full: "I am still answering your earlier messages. Please wait for the reply and send \
                  this one again.",
     text_only: "I can only read text messages for now.",
+    llm_unavailable: "The AI is unavailable right now. Your message is saved — press Retry in a \
+                      minute.",
+    rate_limited: "Too many messages at once. Your message is saved — press Retry in a moment.",
+    retry_button: "🔄 Retry",
+    nothing_to_retry: "There is nothing to retry: your last message was answered.",
+    dropped_for_newer: "Too many messages at once: I skipped an older one. Please send it again \
+                        if it still matters.",
 };
 
 const RUSSIAN: Texts = Texts {
@@ -50,6 +62,14 @@ const RUSSIAN: Texts = Texts {
     queue_full: "Я ещё отвечаю на предыдущие сообщения. Дождитесь ответа и отправьте это \
                  сообщение ещё раз.",
     text_only: "Пока я понимаю только текстовые сообщения.",
+    llm_unavailable: "ИИ сейчас недоступен. Ваше сообщение сохранено — нажмите «Повторить» через \
+                      минуту.",
+    rate_limited: "Слишком много сообщений сразу. Ваше сообщение сохранено — нажмите «Повторить» \
+                   чуть позже.",
+    retry_button: "🔄 Повторить",
+    nothing_to_retry: "Повторять нечего: на последнее сообщение уже есть ответ.",
+    dropped_for_newer: "Слишком много сообщений сразу: одно из ранних я пропустил. Отправьте его \
+                        ещё раз, если оно важно.",
 };
 
 impl Texts {

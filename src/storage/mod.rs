@@ -29,7 +29,7 @@ use vitte_actors::ports::{
 };
 
 use crate::config::DatabaseTarget;
-use schema::{dialogs, messages, processed_updates, users};
+use schema::{dialogs, messages, processed_updates, token_usage, users};
 
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -220,6 +220,46 @@ impl Database {
                 .execute(conn)
                 .await?;
             Ok(inserted == 1)
+        })
+    }
+
+    /// A user's token usage per slot and day: (slot, day, prompt, completion, requests).
+    pub async fn token_usage(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(i32, i64, i64, i64, i64)>, StorageError> {
+        with_connection!(self, |conn| {
+            let rows = token_usage::table
+                .filter(token_usage::user_id.eq(user_id))
+                .order((token_usage::slot, token_usage::day))
+                .select((
+                    token_usage::slot,
+                    token_usage::day,
+                    token_usage::prompt_tokens,
+                    token_usage::completion_tokens,
+                    token_usage::requests,
+                ))
+                .load(conn)
+                .await?;
+            Ok(rows)
+        })
+    }
+
+    /// Which provider wrote each of a user's assistant messages, oldest first.
+    pub async fn reply_providers(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<Option<String>>, StorageError> {
+        with_connection!(self, |conn| {
+            let rows = messages::table
+                .inner_join(dialogs::table)
+                .filter(dialogs::user_id.eq(user_id))
+                .filter(messages::role.eq(Role::Assistant.as_str()))
+                .order(messages::id.asc())
+                .select(messages::provider)
+                .load::<Option<String>>(conn)
+                .await?;
+            Ok(rows)
         })
     }
 
@@ -444,11 +484,46 @@ impl SessionStore for Database {
                     messages::status.eq(message.status.as_str()),
                     messages::telegram_message_id.eq(message.telegram_message_id),
                     messages::created_at.eq(now),
+                    messages::provider.eq(&message.provider),
                 ))
                 .execute(conn)
                 .await?;
             diesel::update(dialogs::table.find(dialog_id))
                 .set(dialogs::last_active_at.eq(now))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn add_token_usage(
+        &self,
+        user_id: UserId,
+        slot: u8,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    ) -> Result<(), StoreError> {
+        let day = now_millis() / 86_400_000;
+        let slot = i32::from(slot);
+        let (prompt, completion) = (i64::from(prompt_tokens), i64::from(completion_tokens));
+        with_connection!(self, |conn| {
+            diesel::insert_into(token_usage::table)
+                .values((
+                    token_usage::user_id.eq(user_id),
+                    token_usage::slot.eq(slot),
+                    token_usage::day.eq(day),
+                    token_usage::prompt_tokens.eq(prompt),
+                    token_usage::completion_tokens.eq(completion),
+                    token_usage::requests.eq(1_i64),
+                ))
+                .on_conflict((token_usage::user_id, token_usage::slot, token_usage::day))
+                .do_update()
+                .set((
+                    token_usage::prompt_tokens.eq(token_usage::prompt_tokens + prompt),
+                    token_usage::completion_tokens.eq(token_usage::completion_tokens + completion),
+                    token_usage::requests.eq(token_usage::requests + 1_i64),
+                ))
                 .execute(conn)
                 .await?;
             Ok(())

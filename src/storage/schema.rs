@@ -35,6 +35,18 @@ diesel::table! {
         status -> Text,
         telegram_message_id -> Nullable<BigInt>,
         created_at -> BigInt,
+        provider -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    token_usage (user_id, slot, day) {
+        user_id -> BigInt,
+        slot -> Integer,
+        day -> BigInt,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        requests -> BigInt,
     }
 }
 
@@ -47,4 +59,10 @@ diesel::table! {
 
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
-diesel::allow_tables_to_appear_in_same_query!(users, dialogs, messages, processed_updates);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    dialogs,
+    messages,
+    processed_updates,
+    token_usage
+);

@@ -106,7 +106,7 @@ async fn metrics_are_exported_without_user_ids() {
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
-    assert_eq!(app.metric("ai_requests_total{status=\"ok\"}").await, 1.0);
+    assert_eq!(app.metric(&ai_requests("ok")).await, 1.0);
     assert_eq!(app.metric("vitte_sessions_active").await, 1.0);
     assert_eq!(
         app.metric("telegram_messages_total{direction=\"in\"}")
@@ -123,7 +123,7 @@ async fn idle_sessions_leave_memory_and_come_back_with_their_history() {
         Backend::Sqlite,
         TestOptions {
             adjust: Some(Box::new(|settings| {
-                settings.session.idle_timeout = std::time::Duration::from_millis(200)
+                settings.supervision.session.idle_timeout = std::time::Duration::from_millis(200)
             })),
             ..TestOptions::default()
         },

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use secrecy::SecretString;
 use serde_json::Value;
-use vitte::config::{Settings, TelegramMode};
+use vitte::config::{ConfigSource, Settings, TelegramMode};
 use vitte::startup::{AppHandle, Application, Customization, LlmWrapper};
 use vitte::storage::Database;
 use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError, Role};
@@ -25,6 +25,7 @@ pub use fake_llm::{FakeLlm, LlmBehaviour};
 pub use fake_telegram::{FakeTelegram, callback_update, text_update};
 
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// How long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -101,8 +102,8 @@ pub struct TestApp {
     next_update_id: Arc<AtomicI64>,
     /// The server URL and name of the test's own PostgreSQL database, dropped by `stop`.
     postgres: Option<(String, String)>,
-    /// Keeps the SQLite file's directory alive for the test's duration.
-    _data_dir: Arc<tempfile::TempDir>,
+    /// Holds the SQLite file and `config/` (read again on a live reload).
+    data_dir: Arc<tempfile::TempDir>,
 }
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -152,8 +153,16 @@ impl TestApp {
                 (url, Some((server.clone(), name)))
             }
         };
+        // The app's own config directory, so a test can change it and reload.
+        let config_dir = data_dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        std::fs::copy(
+            repo_path("config/default.toml"),
+            config_dir.join("default.toml"),
+        )
+        .expect("copy default.toml");
         let mut settings =
-            Settings::load_from(&repo_path("config"), "local").expect("default configuration");
+            Settings::load_from(&config_dir, "local").expect("default configuration");
         settings.telegram.token = SecretString::from("123456:TEST-TOKEN");
         settings.telegram.api_url = telegram.api_url();
         settings.telegram.mode = options.mode;
@@ -168,8 +177,9 @@ impl TestApp {
         settings.http.address = "127.0.0.1:0".into();
         settings.http.workers = 1;
         settings.session.shards = 2;
-        settings.session.shutdown_timeout = Duration::from_secs(5);
+        settings.supervision.session.shutdown_timeout = Duration::from_secs(5);
         settings.personas.dir = repo_path("personas");
+        settings.admin.token = SecretString::from(ADMIN_TOKEN);
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
         }
@@ -194,7 +204,14 @@ impl TestApp {
         wrap_llm: Option<LlmWrapper>,
         next_update_id: Arc<AtomicI64>,
     ) -> TestApp {
-        let application = Application::build_with(settings.clone(), Customization { wrap_llm })
+        let customization = Customization {
+            wrap_llm,
+            config_source: Some(ConfigSource {
+                dir: data_dir.path().join("config"),
+                environment: "local".into(),
+            }),
+        };
+        let application = Application::build_with(settings.clone(), customization)
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", application.port());
@@ -219,7 +236,7 @@ impl TestApp {
                 .expect("an HTTP client"),
             next_update_id,
             postgres: None,
-            _data_dir: data_dir,
+            data_dir,
         };
         app.wait_until_ready().await;
         app
@@ -234,11 +251,11 @@ impl TestApp {
             settings,
             next_update_id,
             postgres,
-            _data_dir,
+            data_dir,
             ..
         } = self;
         let mut app =
-            TestApp::launch(settings, telegram, llm, _data_dir, None, next_update_id).await;
+            TestApp::launch(settings, telegram, llm, data_dir, None, next_update_id).await;
         app.postgres = postgres;
         app
     }
@@ -282,6 +299,22 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Writes `config/local.toml` (read with default.toml on the next reload).
+    pub fn write_local_config(&self, toml: &str) {
+        std::fs::write(self.data_dir.path().join("config/local.toml"), toml)
+            .expect("write local.toml");
+    }
+
+    /// Calls an admin endpoint with the admin token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin endpoint answers")
     }
 
     pub fn next_update_id(&self) -> i64 {
@@ -361,6 +394,11 @@ impl TestApp {
             })
             .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
     }
+}
+
+/// The `ai_requests_total` sample of the primary provider for `status`.
+pub fn ai_requests(status: &str) -> String {
+    format!("ai_requests_total{{model=\"deepseek-chat\",provider=\"primary\",status=\"{status}\"}}")
 }
 
 /// Waits until `probe` returns something, failing the test after [`PATIENCE`].

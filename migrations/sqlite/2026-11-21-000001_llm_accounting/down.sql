@@ -1,0 +1,2 @@
+DROP TABLE token_usage;
+ALTER TABLE messages DROP COLUMN provider;

@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod conversation;
 mod faults;
+mod gateway;
 mod http_api;

@@ -6,6 +6,7 @@
 
 pub mod fake_llm;
 pub mod fake_telegram;
+pub mod tcp_proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -993,4 +993,44 @@ mod tests {
         assert_eq!(count("I am still answering"), 3);
         h.router.stop();
     }
+
+    #[actix_rt::test]
+    async fn drop_oldest_makes_room_for_the_newest_message() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let h = harness_with(
+            SessionSettings::default(),
+            EchoLlm {
+                gate: Some(gate.clone()),
+                ..EchoLlm::default()
+            },
+            KindPolicy {
+                mailbox_capacity: 1,
+                overflow: OverflowPolicy::DropOldest,
+                ..KindPolicy::default()
+            },
+        );
+        h.router.route(pick(4, "mira"));
+        eventually("greeting", || h.messenger.texts_to(4).len() == 1).await;
+        for index in 0..3 {
+            h.router.route(text(4, &format!("d{index}")));
+        }
+        // d0 is being answered; d1 waited and was dropped for d2.
+        eventually("the drop notice", || {
+            h.messenger
+                .texts_to(4)
+                .iter()
+                .any(|t| t.starts_with("Too many messages at once: I skipped"))
+        })
+        .await;
+        gate.add_permits(2);
+        eventually("all events finished", || h.router.in_flight() == 0).await;
+        let replies: Vec<String> = h
+            .messenger
+            .texts_to(4)
+            .into_iter()
+            .filter(|t| t.starts_with("reply to"))
+            .collect();
+        assert_eq!(replies, ["reply to: d0", "reply to: d2"]);
+        h.router.stop();
+    }
 }

@@ -629,3 +629,26 @@ async fn a_cache_hit_makes_no_llm_call_in_process_and_in_redis() {
     assert_eq!(metrics.redis_fallback_active.get(), 0, "Redis answered");
     llm.stop().await;
 }
+
+#[actix_rt::test]
+async fn sighup_reloads_the_configuration() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.write_local_config("[llm.rate_limit]\nper_minute = 42\nburst = 3\n");
+    // nextest runs each test in its own process, so the signal reaches only this app.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    wait_until_async("the reload", || async {
+        let actors: serde_json::Value = app
+            .admin(reqwest::Method::GET, "/admin/actors")
+            .await
+            .json()
+            .await
+            .expect("json");
+        actors["providers"][0]["rate_limit_per_minute"] == 42
+    })
+    .await;
+    app.stop().await;
+}

@@ -103,6 +103,14 @@ async fn metrics_are_exported_without_user_ids() {
         "vitte_sessions_active",
         "vitte_session_panics_total",
         "errors_total",
+        "ai_time_to_first_token_seconds",
+        "ai_tokens_used_total",
+        "llm_breaker_state",
+        "llm_cache_hits_total",
+        "llm_rate_limited_total",
+        "vitte_actor_restarts_total",
+        "vitte_actor_mailbox_depth",
+        "redis_fallback_active",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }

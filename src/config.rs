@@ -413,19 +413,11 @@ impl Settings {
             ));
         }
         self.validate_reloadable()?;
-        let mut names = vec![self.llm.name.as_str()];
         for (index, fallback) in self.llm.fallbacks.iter().enumerate() {
             check_http_url(
                 &format!("llm.fallbacks[{index}].base_url"),
                 &fallback.base_url,
             )?;
-            if names.contains(&fallback.name.as_str()) || fallback.name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    &format!("llm.fallbacks[{index}].name"),
-                    "must be set and differ from every other provider's name",
-                ));
-            }
-            names.push(&fallback.name);
         }
         let redis = self.redis.url.expose_secret();
         if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
@@ -491,6 +483,28 @@ impl Settings {
         llm.user_rate_limit
             .validate()
             .map_err(|problem| ConfigError::invalid("llm.user_rate_limit", problem))?;
+        if llm.max_queue_wait > Duration::from_secs(600) {
+            return Err(ConfigError::invalid(
+                "llm.max_queue_wait",
+                "must be at most 10m",
+            ));
+        }
+        if llm.cache.ttl > Duration::from_secs(30 * 86_400) {
+            return Err(ConfigError::invalid(
+                "llm.cache.ttl",
+                "must be at most 30 days",
+            ));
+        }
+        let mut names = vec![llm.name.as_str()];
+        for (index, fallback) in llm.fallbacks.iter().enumerate() {
+            if names.contains(&fallback.name.as_str()) || fallback.name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("llm.fallbacks[{index}].name"),
+                    "must be set and differ from every other provider's name",
+                ));
+            }
+            names.push(&fallback.name);
+        }
         if llm.cache.max_entries == 0 {
             return Err(ConfigError::invalid(
                 "llm.cache.max_entries",
@@ -498,6 +512,57 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Keys that differ from `running` but only take effect after a restart (compared in
+    /// their printed, secret-redacted form).
+    pub fn restart_only_differences(&self, running: &Settings) -> Vec<String> {
+        let restart_only = |settings: &Settings| -> Vec<(String, String)> {
+            let llm = &settings.llm;
+            let mut keys = vec![
+                ("telegram".to_owned(), to_toml(&settings.telegram)),
+                ("database".to_owned(), to_toml(&settings.database)),
+                ("redis".to_owned(), to_toml(&settings.redis)),
+                ("http".to_owned(), to_toml(&settings.http)),
+                ("session".to_owned(), to_toml(&settings.session)),
+                ("personas".to_owned(), to_toml(&settings.personas)),
+                ("log".to_owned(), to_toml(&settings.log)),
+                ("admin".to_owned(), to_toml(&settings.admin)),
+                ("llm.base_url".to_owned(), llm.base_url.clone()),
+                ("llm.model".to_owned(), llm.model.clone()),
+                ("llm.temperature".to_owned(), llm.temperature.to_string()),
+                (
+                    "llm.max_reply_tokens".to_owned(),
+                    llm.max_reply_tokens.to_string(),
+                ),
+                (
+                    "llm.context_tokens".to_owned(),
+                    llm.context_tokens.to_string(),
+                ),
+                (
+                    "llm.request_timeout".to_owned(),
+                    format!("{:?}", llm.request_timeout),
+                ),
+                (
+                    "llm.cache.max_entries".to_owned(),
+                    llm.cache.max_entries.to_string(),
+                ),
+            ];
+            for (index, fallback) in llm.fallbacks.iter().enumerate() {
+                keys.push((
+                    format!("llm.fallbacks[{index}]"),
+                    format!("{} {}", fallback.base_url, fallback.model),
+                ));
+            }
+            keys
+        };
+        let before = restart_only(running);
+        restart_only(self)
+            .into_iter()
+            .zip(before)
+            .filter(|((_, new), (_, old))| new != old)
+            .map(|((key, _), _)| key)
+            .collect()
     }
 
     pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
@@ -530,6 +595,10 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot print: {error}\n"))
     }
+}
+
+fn to_toml<T: Serialize>(value: &T) -> String {
+    toml::to_string(value).unwrap_or_default()
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {

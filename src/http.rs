@@ -41,7 +41,7 @@ pub struct HttpState {
     pub admin_token: SecretString,
     pub supervisor: Arc<Supervisor>,
     pub gateway: Arc<LlmGateway>,
-    pub redis: Option<Arc<RedisBackend>>,
+    pub redis: Option<RedisBackend>,
     pub reloader: Arc<Reloader>,
 }
 
@@ -234,7 +234,10 @@ async fn admin_reload(request: HttpRequest, state: web::Data<HttpState>) -> Http
         return error_body(StatusCode::UNAUTHORIZED, "admin token required");
     }
     match state.reloader.reload() {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "reloaded" })),
+        Ok(report) => HttpResponse::Ok().json(json!({
+            "status": "reloaded",
+            "needs_restart": report.needs_restart,
+        })),
         Err(ReloadError::NoSource) => error_body(
             StatusCode::CONFLICT,
             "this process was not started from configuration files",

@@ -1,10 +1,12 @@
 //! Redis for shared rate limits and the LLM response cache (needed when several replicas
-//! run). Redis is optional and never on the critical path: when it cannot be reached, the
-//! in-process limiter and cache serve instead, a warning is logged, `redis_fallback_active`
-//! turns 1, and Redis is tried again after a short pause.
+//! run). Redis is optional: when it cannot be reached, the in-process limiter and cache serve
+//! instead, a warning is logged, `redis_fallback_active` turns 1, and a reconnect is tried in
+//! the background after a short pause. No user's message waits for Redis to connect; a Redis
+//! that stops answering costs a request at most the response timeout (300 ms) once, then the
+//! fallbacks serve until it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -20,9 +22,38 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Rate limits and cache in Redis, with in-process fallbacks.
+/// A token bucket per key, the same model as the in-process limiter, shared by replicas.
+/// KEYS[1] is the bucket; ARGV: capacity, refill per second, now (ms), cost (1 to take, -1 to
+/// give back). Returns 0 when a token was taken, else the milliseconds until one is available.
+const TOKEN_BUCKET: &str = r#"
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate / 1000)
+local wait = 0
+if cost > 0 then
+  if tokens >= cost then tokens = tokens - cost else wait = math.ceil((cost - tokens) * 1000 / rate) end
+else
+  tokens = math.min(capacity, tokens - cost)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 60000)
+return wait
+"#;
+
+/// Rate limits and cache in Redis, with in-process fallbacks. Cheap to clone (shared state).
+#[derive(Clone)]
 pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     client: redis::Client,
+    bucket: redis::Script,
     connection: Mutex<Option<ConnectionManager>>,
     connecting: AtomicBool,
     resting_until: Mutex<Option<Instant>>,
@@ -35,6 +66,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
 impl RedisBackend {
     /// Prepares the client; nothing is connected until first use, so a Redis that is down at
     /// start-up degrades like one that goes down later.
@@ -43,29 +80,73 @@ impl RedisBackend {
         cache_entries: usize,
         metrics: Metrics,
     ) -> Result<RedisBackend, redis::RedisError> {
-        Ok(RedisBackend {
+        let shared = Arc::new(Shared {
             client: redis::Client::open(url)?,
+            bucket: redis::Script::new(TOKEN_BUCKET),
             connection: Mutex::new(None),
             connecting: AtomicBool::new(false),
             resting_until: Mutex::new(None),
             fallback_limiter: MemoryRateLimiter::default(),
             fallback_cache: MemoryCache::new(cache_entries),
             metrics,
-        })
+        });
+        Ok(RedisBackend { shared })
     }
 
-    /// A connection, or `None` while Redis is resting after a failure.
-    async fn connection(&self) -> Option<ConnectionManager> {
-        if lock(&self.resting_until).is_some_and(|until| Instant::now() < until) {
-            return None;
-        }
-        if let Some(connection) = lock(&self.connection).clone() {
+    /// The connection if there is one. Otherwise a connection attempt starts in the
+    /// background (unless Redis is resting after a failure, or one is running) and the
+    /// caller uses the fallbacks.
+    fn connection(&self) -> Option<ConnectionManager> {
+        let shared = &self.shared;
+        if let Some(connection) = lock(&shared.connection).clone() {
             return Some(connection);
         }
-        // One caller connects; the others use the fallbacks meanwhile.
-        if self.connecting.swap(true, Ordering::SeqCst) {
-            return None;
+        let resting = lock(&shared.resting_until).is_some_and(|until| Instant::now() < until);
+        if !resting && !shared.connecting.swap(true, Ordering::SeqCst) {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.connect().await });
         }
+        None
+    }
+
+    /// Starts connecting now (in the background), so the first requests can use Redis.
+    pub fn connect_in_background(&self) {
+        let _ = self.connection();
+    }
+
+    /// Whether the fallbacks are serving (for the health report).
+    pub fn is_degraded(&self) -> bool {
+        self.shared.metrics.redis_fallback_active.get() != 0
+    }
+
+    /// Runs the bucket script; `None` if Redis is not connected or failed.
+    async fn bucket(&self, key: &str, limit: &RateLimit, cost: i64) -> Option<u64> {
+        let mut connection = self.connection()?;
+        let result: redis::RedisResult<u64> = self
+            .shared
+            .bucket
+            .key(format!("vitte:rl:{key}"))
+            .arg(limit.burst)
+            .arg(f64::from(limit.per_minute) / 60.0)
+            .arg(unix_millis())
+            .arg(cost)
+            .invoke_async(&mut connection)
+            .await;
+        match result {
+            Ok(wait_ms) => {
+                self.shared.succeeded();
+                Some(wait_ms)
+            }
+            Err(error) => {
+                self.shared.failed(&error.to_string());
+                None
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn connect(&self) {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
@@ -75,21 +156,15 @@ impl RedisBackend {
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await;
-        self.connecting.store(false, Ordering::SeqCst);
         match connected {
             Ok(Ok(connection)) => {
-                *lock(&self.connection) = Some(connection.clone());
-                Some(connection)
+                *lock(&self.connection) = Some(connection);
+                self.succeeded();
             }
-            Ok(Err(error)) => {
-                self.failed(&error.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed("no connection within the timeout");
-                None
-            }
+            Ok(Err(error)) => self.failed(&error.to_string()),
+            Err(_) => self.failed("no connection within the timeout"),
         }
+        self.connecting.store(false, Ordering::SeqCst);
     }
 
     fn failed(&self, error: &str) {
@@ -98,7 +173,7 @@ impl RedisBackend {
         }
         self.metrics.redis_fallback_active.set(1);
         *lock(&self.resting_until) = Some(Instant::now() + RETRY_AFTER_FAILURE);
-        // Start afresh next time: the manager's own reconnects could stall a request.
+        // Start afresh after the pause: the manager's own reconnects could stall a request.
         *lock(&self.connection) = None;
     }
 
@@ -108,48 +183,21 @@ impl RedisBackend {
             self.metrics.redis_fallback_active.set(0);
         }
     }
-
-    /// Whether Redis answered the last time it was asked (for the health report).
-    pub fn is_degraded(&self) -> bool {
-        self.metrics.redis_fallback_active.get() != 0
-    }
-}
-
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[async_trait]
 impl RateLimiter for RedisBackend {
-    /// A fixed one-minute window per key in Redis (shared by every replica): at most
-    /// `per_minute` requests per window; `burst` applies only to the in-process fallback.
     async fn acquire(&self, key: &str, limit: &RateLimit) -> Result<(), Duration> {
-        let Some(mut connection) = self.connection().await else {
-            return self.fallback_limiter.acquire(key, limit).await;
-        };
-        let now = unix_seconds();
-        let window_key = format!("vitte:rl:{key}:{}", now / 60);
-        let counted: redis::RedisResult<(u64, u64)> = redis::pipe()
-            .atomic()
-            .incr(&window_key, 1)
-            .expire(&window_key, 120)
-            .query_async(&mut connection)
-            .await;
-        match counted {
-            Ok((count, _)) => {
-                self.succeeded();
-                if count <= u64::from(limit.per_minute) {
-                    Ok(())
-                } else {
-                    Err(Duration::from_secs(60 - now % 60))
-                }
-            }
-            Err(error) => {
-                self.failed(&error.to_string());
-                self.fallback_limiter.acquire(key, limit).await
-            }
+        match self.bucket(key, limit, 1).await {
+            Some(0) => Ok(()),
+            Some(wait_ms) => Err(Duration::from_millis(wait_ms)),
+            None => self.shared.fallback_limiter.acquire(key, limit).await,
+        }
+    }
+
+    async fn release(&self, key: &str, limit: &RateLimit) {
+        if self.bucket(key, limit, -1).await.is_none() {
+            self.shared.fallback_limiter.release(key, limit).await;
         }
     }
 }
@@ -157,8 +205,8 @@ impl RateLimiter for RedisBackend {
 #[async_trait]
 impl ResponseCache for RedisBackend {
     async fn get(&self, key: &str) -> Option<Completion> {
-        let Some(mut connection) = self.connection().await else {
-            return self.fallback_cache.get(key).await;
+        let Some(mut connection) = self.connection() else {
+            return self.shared.fallback_cache.get(key).await;
         };
         let found: redis::RedisResult<Option<String>> = redis::cmd("GET")
             .arg(format!("vitte:{key}"))
@@ -166,12 +214,12 @@ impl ResponseCache for RedisBackend {
             .await;
         match found {
             Ok(value) => {
-                self.succeeded();
+                self.shared.succeeded();
                 value.and_then(|json| serde_json::from_str(&json).ok())
             }
             Err(error) => {
-                self.failed(&error.to_string());
-                self.fallback_cache.get(key).await
+                self.shared.failed(&error.to_string());
+                self.shared.fallback_cache.get(key).await
             }
         }
     }
@@ -180,8 +228,8 @@ impl ResponseCache for RedisBackend {
         let Ok(json) = serde_json::to_string(completion) else {
             return;
         };
-        let Some(mut connection) = self.connection().await else {
-            return self.fallback_cache.put(key, completion, ttl).await;
+        let Some(mut connection) = self.connection() else {
+            return self.shared.fallback_cache.put(key, completion, ttl).await;
         };
         let stored: redis::RedisResult<()> = redis::cmd("SET")
             .arg(format!("vitte:{key}"))
@@ -191,10 +239,10 @@ impl ResponseCache for RedisBackend {
             .query_async(&mut connection)
             .await;
         match stored {
-            Ok(()) => self.succeeded(),
+            Ok(()) => self.shared.succeeded(),
             Err(error) => {
-                self.failed(&error.to_string());
-                self.fallback_cache.put(key, completion, ttl).await;
+                self.shared.failed(&error.to_string());
+                self.shared.fallback_cache.put(key, completion, ttl).await;
             }
         }
     }

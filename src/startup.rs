@@ -58,7 +58,7 @@ pub struct Core {
     pub metrics: Metrics,
     pub supervisor: Arc<Supervisor>,
     pub gateway: Arc<LlmGateway>,
-    pub redis: Option<Arc<RedisBackend>>,
+    pub redis: Option<RedisBackend>,
     pub router: SessionRouter,
 }
 
@@ -140,13 +140,16 @@ impl Core {
         let redis = if redis_url.is_empty() {
             None
         } else {
-            Some(Arc::new(
+            Some(
                 RedisBackend::new(redis_url, settings.llm.cache.max_entries, metrics.clone())
                     .context("redis.url")?,
-            ))
+            )
         };
+        if let Some(redis) = &redis {
+            redis.connect_in_background();
+        }
         let (limiter, cache): (Arc<dyn RateLimiter>, Arc<dyn ResponseCache>) = match &redis {
-            Some(redis) => (redis.clone(), redis.clone()),
+            Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
             None => (
                 Arc::new(MemoryRateLimiter::default()),
                 Arc::new(MemoryCache::new(settings.llm.cache.max_entries)),
@@ -225,20 +228,43 @@ impl Core {
 /// limits, retries, cache) to the running components. Shared by SIGHUP and the admin endpoint.
 pub struct Reloader {
     source: Option<ConfigSource>,
+    /// The settings the process started with: what a reload cannot change is compared to
+    /// them.
+    running: Settings,
     supervisor: Arc<Supervisor>,
     gateway: Arc<LlmGateway>,
 }
 
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Changed keys that only a restart applies.
+    pub needs_restart: Vec<String>,
+}
+
 impl Reloader {
     /// Applies the new settings, or changes nothing and says why.
-    pub fn reload(&self) -> Result<(), ReloadError> {
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
         let settings = source.load()?;
         settings.validate_reloadable()?;
+        let names = |settings: &Settings| -> Vec<String> {
+            std::iter::once(settings.llm.name.clone())
+                .chain(settings.llm.fallbacks.iter().map(|f| f.name.clone()))
+                .collect()
+        };
+        if names(&settings) != names(&self.running) {
+            return Err(ReloadError::Invalid(ConfigError::Invalid {
+                key: "llm.fallbacks".into(),
+                problem: "adding, removing, renaming or reordering providers needs a restart"
+                    .into(),
+            }));
+        }
         self.supervisor.reconfigure(settings.supervision.policies());
         self.gateway.reconfigure(gateway_tuning(&settings));
-        tracing::info!("supervision and LLM settings reloaded");
-        Ok(())
+        let needs_restart = settings.restart_only_differences(&self.running);
+        tracing::info!(?needs_restart, "supervision and LLM settings reloaded");
+        Ok(ReloadReport { needs_restart })
     }
 }
 
@@ -302,6 +328,7 @@ impl Application {
         .await?;
         let reloader = Arc::new(Reloader {
             source: customization.config_source,
+            running: settings.clone(),
             supervisor: core.supervisor.clone(),
             gateway: core.gateway.clone(),
         });
@@ -419,16 +446,24 @@ impl Application {
         let mut shutdown_rx = shutdown.subscribe();
         let server_task = actix_rt::spawn(server);
         let mut reload_signals = reload_signals();
+        // One future for the whole loop, so a SIGTERM during a reload is not missed.
+        let terminated = termination_signal();
+        tokio::pin!(terminated);
         loop {
             tokio::select! {
                 _ = shutdown_rx.wait_for(|requested| *requested) => break,
-                () = termination_signal() => {
+                () = &mut terminated => {
                     tracing::info!("termination signal received");
                     break;
                 }
                 Some(()) = reload_signals.recv() => {
-                    if let Err(error) = reloader.reload() {
-                        tracing::error!(%error, "reload on SIGHUP refused; the running settings stay");
+                    match reloader.reload() {
+                        Ok(report) if !report.needs_restart.is_empty() => tracing::warn!(
+                            keys = ?report.needs_restart,
+                            "reloaded; these changed keys take effect only after a restart"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => tracing::error!(%error, "reload on SIGHUP refused; the running settings stay"),
                     }
                 }
             }

@@ -28,7 +28,7 @@ use crate::ports::{
     Completion, CompletionRequest, LanguageModel, LlmError, RateLimiter, ResponseCache,
 };
 use crate::resilience::backoff::{BackoffSettings, BackoffState};
-use crate::resilience::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
+use crate::resilience::breaker::{BreakerSettings, BreakerState, CircuitBreaker, Permit};
 use crate::resilience::limiter::{RateLimit, TokenBucket};
 use crate::supervision::{ActorKind, Supervisor};
 
@@ -123,6 +123,43 @@ pub struct LlmGateway {
     cache: Arc<dyn ResponseCache>,
     supervisor: Arc<Supervisor>,
     waiting: AtomicI64,
+}
+
+/// A place in the rate-limit queue, given up when dropped (also if the caller is cancelled).
+struct QueueSlot<'a>(&'a LlmGateway);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.set_queue_gauge();
+    }
+}
+
+/// A breaker permit in use: if the call is cancelled before its outcome is recorded, it is
+/// recorded as a failure, so a half-open probe can never be left outstanding.
+struct CallInProgress<'a> {
+    gateway: &'a LlmGateway,
+    provider: &'a Provider,
+    permit: Option<Permit>,
+    started: Instant,
+}
+
+impl CallInProgress<'_> {
+    fn finish(mut self, healthy: bool) {
+        if let Some(permit) = self.permit.take() {
+            self.gateway
+                .record_outcome(self.provider, permit, healthy, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for CallInProgress<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.gateway
+                .record_outcome(self.provider, permit, false, self.started.elapsed());
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -236,22 +273,36 @@ impl LlmGateway {
         limit: &RateLimit,
         tuning: &GatewayTuning,
     ) -> Result<(), LlmError> {
-        let deadline = Instant::now() + tuning.max_queue_wait;
+        let now = Instant::now();
+        let deadline = now.checked_add(tuning.max_queue_wait).unwrap_or(now);
+        let mut counted = false;
         loop {
             let wait = match self.limiter.acquire(key, limit).await {
                 Ok(()) => return Ok(()),
                 Err(wait) => wait,
             };
-            self.metrics().llm_rate_limited_total.inc();
+            if !counted {
+                self.metrics().llm_rate_limited_total.inc();
+                counted = true;
+            }
             let capacity = self.supervisor.policy(ActorKind::Llm).mailbox_capacity as i64;
-            if Instant::now() + wait > deadline || self.waiting.load(Ordering::SeqCst) >= capacity {
+            let wake_at = Instant::now().checked_add(wait);
+            if wake_at.is_none_or(|at| at > deadline) {
                 return Err(LlmError::RateLimited { retry_in: wait });
             }
-            self.waiting.fetch_add(1, Ordering::SeqCst);
+            // Join the queue only while it has room (claimed atomically).
+            let joined = self
+                .waiting
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                    (waiting < capacity).then_some(waiting + 1)
+                })
+                .is_ok();
+            if !joined {
+                return Err(LlmError::RateLimited { retry_in: wait });
+            }
+            let _in_queue = QueueSlot(self);
             self.set_queue_gauge();
             tokio::time::sleep(wait).await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.set_queue_gauge();
         }
     }
 
@@ -269,21 +320,47 @@ impl LlmGateway {
             .inc();
     }
 
-    /// One provider: breaker, rate limit, cache, then attempts with backoff.
+    fn record_outcome(
+        &self,
+        provider: &Provider,
+        permit: Permit,
+        healthy: bool,
+        elapsed: Duration,
+    ) {
+        let mut breaker = lock(&provider.breaker);
+        let now = Instant::now().into_std();
+        breaker.record(permit, healthy, elapsed, now);
+        self.set_breaker_gauge(provider, breaker.state(now));
+    }
+
+    /// How long until `provider` can be called: `None` if now (breaker not open, not paused).
+    fn unavailable_for(&self, provider: &Provider) -> Option<Duration> {
+        let now = Instant::now();
+        if let Some(until) = *lock(&provider.paused_until) {
+            if now < until {
+                return Some(until - now);
+            }
+        }
+        let mut breaker = lock(&provider.breaker);
+        let state = breaker.state(now.into_std());
+        self.set_breaker_gauge(provider, state);
+        (state == BreakerState::Open).then(|| match breaker.try_acquire(now.into_std()) {
+            Err(rejected) => rejected.retry_in,
+            Ok(permit) => {
+                breaker.release(permit);
+                Duration::ZERO
+            }
+        })
+    }
+
+    /// One provider: cache, then attempts, each with a breaker permit and a rate-limit
+    /// token, retried with backoff.
     async fn call_provider(
         &self,
         provider: &Provider,
         request: &CompletionRequest,
         tuning: &GatewayTuning,
     ) -> Result<Completion, LlmError> {
-        if let Some(until) = *lock(&provider.paused_until) {
-            let now = Instant::now();
-            if now < until {
-                return Err(LlmError::CircuitOpen {
-                    retry_in: until - now,
-                });
-            }
-        }
         let cache_key =
             (tuning.cache_enabled && request.is_cacheable()).then(|| cache_key(provider, request));
         if let Some(key) = &cache_key {
@@ -293,51 +370,43 @@ impl LlmGateway {
                 return Ok(hit);
             }
         }
+        if let Some(retry_in) = self.unavailable_for(provider) {
+            return Err(LlmError::CircuitOpen { retry_in });
+        }
         let settings = provider
             .tuning
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        {
-            // Do not spend a rate-limit token on a provider whose breaker is open.
-            let mut breaker = lock(&provider.breaker);
-            if breaker.state(Instant::now().into_std()) == BreakerState::Open {
-                let rejected = breaker.try_acquire(Instant::now().into_std());
-                if let Err(rejected) = rejected {
-                    return Err(LlmError::CircuitOpen {
-                        retry_in: rejected.retry_in,
-                    });
-                }
-            }
-        }
-        if let Err(limited) = self
-            .admit(
-                &format!("provider:{}", provider.name),
-                &settings.rate_limit,
-                tuning,
-            )
-            .await
-        {
-            self.count(provider, "rate_limited");
-            return Err(limited);
-        }
-
+        let limit_key = format!("provider:{}", provider.name);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let permit = {
                 let mut breaker = lock(&provider.breaker);
-                let permit = breaker.try_acquire(Instant::now().into_std());
-                self.set_breaker_gauge(provider, breaker.state(Instant::now().into_std()));
+                let now = Instant::now().into_std();
+                let permit = breaker.try_acquire(now);
+                self.set_breaker_gauge(provider, breaker.state(now));
                 permit.map_err(|rejected| LlmError::CircuitOpen {
                     retry_in: rejected.retry_in,
                 })?
             };
-            let started = Instant::now();
+            // Every request sent costs a token of the provider's limit, retries included.
+            if let Err(limited) = self.admit(&limit_key, &settings.rate_limit, tuning).await {
+                lock(&provider.breaker).release(permit);
+                self.count(provider, "rate_limited");
+                return Err(limited);
+            }
+            let call = CallInProgress {
+                gateway: self,
+                provider,
+                permit: Some(permit),
+                started: Instant::now(),
+            };
             let outcome = AssertUnwindSafe(provider.client.complete(request.clone()))
                 .catch_unwind()
                 .await;
-            let elapsed = started.elapsed();
+            let elapsed = call.started.elapsed();
             self.metrics()
                 .ai_request_duration_seconds
                 .with_label_values(&[&provider.name])
@@ -346,18 +415,11 @@ impl LlmGateway {
                 Ok(result) => result,
                 Err(panic) => Err(self.provider_crashed(provider, panic.as_ref())),
             };
-            // Errors that say nothing about the provider's health (a bad request) do not
-            // count against its breaker.
-            let healthy = result.as_ref().map_or_else(
-                |error| !error.is_retryable() && !matches!(error, LlmError::Crashed(_)),
-                |_| true,
+            call.finish(
+                result
+                    .as_ref()
+                    .map_or_else(|error| !error.counts_against_provider(), |_| true),
             );
-            {
-                let mut breaker = lock(&provider.breaker);
-                let now = Instant::now().into_std();
-                breaker.record(permit, healthy, elapsed, now);
-                self.set_breaker_gauge(provider, breaker.state(now));
-            }
             match result {
                 Ok(mut completion) => {
                     self.count(provider, "ok");
@@ -434,6 +496,16 @@ fn cache_key(provider: &Provider, request: &CompletionRequest) -> String {
 impl LanguageModel for LlmGateway {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
         let tuning = self.tuning();
+        // While no provider can be called, answer at once and spend none of the user's quota.
+        let waits: Vec<Option<Duration>> = self
+            .providers
+            .iter()
+            .map(|provider| self.unavailable_for(provider))
+            .collect();
+        if !waits.is_empty() && waits.iter().all(Option::is_some) {
+            let retry_in = waits.into_iter().flatten().min().unwrap_or_default();
+            return Err(LlmError::CircuitOpen { retry_in });
+        }
         if let Some(user_id) = request.user_id {
             self.admit(&format!("user:{user_id}"), &tuning.user_rate_limit, &tuning)
                 .await?;
@@ -481,13 +553,24 @@ impl RateLimiter for MemoryRateLimiter {
         let now = Instant::now().into_std();
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            buckets.clear();
+            // Forget only full buckets: they hold no information.
+            buckets.retain(|_, bucket| {
+                let capacity = f64::from(bucket.limit().burst);
+                bucket.available(now) < capacity
+            });
         }
         let bucket = buckets
             .entry(key.to_owned())
             .or_insert_with(|| TokenBucket::new(limit.clone(), now));
         bucket.reconfigure(limit.clone(), now);
         bucket.try_take(now)
+    }
+
+    async fn release(&self, key: &str, _limit: &RateLimit) {
+        let now = Instant::now().into_std();
+        if let Some(bucket) = lock(&self.buckets).get_mut(key) {
+            bucket.give_back(now);
+        }
     }
 }
 
@@ -532,7 +615,8 @@ impl ResponseCache for MemoryCache {
                 }
             }
         }
-        entries.insert(key.to_owned(), (now + ttl, completion.clone()));
+        let expires = now.checked_add(ttl).unwrap_or(now);
+        entries.insert(key.to_owned(), (expires, completion.clone()));
     }
 }
 
@@ -833,5 +917,131 @@ mod tests {
         let error = gateway.complete(request(1)).await.expect_err("paused");
         assert!(matches!(error, LlmError::CircuitOpen { .. }), "{error}");
         assert_eq!(provider.calls(), 1, "the paused provider is not called");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_primary_is_skipped_for_the_fallback() {
+        let primary = Scripted::with((0..4).map(|_| Err(status(500, None))).collect());
+        let fallback = Scripted::with(vec![]);
+        let (gateway, _) = build(
+            vec![("primary", primary.clone()), ("fallback", fallback.clone())],
+            generous(),
+            Duration::ZERO,
+        );
+        gateway.reconfigure(GatewayTuning {
+            providers: HashMap::from([
+                ("primary".to_owned(), tuning_with(1)),
+                ("fallback".to_owned(), tuning_with(1)),
+            ]),
+            ..(*gateway.tuning()).clone()
+        });
+        for _ in 0..4 {
+            let answer = gateway
+                .complete(request(1))
+                .await
+                .expect("the fallback answers");
+            assert_eq!(answer.provider, "fallback");
+        }
+        assert_eq!(primary.calls(), 4);
+        let answer = gateway.complete(request(1)).await.expect("answer");
+        assert_eq!(answer.provider, "fallback");
+        assert_eq!(primary.calls(), 4, "the open primary is not called");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_provider_limit_applies_and_a_limited_primary_falls_back() {
+        let primary = Scripted::with(vec![]);
+        let (gateway, _) = build(
+            vec![("primary", primary.clone())],
+            generous(),
+            Duration::ZERO,
+        );
+        let one_per_second = ProviderTuning {
+            rate_limit: RateLimit {
+                per_minute: 60,
+                burst: 1,
+            },
+            ..tuning_with(1)
+        };
+        let tuning = GatewayTuning {
+            providers: HashMap::from([("primary".to_owned(), one_per_second.clone())]),
+            ..(*gateway.tuning()).clone()
+        };
+        gateway.reconfigure(tuning.clone());
+        gateway.complete(request(1)).await.expect("first");
+        let error = gateway
+            .complete(request(2))
+            .await
+            .expect_err("the provider is limited");
+        assert!(matches!(error, LlmError::RateLimited { .. }), "{error}");
+
+        let fallback = Scripted::with(vec![]);
+        let (gateway, _) = build(
+            vec![("primary", primary.clone()), ("fallback", fallback.clone())],
+            generous(),
+            Duration::ZERO,
+        );
+        gateway.reconfigure(tuning);
+        gateway.complete(request(1)).await.expect("first");
+        let answer = gateway
+            .complete(request(2))
+            .await
+            .expect("the fallback serves");
+        assert_eq!(answer.provider, "fallback");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_at_once() {
+        let provider = Scripted::with(vec![]);
+        let one_per_second = RateLimit {
+            per_minute: 60,
+            burst: 1,
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let supervisor = Arc::new(Supervisor::new(
+            HashMap::from([(
+                ActorKind::Llm,
+                KindPolicy {
+                    mailbox_capacity: 1,
+                    ..KindPolicy::default()
+                },
+            )]),
+            metrics.clone(),
+        ));
+        let gateway = LlmGateway::new(
+            vec![ProviderSpec {
+                name: "p".into(),
+                model: "m".into(),
+                client: provider.clone(),
+                tuning: tuning_with(1),
+            }],
+            GatewayTuning {
+                user_rate_limit: one_per_second,
+                max_queue_wait: Duration::from_secs(10),
+                cache_enabled: false,
+                cache_ttl: Duration::ZERO,
+                providers: HashMap::new(),
+            },
+            Arc::new(MemoryRateLimiter::default()),
+            Arc::new(MemoryCache::new(10)),
+            supervisor,
+        );
+        gateway.complete(request(9)).await.expect("first");
+        let (waiting, refused) = tokio::join!(gateway.complete(request(9)), async {
+            tokio::task::yield_now().await;
+            gateway.complete(request(9)).await
+        });
+        assert!(waiting.is_ok(), "the first waiter gets its turn");
+        assert!(
+            matches!(refused, Err(LlmError::RateLimited { .. })),
+            "the queue held one"
+        );
+        assert_eq!(
+            metrics
+                .actor_mailbox_depth
+                .with_label_values(&["llm"])
+                .get(),
+            0
+        );
     }
 }

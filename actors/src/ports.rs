@@ -180,6 +180,20 @@ impl LlmError {
         }
     }
 
+    /// Whether the error says the provider is unhealthy (counts against its breaker): not
+    /// answering, failing, refusing our credentials, or answering nonsense. A request the
+    /// provider rightly rejects (400, 404, 413, 422) says nothing about its health.
+    pub fn counts_against_provider(&self) -> bool {
+        match self {
+            LlmError::Timeout
+            | LlmError::Unreachable(_)
+            | LlmError::Malformed(_)
+            | LlmError::Crashed(_) => true,
+            LlmError::Status { status, .. } => matches!(status, 401 | 403 | 429) || *status >= 500,
+            LlmError::CircuitOpen { .. } | LlmError::RateLimited { .. } => false,
+        }
+    }
+
     /// The provider's own wait, if it named one.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
@@ -326,6 +340,9 @@ pub trait RateLimiter: Send + Sync + 'static {
         key: &str,
         limit: &crate::resilience::limiter::RateLimit,
     ) -> Result<(), std::time::Duration>;
+
+    /// Gives back a token taken by `acquire` whose request was never sent.
+    async fn release(&self, key: &str, limit: &crate::resilience::limiter::RateLimit);
 }
 
 /// A cache of deterministic LLM answers (in-process, or in Redis).

@@ -889,6 +889,9 @@ mod tests {
             last.messages.iter().any(|m| m.content == "reply to: m3"),
             "history carried"
         );
+        // The LLM reported no usage: tokens are estimated with tiktoken and stored.
+        let (prompt, completion) = h.store.token_usage(1, 1);
+        assert!(prompt > 0 && completion > 0, "{prompt} {completion}");
         h.router.stop();
     }
 

@@ -108,6 +108,15 @@ impl MemoryStore {
     pub fn message_count(&self) -> usize {
         lock(&self.data).messages.len()
     }
+
+    /// (prompt, completion) tokens recorded for a user's slot.
+    pub fn token_usage(&self, user_id: UserId, slot: u8) -> (u64, u64) {
+        lock(&self.data)
+            .token_usage
+            .get(&(user_id, slot))
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 #[async_trait]

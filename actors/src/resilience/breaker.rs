@@ -307,6 +307,24 @@ impl CircuitBreaker {
         }
     }
 
+    /// Hands back a permit whose call was never made (e.g. a rate limit stopped it): a
+    /// half-open probe slot is freed, nothing is recorded.
+    pub fn release(&mut self, permit: Permit) {
+        if permit.epoch != self.epoch || !permit.probe {
+            return;
+        }
+        if let State::HalfOpen {
+            in_flight,
+            succeeded,
+        } = self.state
+        {
+            self.state = State::HalfOpen {
+                in_flight: in_flight.saturating_sub(1),
+                succeeded,
+            };
+        }
+    }
+
     /// Consecutive openings so far (0 when closed after recovery).
     pub fn consecutive_openings(&self) -> u32 {
         self.consecutive_openings
@@ -365,6 +383,35 @@ impl CircuitBreaker {
         let rate = |n: usize| n as f64 / calls as f64;
         rate(failed) >= self.settings.failure_rate_threshold
             || rate(slow) >= self.settings.slow_call_rate_threshold
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    #[test]
+    fn a_released_probe_frees_its_slot() {
+        let settings = BreakerSettings {
+            window_size: 1,
+            minimum_calls: 1,
+            open_ms: 10,
+            max_open_ms: 10,
+            half_open_probes: 1,
+            ..BreakerSettings::default()
+        };
+        let mut breaker = CircuitBreaker::new(settings);
+        let start = Instant::now();
+        let permit = breaker.try_acquire(start).expect("closed");
+        breaker.record(permit, false, Duration::ZERO, start);
+        let later = start + Duration::from_millis(20);
+        let probe = breaker.try_acquire(later).expect("half-open probe");
+        assert!(
+            breaker.try_acquire(later).is_err(),
+            "the only slot is taken"
+        );
+        breaker.release(probe);
+        assert!(breaker.try_acquire(later).is_ok(), "the slot is free again");
     }
 }
 

@@ -1,0 +1,540 @@
+//! vitte's load generator: it starts a real `vitte serve` in webhook mode, plays both of its
+//! outside parties (Telegram and the LLM) over real HTTP, simulates users, and reports
+//! throughput, latency, runtime overhead, resources, and lost or duplicated replies.
+
+pub mod peers;
+pub mod report;
+pub mod tracker;
+pub mod vitte;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::peers::{LlmBehaviour, Peers};
+use crate::report::{Outcome, Report, Resources};
+use crate::tracker::{Tracker, tag};
+use crate::vitte::{VitteOptions, VitteProcess, WEBHOOK_SECRET};
+
+/// Telegram user ids of simulated users start here.
+const BASE_USER_ID: i64 = 5_000_000_000;
+
+/// How users behave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pattern {
+    /// Each user waits for its reply (and the think time) before its next message, until
+    /// `messages` were sent in all or `duration` passed.
+    ClosedLoop {
+        messages: Option<u64>,
+        duration: Option<Duration>,
+        think: Duration,
+    },
+    /// Messages at a fixed rate, spread over the users.
+    FixedRate { per_second: f64, duration: Duration },
+    /// Every user picks a persona and sends one message; `concurrency` users at a time.
+    OneEach { concurrency: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    /// A PostgreSQL server; a fresh database is created for the run and dropped after it.
+    Postgres(String),
+}
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub scenario: String,
+    pub users: usize,
+    pub pattern: Pattern,
+    pub llm: LlmBehaviour,
+    pub backend: Backend,
+    pub vitte_binary: PathBuf,
+    pub repository: PathBuf,
+    pub shards: usize,
+    pub http_workers: usize,
+    pub peer_workers: usize,
+    pub idle_timeout: Duration,
+    /// Webhook POSTs in flight at once.
+    pub max_posts: usize,
+    pub reply_timeout: Duration,
+    pub progress: bool,
+}
+
+/// Posts updates to vitte's webhook, retrying as Telegram does when vitte cannot take one.
+struct Poster {
+    client: reqwest::Client,
+    url: String,
+    next_update_id: AtomicI64,
+    permits: Semaphore,
+    failures: AtomicU64,
+}
+
+impl Poster {
+    async fn post(&self, update: serde_json::Value) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        for attempt in 0..5 {
+            let sent = self
+                .client
+                .post(&self.url)
+                .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
+                .json(&update)
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return,
+                _ => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    fn sender(user_id: i64) -> serde_json::Value {
+        json!({ "id": user_id, "is_bot": false, "first_name": "Load", "language_code": "en" })
+    }
+
+    async fn pick_persona(&self, user_id: i64) {
+        let update_id = self.next_update_id.fetch_add(1, Ordering::Relaxed);
+        self.post(json!({
+            "update_id": update_id,
+            "callback_query": {
+                "id": format!("cb{update_id}"),
+                "from": Poster::sender(user_id),
+                "chat_instance": "load",
+                "data": "p:mira",
+            }
+        }))
+        .await;
+    }
+
+    async fn say(&self, user_id: i64, text: &str) {
+        let update_id = self.next_update_id.fetch_add(1, Ordering::Relaxed);
+        self.post(json!({
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id,
+                "date": 0,
+                "chat": { "id": user_id, "type": "private", "first_name": "Load" },
+                "from": Poster::sender(user_id),
+                "text": text,
+            }
+        }))
+        .await;
+    }
+}
+
+struct Run {
+    tracker: Arc<Tracker>,
+    poster: Arc<Poster>,
+    config: LoadConfig,
+}
+
+impl Run {
+    async fn greet(&self, user: usize) -> bool {
+        self.poster.pick_persona(self.tracker.user_id(user)).await;
+        self.tracker
+            .wait_greeted(user, self.config.reply_timeout)
+            .await
+    }
+
+    async fn send(&self, user: usize, seq: u64) {
+        let text = format!("{} tell me about the ships tonight", tag(user, seq));
+        self.tracker.message_sent(user, seq);
+        self.poster.say(self.tracker.user_id(user), &text).await;
+    }
+}
+
+async fn greet_all(run: &Arc<Run>, users: usize) -> usize {
+    let greeted = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..run.config.max_posts.min(users).max(1))
+        .map(|_| {
+            let (run, greeted, next) = (run.clone(), greeted.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let user = next.fetch_add(1, Ordering::Relaxed);
+                    if user >= users {
+                        break;
+                    }
+                    if run.greet(user).await {
+                        greeted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    greeted.load(Ordering::Relaxed)
+}
+
+async fn closed_loop(
+    run: Arc<Run>,
+    messages: Option<u64>,
+    duration: Option<Duration>,
+    think: Duration,
+) {
+    let budget = Arc::new(AtomicU64::new(messages.unwrap_or(u64::MAX)));
+    let deadline = duration.map(|duration| Instant::now() + duration);
+    let tasks: Vec<_> = (0..run.config.users)
+        .map(|user| {
+            let (run, budget) = (run.clone(), budget.clone());
+            tokio::spawn(async move {
+                let mut seq = 0;
+                loop {
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        break;
+                    }
+                    if budget
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                            left.checked_sub(1)
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    seq += 1;
+                    run.send(user, seq).await;
+                    if !run
+                        .tracker
+                        .wait_answered(user, seq, run.config.reply_timeout)
+                        .await
+                    {
+                        break; // counted as lost; the user gives up
+                    }
+                    if !think.is_zero() {
+                        let jitter = 0.5 + fastrand::f64();
+                        tokio::time::sleep(think.mul_f64(jitter)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn fixed_rate(run: Arc<Run>, per_second: f64, duration: Duration) {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let users = run.config.users;
+    let seqs: Arc<Vec<AtomicU64>> = Arc::new((0..users).map(|_| AtomicU64::new(0)).collect());
+    let deadline = Instant::now() + duration;
+    let mut next = 0;
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        // The next user with no message awaiting an answer.
+        let Some(user) = (0..users)
+            .map(|offset| (next + offset) % users)
+            .find(|user| run.tracker.is_idle(*user))
+        else {
+            continue;
+        };
+        next = user + 1;
+        let seq = seqs[user].fetch_add(1, Ordering::Relaxed) + 1;
+        let run = run.clone();
+        tokio::spawn(async move { run.send(user, seq).await });
+    }
+}
+
+async fn one_each(run: Arc<Run>, concurrency: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (run, next) = (run.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let user = next.fetch_add(1, Ordering::Relaxed);
+                    if user >= run.config.users {
+                        break;
+                    }
+                    if run.greet(user).await {
+                        run.send(user, 1).await;
+                        run.tracker
+                            .wait_answered(user, 1, run.config.reply_timeout)
+                            .await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+async fn create_database(server: &str) -> anyhow::Result<(String, String)> {
+    let name = format!(
+        "vitte_load_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis())
+    );
+    let mut admin = AsyncPgConnection::establish(server)
+        .await
+        .context("connecting to PostgreSQL")?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    let mut url = url::Url::parse(server)?;
+    url.set_path(&name);
+    Ok((url.to_string(), name))
+}
+
+async fn drop_database(server: &str, name: &str) {
+    if let Ok(mut admin) = AsyncPgConnection::establish(server).await {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+}
+
+/// Peak values seen while the run goes on.
+#[derive(Default)]
+struct Peaks {
+    in_flight: AtomicU64,
+    sessions: AtomicU64,
+    rss_kib: AtomicU64,
+}
+
+async fn sessions_active(client: &reqwest::Client, vitte: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{vitte}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("vitte_sessions_active "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
+/// Runs one load test and reports it.
+pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
+    raise_open_files_limit();
+    let tracker = Arc::new(Tracker::new(config.users, BASE_USER_ID));
+    let peers = Peers::start(tracker.clone(), config.llm, config.peer_workers)?;
+    let (database_url, postgres) = match &config.backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir()?.keep();
+            (format!("sqlite://{}", dir.join("vitte.db").display()), None)
+        }
+        Backend::Postgres(server) => {
+            let (url, name) = create_database(server).await?;
+            (url, Some((server.clone(), name)))
+        }
+    };
+    let options = VitteOptions {
+        binary: config.vitte_binary.clone(),
+        repository: config.repository.clone(),
+        database_url,
+        shards: config.shards,
+        http_workers: config.http_workers,
+        idle_timeout: config.idle_timeout,
+        max_connections: 16,
+    };
+    let mut vitte = VitteProcess::spawn(&options, &peers.url()).await?;
+    vitte.wait_ready(Duration::from_secs(30)).await?;
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.max_posts)
+        .build()?;
+    let poster = Arc::new(Poster {
+        client: client.clone(),
+        url: format!("{}/telegram/webhook", vitte.url),
+        next_update_id: AtomicI64::new(1),
+        permits: Semaphore::new(config.max_posts),
+        failures: AtomicU64::new(0),
+    });
+    let run = Arc::new(Run {
+        tracker: tracker.clone(),
+        poster: poster.clone(),
+        config: config.clone(),
+    });
+
+    // Everyone but the one-message users picks a persona first (not measured).
+    if !matches!(config.pattern, Pattern::OneEach { .. }) {
+        let greeted = greet_all(&run, config.users).await;
+        anyhow::ensure!(
+            greeted == config.users,
+            "only {greeted} of {} users were greeted",
+            config.users
+        );
+    }
+
+    let peaks = Arc::new(Peaks::default());
+    let progress = indicatif::ProgressBar::new(match &config.pattern {
+        Pattern::ClosedLoop {
+            messages: Some(messages),
+            ..
+        } => *messages,
+        Pattern::OneEach { .. } => config.users as u64,
+        _ => 0,
+    });
+    if !config.progress {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} answered, {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let sampler = {
+        let (tracker, peaks, progress, client, url) = (
+            tracker.clone(),
+            peaks.clone(),
+            progress.clone(),
+            client.clone(),
+            vitte.url.clone(),
+        );
+        let pid = vitte.pid;
+        tokio::spawn(async move {
+            let mut tick = 0_u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tick += 1;
+                peaks
+                    .in_flight
+                    .fetch_max(tracker.in_flight(), Ordering::Relaxed);
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|status| {
+                        status
+                            .lines()
+                            .find_map(|line| line.strip_prefix("VmRSS:"))
+                            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0);
+                peaks.rss_kib.fetch_max(rss, Ordering::Relaxed);
+                if tick % 10 == 0 {
+                    if let Some(sessions) = sessions_active(&client, &url).await {
+                        peaks.sessions.fetch_max(sessions, Ordering::Relaxed);
+                    }
+                }
+                progress.set_position(tracker.answered.load(Ordering::Relaxed));
+                progress.set_message(format!(
+                    "{} in flight, RSS {} MiB",
+                    tracker.in_flight(),
+                    rss / 1024
+                ));
+            }
+        })
+    };
+
+    let cpu_before = vitte.cpu_seconds().unwrap_or(0.0);
+    let loadgen_cpu_before =
+        vitte::cpu_seconds_of(std::path::Path::new("/proc/self/stat")).unwrap_or(0.0);
+    let started = Instant::now();
+    match config.pattern.clone() {
+        Pattern::ClosedLoop {
+            messages,
+            duration,
+            think,
+        } => closed_loop(run.clone(), messages, duration, think).await,
+        Pattern::FixedRate {
+            per_second,
+            duration,
+        } => fixed_rate(run.clone(), per_second, duration).await,
+        Pattern::OneEach { concurrency } => one_each(run.clone(), concurrency).await,
+    }
+    // Wait for the last replies.
+    let grace = Instant::now() + config.reply_timeout;
+    while tracker.in_flight() > 0 && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let duration = started.elapsed();
+    // A moment for duplicates to show up, if any.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sampler.abort();
+    progress.finish_and_clear();
+
+    let resources = Resources {
+        peak_rss_mib: vitte
+            .peak_rss_mib()
+            .unwrap_or(peaks.rss_kib.load(Ordering::Relaxed) as f64 / 1024.0),
+        final_rss_mib: vitte.rss_mib().unwrap_or(0.0),
+        cpu_seconds: vitte.cpu_seconds().unwrap_or(0.0) - cpu_before,
+    };
+    let loadgen_cpu = vitte::cpu_seconds_of(std::path::Path::new("/proc/self/stat")).unwrap_or(0.0)
+        - loadgen_cpu_before;
+    vitte.stop(Duration::from_secs(60)).await?;
+    peers.stop().await;
+    if let Some((server, name)) = postgres {
+        drop_database(&server, &name).await;
+    }
+
+    let outcome = Outcome {
+        duration_seconds: duration.as_secs_f64(),
+        sent: tracker.sent.load(Ordering::SeqCst),
+        answered: tracker.answered.load(Ordering::SeqCst),
+        duplicated: tracker.duplicated.load(Ordering::SeqCst),
+        unexpected: tracker.unexpected.load(Ordering::SeqCst),
+        samples: tracker.take_samples(),
+    };
+    let (rate, end_to_end, overhead, first_visible) = Report::figures(&outcome);
+    let peak_in_flight = peaks.in_flight.load(Ordering::Relaxed);
+    Ok(Report {
+        scenario: config.scenario.clone(),
+        backend: match config.backend {
+            Backend::Sqlite => "sqlite".into(),
+            Backend::Postgres(_) => "postgres".into(),
+        },
+        parameters: json!({
+            "users": config.users,
+            "pattern": format!("{:?}", config.pattern),
+            "llm_chunks": config.llm.chunks,
+            "llm_chunk_delay_ms": config.llm.chunk_delay.as_millis() as u64,
+            "llm_failure_rate": config.llm.failure_rate,
+            "shards": config.shards,
+            "http_workers": config.http_workers,
+            "peer_workers": config.peer_workers,
+            "idle_timeout_s": config.idle_timeout.as_secs_f64(),
+            "max_posts": config.max_posts,
+            "webhook_post_retries": poster.failures.load(Ordering::Relaxed),
+            "answered_with_notice": tracker.notices.load(Ordering::Relaxed),
+        }),
+        duration_seconds: outcome.duration_seconds,
+        messages_sent: outcome.sent,
+        messages_answered: outcome.answered,
+        lost: outcome.sent.saturating_sub(outcome.answered),
+        duplicated: outcome.duplicated,
+        unexpected_texts: outcome.unexpected,
+        llm_requests: tracker.llm_requests.load(Ordering::SeqCst),
+        llm_failures_injected: tracker.llm_failures.load(Ordering::SeqCst),
+        answered_per_second: rate,
+        end_to_end,
+        overhead,
+        first_visible_after_first_chunk: first_visible,
+        peak_in_flight,
+        peak_sessions_active: peaks.sessions.load(Ordering::Relaxed),
+        rss_per_in_flight_kib: (peak_in_flight > 0)
+            .then(|| resources.peak_rss_mib * 1024.0 / peak_in_flight as f64),
+        vitte: resources,
+        loadgen_cpu_seconds: loadgen_cpu,
+    })
+}
+
+/// Many connections need many file descriptors; raise the limit as far as allowed.
+fn raise_open_files_limit() {
+    let wanted = 1_048_576;
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, wanted, wanted).is_err() {
+        let _ = rlimit::increase_nofile_limit(wanted);
+    }
+}

@@ -1,0 +1,197 @@
+//! `loadgen`: one command per scenario, e.g. `loadgen --scenario throughput`; see `--help` and
+//! BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use vitte_loadgen::peers::LlmBehaviour;
+use vitte_loadgen::{Backend, LoadConfig, Pattern};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// 10 000 users, the LLM answers at once: the most messages per second.
+    Throughput,
+    /// 100 000 users, each reply taking ~10 s (20 chunks): the most replies in flight.
+    Concurrency,
+    /// 1 000 000 distinct users with one message each, short idle timeout: flat RSS.
+    Churn,
+    /// A fixed 1 000 messages/s: runtime overhead at p99.
+    Latency,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for vitte (runs `vitte serve` against fake Telegram and LLM peers)"
+)]
+struct Cli {
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    database: Database,
+    /// PostgreSQL server for --database postgres (a fresh database is created and dropped).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// The vitte binary to run.
+    #[arg(long, default_value = "target/release/vitte")]
+    vitte: PathBuf,
+    /// The repository (its config/ and personas/ are used).
+    #[arg(long, default_value = ".")]
+    repository: PathBuf,
+    /// Overrides of the scenario's defaults.
+    #[arg(long)]
+    users: Option<usize>,
+    #[arg(long)]
+    messages: Option<u64>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    think_time: Option<Duration>,
+    /// Messages per second (latency scenario).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long)]
+    llm_chunks: Option<u32>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    llm_chunk_delay: Option<Duration>,
+    #[arg(long, default_value_t = 0.0)]
+    llm_failure_rate: f64,
+    /// vitte's session shards and HTTP workers (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    #[arg(long, default_value_t = 0)]
+    http_workers: usize,
+    /// Worker threads of the fake Telegram/LLM server.
+    #[arg(long, default_value_t = 1)]
+    peer_workers: usize,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Users in flight at once in the churn scenario.
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Webhook POSTs in flight at once.
+    #[arg(long, default_value_t = 512)]
+    max_posts: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    reply_timeout: Duration,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn config(cli: &Cli) -> LoadConfig {
+    let chunks = cli.llm_chunks;
+    let delay = cli.llm_chunk_delay;
+    let (scenario, users, pattern, llm, idle) = match cli.scenario {
+        Scenario::Throughput => (
+            "throughput",
+            cli.users.unwrap_or(10_000),
+            Pattern::ClosedLoop {
+                messages: Some(cli.messages.unwrap_or(100_000)),
+                duration: cli.duration,
+                think: cli.think_time.unwrap_or(Duration::ZERO),
+            },
+            (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
+            Duration::from_secs(900),
+        ),
+        Scenario::Concurrency => {
+            let users = cli.users.unwrap_or(100_000);
+            (
+                "concurrency",
+                users,
+                Pattern::ClosedLoop {
+                    messages: Some(cli.messages.unwrap_or(users as u64)),
+                    duration: cli.duration,
+                    think: cli.think_time.unwrap_or(Duration::ZERO),
+                },
+                (
+                    chunks.unwrap_or(20),
+                    delay.unwrap_or(Duration::from_millis(500)),
+                ),
+                Duration::from_secs(900),
+            )
+        }
+        Scenario::Churn => (
+            "churn",
+            cli.users.unwrap_or(1_000_000),
+            Pattern::OneEach {
+                concurrency: cli.concurrency,
+            },
+            (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
+            Duration::from_secs(2),
+        ),
+        Scenario::Latency => (
+            "latency",
+            cli.users.unwrap_or(2_000),
+            Pattern::FixedRate {
+                per_second: cli.rate.unwrap_or(1_000.0),
+                duration: cli.duration.unwrap_or(Duration::from_secs(60)),
+            },
+            (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
+            Duration::from_secs(900),
+        ),
+    };
+    LoadConfig {
+        scenario: scenario.into(),
+        users,
+        pattern,
+        llm: LlmBehaviour {
+            chunks: llm.0,
+            chunk_delay: llm.1,
+            failure_rate: cli.llm_failure_rate,
+        },
+        backend: match cli.database {
+            Database::Sqlite => Backend::Sqlite,
+            Database::Postgres => Backend::Postgres(cli.postgres_url.clone()),
+        },
+        vitte_binary: cli.vitte.clone(),
+        repository: cli.repository.clone(),
+        shards: cli.shards,
+        http_workers: cli.http_workers,
+        peer_workers: cli.peer_workers,
+        idle_timeout: cli.idle_timeout.unwrap_or(idle),
+        max_posts: cli.max_posts,
+        reply_timeout: cli.reply_timeout,
+        progress: !cli.no_progress,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = config(&cli);
+    let report = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            // Without a runtime nothing can run; this fails only if the OS refuses threads.
+            .expect("a tokio runtime")
+    })
+    .block_on(vitte_loadgen::run(config))?;
+    print!("{}", report.render());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.lost > 0 || report.duplicated > 0 {
+        anyhow::bail!(
+            "{} lost and {} duplicated replies",
+            report.lost,
+            report.duplicated
+        );
+    }
+    Ok(())
+}

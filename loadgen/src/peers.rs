@@ -1,0 +1,195 @@
+//! The two outside parties vitte talks to, played by one HTTP server: the Telegram Bot API
+//! (`POST /bot<token>/<method>`) and an OpenAI-compatible LLM (`POST /chat/completions`).
+//! They answer as the real services do and report every reply to the [`Tracker`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+use crate::tracker::{Tracker, parse_tag};
+
+/// How the fake LLM behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LlmBehaviour {
+    /// Chunks a streamed answer has (a non-streamed answer waits for all of them).
+    pub chunks: u32,
+    pub chunk_delay: Duration,
+    /// Share of requests answered with HTTP 500 (0.0..=1.0).
+    pub failure_rate: f64,
+}
+
+struct PeerState {
+    tracker: Arc<Tracker>,
+    llm: LlmBehaviour,
+    next_message_id: AtomicI64,
+}
+
+/// The running fake server.
+pub struct Peers {
+    pub address: std::net::SocketAddr,
+    handle: ServerHandle,
+}
+
+impl Peers {
+    /// Starts the server on a free local port with `workers` threads.
+    pub fn start(
+        tracker: Arc<Tracker>,
+        llm: LlmBehaviour,
+        workers: usize,
+    ) -> std::io::Result<Peers> {
+        let state = web::Data::new(PeerState {
+            tracker,
+            llm,
+            next_message_id: AtomicI64::new(1),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                .route("/chat/completions", web::post().to(chat_completion))
+                .route("/{bot}/{method}", web::post().to(bot_api))
+        })
+        .workers(workers.max(1))
+        .backlog(8192)
+        .max_connections(200_000)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Ok(Peers { address, handle })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// The LLM's whole answer to a message tagged `tag`.
+pub fn full_answer(tag: &str) -> String {
+    format!("{tag} Of course. The lighthouse lamp turns slowly while I think about it.")
+}
+
+fn ok(result: Value) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true, "result": result }))
+}
+
+fn message(state: &PeerState, chat_id: i64, text: &str, id: Option<i64>) -> Value {
+    let message_id = id.unwrap_or_else(|| state.next_message_id.fetch_add(1, Ordering::Relaxed));
+    json!({
+        "message_id": message_id,
+        "date": 0,
+        "chat": { "id": chat_id, "type": "private", "first_name": "Load" },
+        "from": { "id": 777, "is_bot": true, "first_name": "Vitte", "username": "vitte_load_bot" },
+        "text": text,
+    })
+}
+
+/// The Bot API: what vitte sends to users arrives here.
+async fn bot_api(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<PeerState>,
+) -> HttpResponse {
+    let method = request
+        .match_info()
+        .get("method")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    // setWebhook arrives as multipart and needs no reading; everything else is JSON.
+    let payload: Value = if method == "setwebhook" {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    match method.as_str() {
+        "sendmessage" | "editmessagetext" => {
+            let chat_id = payload["chat_id"].as_i64().unwrap_or(0);
+            let text = payload["text"].as_str().unwrap_or("");
+            let edited = method == "editmessagetext";
+            // A streamed reply grows by edits; it is complete when it is the whole answer.
+            let complete = text
+                .split_whitespace()
+                .next()
+                .is_some_and(|tag| text.trim_end() == full_answer(tag));
+            state.tracker.text_seen(chat_id, text, complete);
+            let id = payload["message_id"].as_i64().filter(|_| edited);
+            ok(message(&state, chat_id, text, id))
+        }
+        "getme" => ok(json!({
+            "id": 777, "is_bot": true, "first_name": "Vitte", "username": "vitte_load_bot",
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false,
+            "has_main_web_app": false,
+        })),
+        "sendchataction"
+        | "answercallbackquery"
+        | "setwebhook"
+        | "deletewebhook"
+        | "deletemessage"
+        | "setmycommands" => ok(json!(true)),
+        _ => HttpResponse::NotFound().json(json!({
+            "ok": false, "error_code": 404, "description": "Not Found: method not found"
+        })),
+    }
+}
+
+/// The LLM: answers after `chunks × chunk_delay`, echoing the request's tag.
+async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpResponse {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(_) => {
+            return HttpResponse::BadRequest().json(
+                json!({ "error": { "message": "invalid JSON", "type": "invalid_request_error" } }),
+            );
+        }
+    };
+    let last_user = request["messages"]
+        .as_array()
+        .and_then(|messages| {
+            messages
+                .iter()
+                .rev()
+                .find(|message| message["role"] == "user")
+                .and_then(|message| message["content"].as_str())
+        })
+        .unwrap_or("");
+    let tagged = parse_tag(last_user);
+    if let Some((user, _)) = tagged {
+        state.tracker.llm_started(user);
+    }
+    let behaviour = state.llm;
+    if behaviour.failure_rate > 0.0 && fastrand::f64() < behaviour.failure_rate {
+        state.tracker.llm_failures.fetch_add(1, Ordering::Relaxed);
+        return HttpResponse::InternalServerError()
+            .json(json!({ "error": { "message": "injected failure", "type": "server_error" } }));
+    }
+    let total = behaviour.chunk_delay * behaviour.chunks;
+    if !total.is_zero() {
+        actix_rt::time::sleep(total).await;
+    }
+    if let Some((user, _)) = tagged {
+        state.tracker.llm_first_chunk(user);
+    }
+    let tag = last_user.split_whitespace().next().unwrap_or("");
+    let text = full_answer(tag);
+    HttpResponse::Ok().json(json!({
+        "id": "chatcmpl-load",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request["model"].as_str().unwrap_or("fake"),
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 },
+    }))
+}

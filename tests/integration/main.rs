@@ -8,3 +8,4 @@ mod conversation;
 mod faults;
 mod gateway;
 mod http_api;
+mod loadgen;

@@ -1,0 +1,64 @@
+//! A small load run in CI: the load generator against the real `vitte` binary, checking that
+//! nothing is lost or answered twice (not a speed assertion: speed is in BENCHMARKS.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vitte_loadgen::peers::LlmBehaviour;
+use vitte_loadgen::{Backend, LoadConfig, Pattern};
+
+fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
+    LoadConfig {
+        scenario: "ci".into(),
+        users: 25,
+        pattern: Pattern::ClosedLoop {
+            messages: Some(150),
+            duration: None,
+            think: Duration::from_millis(5),
+        },
+        llm: LlmBehaviour {
+            chunks: 2,
+            chunk_delay: Duration::from_millis(5),
+            failure_rate,
+        },
+        backend,
+        vitte_binary: PathBuf::from(env!("CARGO_BIN_EXE_vitte")),
+        repository: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        shards: 2,
+        http_workers: 2,
+        peer_workers: 1,
+        idle_timeout: Duration::from_secs(60),
+        max_posts: 64,
+        reply_timeout: Duration::from_secs(30),
+        progress: false,
+    }
+}
+
+async fn assert_nothing_lost(config: LoadConfig) {
+    let report = vitte_loadgen::run(config)
+        .await
+        .expect("the load run completes");
+    assert_eq!(report.messages_sent, 150, "{}", report.render());
+    assert_eq!(report.lost, 0, "{}", report.render());
+    assert_eq!(report.duplicated, 0, "{}", report.render());
+    assert_eq!(report.unexpected_texts, 0, "{}", report.render());
+    assert!(report.vitte.peak_rss_mib > 0.0, "resources were read");
+}
+
+#[actix_rt::test]
+async fn a_small_load_run_loses_and_duplicates_nothing_on_sqlite() {
+    // LLM failures are retried by the gateway or answered with a notice: still nothing lost.
+    assert_nothing_lost(small_run(Backend::Sqlite, 0.05)).await;
+}
+
+#[actix_rt::test]
+async fn a_small_load_run_loses_and_duplicates_nothing_on_postgres() {
+    let Some(server) = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("DATABASE_URL is not set: PostgreSQL variant not run");
+        return;
+    };
+    assert_nothing_lost(small_run(Backend::Postgres(server), 0.0)).await;
+}

@@ -263,6 +263,25 @@ pub struct NewMessage {
     pub telegram_message_id: Option<i64>,
     /// The LLM provider that wrote an assistant message.
     pub provider: Option<String>,
+    /// Tokens the LLM call for this message used, added to the user's account with it.
+    pub usage: Option<TokenUsage>,
+}
+
+/// One LLM call's tokens, for the account of a user's slot (and today, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub user_id: UserId,
+    pub slot: u8,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// What [`SessionStore::append_message`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Stored,
+    /// The update it came with had been handled before: nothing was stored.
+    Duplicate,
 }
 
 /// A dialog loaded from storage: a persona in a slot, and its most recent history.
@@ -304,25 +323,19 @@ pub trait SessionStore: Send + Sync + 'static {
         persona_id: &str,
     ) -> Result<DialogId, StoreError>;
 
-    /// Appends a message to a dialog.
+    /// Appends a message to a dialog, in one transaction with what belongs to it: the claim
+    /// of the Telegram update it came with (if that update was handled before, nothing is
+    /// stored) and its token usage.
     async fn append_message(
         &self,
         dialog_id: DialogId,
         message: &NewMessage,
-    ) -> Result<(), StoreError>;
+        update_id: Option<i64>,
+    ) -> Result<Appended, StoreError>;
 
     /// Records that a Telegram update is being handled. Returns false if it was recorded
     /// before: a redelivery, which must not be answered again.
     async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError>;
-
-    /// Adds an LLM call's tokens to the user's account for `slot` and today (UTC).
-    async fn add_token_usage(
-        &self,
-        user_id: UserId,
-        slot: u8,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-    ) -> Result<(), StoreError>;
 
     /// Marks a user message as unanswered (the LLM failed).
     async fn mark_last_user_message_unanswered(

@@ -24,8 +24,9 @@ use crate::event::{Command, Inbound, InboundKind, Sender};
 use crate::metrics::Metrics;
 use crate::persona::PersonaCatalog;
 use crate::ports::{
-    Button, ChatId, CompletionRequest, DialogId, HistoryEntry, Keyboard, LanguageModel, LlmError,
-    MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, UserId, UserProfile,
+    Appended, Button, ChatId, CompletionRequest, DialogId, HistoryEntry, Keyboard, LanguageModel,
+    LlmError, MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, TokenUsage,
+    UserId, UserProfile,
 };
 use crate::prompt::{PersonaPrompt, PromptBuilder};
 use crate::resilience::backoff::BackoffState;
@@ -467,7 +468,10 @@ fn persona_keyboard(personas: &PersonaCatalog) -> Keyboard {
 
 /// Handles one event with exclusive access to the session's state.
 async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbound) {
-    if let Some(update_id) = event.update_id {
+    // A text for an open dialog claims its update in the same transaction that stores it;
+    // every other event claims it here, before anything happens.
+    let claimed_with_message = matches!(event.kind, InboundKind::Text(_)) && state.dialog.is_some();
+    if let Some(update_id) = event.update_id.filter(|_| !claimed_with_message) {
         match deps.store.claim_update(update_id).await {
             Ok(true) => {}
             Ok(false) => {
@@ -511,7 +515,7 @@ async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbou
                 retry_last(deps, state, sender).await;
             }
         }
-        InboundKind::Text(text) => answer_text(deps, state, sender, text).await,
+        InboundKind::Text(text) => answer_text(deps, state, sender, text, event.update_id).await,
         InboundKind::Unsupported => {
             send(deps, sender.chat_id, texts.text_only, None).await;
         }
@@ -576,9 +580,11 @@ async fn choose_persona(
         &mut dialog,
         Role::Assistant,
         greeting,
-        delivery_status(message_id),
-        message_id,
-        None,
+        Extras {
+            status: delivery_status(message_id),
+            telegram_message_id: message_id,
+            ..Extras::default()
+        },
     )
     .await;
     state.dialog = Some(dialog);
@@ -586,7 +592,13 @@ async fn choose_persona(
 
 /// A user's text: store it, ask the LLM with the persona prompt and the history, deliver the
 /// reply and store it. Any failure ends in a short answer, never silence.
-async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Sender, text: String) {
+async fn answer_text(
+    deps: &SessionDeps,
+    state: &mut SessionState,
+    sender: &Sender,
+    text: String,
+    update_id: Option<i64>,
+) {
     let texts = texts_for(sender);
     let Some(dialog) = state.dialog.as_mut() else {
         let keyboard = persona_keyboard(&deps.personas);
@@ -599,19 +611,21 @@ async fn answer_text(deps: &SessionDeps, state: &mut SessionState, sender: &Send
         .await;
         return;
     };
-    if !record(
-        deps,
-        dialog,
-        Role::User,
-        text,
-        MessageStatus::Complete,
-        None,
-        None,
-    )
-    .await
-    {
-        send(deps, sender.chat_id, texts.storage_failed, None).await;
-        return;
+    let extras = Extras {
+        update_id,
+        ..Extras::default()
+    };
+    match record(deps, dialog, Role::User, text, extras).await {
+        Recorded::Stored => {}
+        Recorded::Duplicate => {
+            deps.metrics.duplicate_updates_total.inc();
+            tracing::debug!(?update_id, "duplicate update ignored");
+            return;
+        }
+        Recorded::Failed => {
+            send(deps, sender.chat_id, texts.storage_failed, None).await;
+            return;
+        }
     }
     reply_to_history(deps, dialog, sender).await;
 }
@@ -668,30 +682,20 @@ async fn reply_to_history(deps: &SessionDeps, dialog: &mut ActiveDialog, sender:
                 .ai_tokens_used_total
                 .with_label_values(&["completion"])
                 .inc_by(u64::from(completion_tokens));
-            if let Err(error) = deps
-                .store
-                .add_token_usage(
-                    sender.user_id,
-                    dialog.slot,
+            let message_id = send_long(deps, sender.chat_id, &reply, None).await;
+            let extras = Extras {
+                status: delivery_status(message_id),
+                telegram_message_id: message_id,
+                provider: Some(completion.provider),
+                usage: Some(TokenUsage {
+                    user_id: sender.user_id,
+                    slot: dialog.slot,
                     prompt_tokens,
                     completion_tokens,
-                )
-                .await
-            {
-                tracing::warn!(%error, "could not record token usage");
-                deps.metrics.count_error("storage");
-            }
-            let message_id = send_long(deps, sender.chat_id, &reply, None).await;
-            record(
-                deps,
-                dialog,
-                Role::Assistant,
-                reply,
-                delivery_status(message_id),
-                message_id,
-                Some(completion.provider),
-            )
-            .await;
+                }),
+                update_id: None,
+            };
+            record(deps, dialog, Role::Assistant, reply, extras).await;
         }
         outcome => {
             let (notice, offer_retry) = match &outcome {
@@ -749,17 +753,45 @@ fn delivery_status(message_id: Option<i64>) -> MessageStatus {
     }
 }
 
-/// Appends a message to the dialog in storage and in memory. Returns false if storage
-/// failed (the message is then not in the history either).
+/// What goes with a message into storage, besides its role and text.
+struct Extras {
+    status: MessageStatus,
+    telegram_message_id: Option<i64>,
+    provider: Option<String>,
+    usage: Option<TokenUsage>,
+    /// The update it came with, claimed in the same transaction.
+    update_id: Option<i64>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            status: MessageStatus::Complete,
+            telegram_message_id: None,
+            provider: None,
+            usage: None,
+            update_id: None,
+        }
+    }
+}
+
+/// What storing a message came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Stored,
+    /// Its update had been handled before; nothing was stored.
+    Duplicate,
+    Failed,
+}
+
+/// Appends a message to the dialog in storage and in memory (in memory only if stored).
 async fn record(
     deps: &SessionDeps,
     dialog: &mut ActiveDialog,
     role: Role,
     content: String,
-    status: MessageStatus,
-    telegram_message_id: Option<i64>,
-    provider: Option<String>,
-) -> bool {
+    extras: Extras,
+) -> Recorded {
     // PostgreSQL's text cannot hold NUL characters (SQLite's can); they carry no meaning.
     let content = if content.contains('\0') {
         content.replace('\0', "")
@@ -770,14 +802,23 @@ async fn record(
         role,
         token_count: deps.prompts.counter().count(&content),
         content,
-        status,
-        telegram_message_id,
-        provider,
+        status: extras.status,
+        telegram_message_id: extras.telegram_message_id,
+        provider: extras.provider,
+        usage: extras.usage,
     };
-    if let Err(error) = deps.store.append_message(dialog.id, &message).await {
-        tracing::error!(%error, "could not store a message");
-        deps.metrics.count_error("storage");
-        return false;
+    match deps
+        .store
+        .append_message(dialog.id, &message, extras.update_id)
+        .await
+    {
+        Ok(Appended::Stored) => {}
+        Ok(Appended::Duplicate) => return Recorded::Duplicate,
+        Err(error) => {
+            tracing::error!(%error, "could not store a message");
+            deps.metrics.count_error("storage");
+            return Recorded::Failed;
+        }
     }
     dialog.history.push_back(HistoryEntry {
         role: message.role,
@@ -787,7 +828,7 @@ async fn record(
     while dialog.history.len() > deps.settings.history_limit {
         dialog.history.pop_front();
     }
-    true
+    Recorded::Stored
 }
 
 #[cfg(test)]

@@ -190,23 +190,24 @@ impl SessionStore for MemoryStore {
         &self,
         dialog_id: DialogId,
         message: &NewMessage,
-    ) -> Result<(), StoreError> {
-        lock(&self.data).messages.push((dialog_id, message.clone()));
-        Ok(())
-    }
-
-    async fn add_token_usage(
-        &self,
-        user_id: UserId,
-        slot: u8,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-    ) -> Result<(), StoreError> {
+        update_id: Option<i64>,
+    ) -> Result<Appended, StoreError> {
         let mut data = lock(&self.data);
-        let entry = data.token_usage.entry((user_id, slot)).or_default();
-        entry.0 += u64::from(prompt_tokens);
-        entry.1 += u64::from(completion_tokens);
-        Ok(())
+        if let Some(update_id) = update_id {
+            if !data.claimed_updates.insert(update_id) {
+                return Ok(Appended::Duplicate);
+            }
+        }
+        if let Some(usage) = message.usage {
+            let entry = data
+                .token_usage
+                .entry((usage.user_id, usage.slot))
+                .or_default();
+            entry.0 += u64::from(usage.prompt_tokens);
+            entry.1 += u64::from(usage.completion_tokens);
+        }
+        data.messages.push((dialog_id, message.clone()));
+        Ok(Appended::Stored)
     }
 
     async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {

@@ -14,8 +14,10 @@ use vitte_actors::ports::{DeliveryError, Keyboard, Messenger};
 
 /// Longest flood-control wait we accept before giving up on a message.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// Attempts per message when Telegram asks us to slow down.
-const MAX_ATTEMPTS: usize = 3;
+/// Attempts per message when Telegram asks us to slow down or cannot be reached.
+const MAX_ATTEMPTS: usize = 4;
+/// First pause before sending again after a connection failure (grows per attempt).
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(250);
 
 /// The `Messenger` port over the Telegram Bot API.
 #[derive(Clone)]
@@ -93,6 +95,15 @@ impl Messenger for TelegramOutbox {
                     if attempt < MAX_ATTEMPTS && wait.duration() <= MAX_RETRY_AFTER =>
                 {
                     tokio::time::sleep(wait.duration()).await;
+                }
+                // The connection failed before the request was sent: it cannot have been
+                // delivered, so sending again cannot duplicate it. (A timeout could have
+                // been delivered, and is not retried.)
+                Err(RequestError::Network(error))
+                    if error.is_connect() && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(%error, attempt, "Telegram unreachable; retrying");
+                    tokio::time::sleep(CONNECT_RETRY_DELAY * attempt as u32).await;
                 }
                 Err(error) => return Err(delivery_error(error)),
             }

@@ -201,3 +201,26 @@ async fn status_for_declared_body(address: &str, length: usize) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status in {status_line:?}"))
 }
+
+#[actix_rt::test]
+async fn a_reply_is_resent_when_telegram_was_briefly_unreachable() {
+    use vitte_actors::ports::Messenger;
+    // A port with nothing listening yet: connections are refused until Telegram "comes back".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let api_url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    let outbox = vitte::telegram::outbox::TelegramOutbox::new(
+        teloxide::Bot::new("123:TEST").set_api_url(api_url),
+    );
+    let comes_back = actix_rt::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        FakeTelegram::start_on(port).await
+    });
+    let sent = outbox.send_text(31337, "still delivered", None).await;
+    let telegram = comes_back.await.expect("the fake started");
+    assert!(sent.is_ok(), "{sent:?}");
+    assert_eq!(telegram.sent_texts(31337), ["still delivered"]);
+    telegram.stop().await;
+}

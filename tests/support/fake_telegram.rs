@@ -91,6 +91,11 @@ impl FakeTelegram {
     /// Starts the server on a free port of 127.0.0.1. Must be called inside a
     /// running actix system (e.g. in an `#[actix_rt::test]`).
     pub async fn start() -> FakeTelegram {
+        FakeTelegram::start_on(0).await
+    }
+
+    /// Starts on a given local port (0 picks a free one).
+    pub async fn start_on(port: u16) -> FakeTelegram {
         let state = Arc::new(State {
             inner: Mutex::new(Inner {
                 calls: Vec::new(),
@@ -103,8 +108,8 @@ impl FakeTelegram {
             new_update: Notify::new(),
         });
 
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("fake telegram: bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .expect("fake telegram: bind a local port");
         let port = listener
             .local_addr()
             .expect("fake telegram: local address of the listener")

@@ -177,8 +177,16 @@ fn transport_error(error: reqwest::Error) -> LlmError {
     if error.is_timeout() {
         LlmError::Timeout
     } else {
-        // reqwest's message names the URL but never the API key (it travels in a header).
-        LlmError::Unreachable(error.to_string())
+        // reqwest's message names the URL but never the API key (it travels in a header);
+        // the causes say what actually failed (refused, reset, DNS, …).
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        LlmError::Unreachable(message)
     }
 }
 

@@ -308,6 +308,8 @@ struct Peaks {
     in_flight: AtomicU64,
     sessions: AtomicU64,
     rss_kib: AtomicU64,
+    /// (seconds since the measured phase began, RSS MiB), once a second.
+    rss_timeline: std::sync::Mutex<Vec<(f64, f64)>>,
 }
 
 async fn sessions_active(client: &reqwest::Client, vitte: &str) -> Option<u64> {
@@ -427,6 +429,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
                     if let Some(sessions) = sessions_active(&client, &url).await {
                         peaks.sessions.fetch_max(sessions, Ordering::Relaxed);
                     }
+                    peaks
+                        .rss_timeline
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((tick as f64 / 10.0, rss as f64 / 1024.0));
                 }
                 progress.set_position(tracker.answered.load(Ordering::Relaxed));
                 progress.set_message(format!(
@@ -528,6 +535,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             .then(|| resources.peak_rss_mib * 1024.0 / peak_in_flight as f64),
         vitte: resources,
         loadgen_cpu_seconds: loadgen_cpu,
+        rss_timeline_mib: std::mem::take(
+            &mut *peaks
+                .rss_timeline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
     })
 }
 

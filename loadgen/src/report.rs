@@ -64,6 +64,21 @@ pub struct Report {
     pub vitte: Resources,
     pub rss_per_in_flight_kib: Option<f64>,
     pub loadgen_cpu_seconds: f64,
+    /// (seconds, vitte's RSS in MiB), sampled once a second.
+    pub rss_timeline_mib: Vec<(f64, f64)>,
+}
+
+impl Report {
+    /// RSS at each quarter of the run (MiB), to see whether it stays flat.
+    pub fn rss_quarters(&self) -> Vec<f64> {
+        let samples = &self.rss_timeline_mib;
+        if samples.is_empty() {
+            return Vec::new();
+        }
+        (1..=4)
+            .map(|quarter| samples[(samples.len() * quarter / 4).saturating_sub(1)].1)
+            .collect()
+    }
 }
 
 /// Counts and timings before resources are added.
@@ -132,6 +147,17 @@ impl Report {
         );
         if let Some(per) = self.rss_per_in_flight_kib {
             out += &format!(", {per:.1} KiB RSS per reply in flight");
+        }
+        let quarters: Vec<String> = self
+            .rss_quarters()
+            .iter()
+            .map(|mib| format!("{mib:.0}"))
+            .collect();
+        if !quarters.is_empty() {
+            out += &format!(
+                "\n  vitte RSS at each quarter of the run: {} MiB",
+                quarters.join(" / ")
+            );
         }
         out += &format!("\n  load generator CPU {:.1} s\n", self.loadgen_cpu_seconds);
         out += &format!("  parameters {}\n", self.parameters);

@@ -755,7 +755,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retryable_errors_are_retried_and_bad_requests_are_not() {
-        let provider = Scripted::with(vec![Err(status(503, None)), Err(LlmError::Timeout)]);
+        let provider = Scripted::with(vec![Err(status(408, None)), Err(LlmError::Timeout)]);
         let (gateway, metrics) = build(vec![("p", provider.clone())], generous(), Duration::ZERO);
         let answer = gateway
             .complete(request(1))

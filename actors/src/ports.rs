@@ -171,11 +171,12 @@ pub enum LlmError {
 }
 
 impl LlmError {
-    /// Errors worth retrying: timeouts, connection failures, 5xx and 429.
+    /// Errors worth retrying: timeouts, connection failures, 5xx, 429, and 408 (the server
+    /// gave up reading the request, which HTTP says may be repeated).
     pub fn is_retryable(&self) -> bool {
         match self {
             LlmError::Timeout | LlmError::Unreachable(_) => true,
-            LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+            LlmError::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
             _ => false,
         }
     }
@@ -323,9 +324,9 @@ pub trait SessionStore: Send + Sync + 'static {
         persona_id: &str,
     ) -> Result<DialogId, StoreError>;
 
-    /// Appends a message to a dialog, in one transaction with what belongs to it: the claim
-    /// of the Telegram update it came with (if that update was handled before, nothing is
-    /// stored) and its token usage.
+    /// Appends a message to a dialog with what belongs to it: first the claim of the
+    /// Telegram update it came with (if that update was handled before, nothing is stored),
+    /// then the message, then its token usage.
     async fn append_message(
         &self,
         dialog_id: DialogId,

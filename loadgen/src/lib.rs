@@ -266,6 +266,9 @@ async fn one_each(run: Arc<Run>, concurrency: usize) {
                         run.tracker
                             .wait_answered(user, 1, run.config.reply_timeout)
                             .await;
+                    } else {
+                        // The persona's greeting never came: a reply lost.
+                        run.tracker.greetings_missing.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             })
@@ -516,11 +519,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             "max_posts": config.max_posts,
             "webhook_post_retries": poster.failures.load(Ordering::Relaxed),
             "answered_with_notice": tracker.notices.load(Ordering::Relaxed),
+            "greetings_missing": tracker.greetings_missing.load(Ordering::Relaxed),
         }),
         duration_seconds: outcome.duration_seconds,
         messages_sent: outcome.sent,
         messages_answered: outcome.answered,
-        lost: outcome.sent.saturating_sub(outcome.answered),
+        lost: outcome.sent.saturating_sub(outcome.answered)
+            + tracker.greetings_missing.load(Ordering::SeqCst),
         duplicated: outcome.duplicated,
         unexpected_texts: outcome.unexpected,
         llm_requests: tracker.llm_requests.load(Ordering::SeqCst),

@@ -56,6 +56,11 @@ impl Peers {
                 .route("/{bot}/{method}", web::post().to(bot_api))
         })
         .workers(workers.max(1))
+        // Like a typical web server (and unlike actix's 5 s default), so the generator does
+        // not close idle connections just as vitte reuses them.
+        .keep_alive(Duration::from_secs(75))
+        // A starved peer must not answer 408 for a request it was too slow to read.
+        .client_request_timeout(Duration::from_secs(60))
         .backlog(8192)
         .max_connections(200_000)
         .disable_signals()
@@ -74,6 +79,65 @@ impl Peers {
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+/// Splits `text` into `chunks` pieces on character boundaries (the last takes the rest).
+pub fn split_chunks(text: &str, chunks: u32) -> Vec<String> {
+    let characters: Vec<char> = text.chars().collect();
+    let count = (chunks.max(1) as usize).min(characters.len().max(1));
+    let size = characters.len().div_ceil(count);
+    characters
+        .chunks(size.max(1))
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+/// A streamed answer (Server-Sent Events, as OpenAI sends them): `chunks` deltas, one every
+/// `chunk_delay`, then a final chunk and `[DONE]`.
+fn stream_answer(
+    state: Arc<PeerState>,
+    user: Option<usize>,
+    text: String,
+    behaviour: LlmBehaviour,
+) -> HttpResponse {
+    let pieces = split_chunks(&text, behaviour.chunks);
+    let events = futures::stream::unfold((0_usize, pieces), move |(index, pieces)| {
+        let state = state.clone();
+        async move {
+            if index > pieces.len() {
+                return None;
+            }
+            let event = if index < pieces.len() {
+                if !behaviour.chunk_delay.is_zero() {
+                    actix_rt::time::sleep(behaviour.chunk_delay).await;
+                }
+                if index == 0 {
+                    if let Some(user) = user {
+                        state.tracker.llm_first_chunk(user);
+                    }
+                }
+                let chunk = json!({
+                    "id": "chatcmpl-load", "object": "chat.completion.chunk",
+                    "choices": [{ "index": 0, "delta": { "content": pieces[index] }, "finish_reason": null }],
+                });
+                format!("data: {chunk}\n\n")
+            } else {
+                let last = json!({
+                    "id": "chatcmpl-load", "object": "chat.completion.chunk",
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }],
+                });
+                format!("data: {last}\n\ndata: [DONE]\n\n")
+            };
+            Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from(event)),
+                (index + 1, pieces),
+            ))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events)
 }
 
 /// The LLM's whole answer to a message tagged `tag`.
@@ -175,6 +239,16 @@ async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpR
         return HttpResponse::InternalServerError()
             .json(json!({ "error": { "message": "injected failure", "type": "server_error" } }));
     }
+    let tag = last_user.split_whitespace().next().unwrap_or("").to_owned();
+    let text = full_answer(&tag);
+    if request["stream"].as_bool() == Some(true) {
+        return stream_answer(
+            state.into_inner(),
+            tagged.map(|(user, _)| user),
+            text,
+            behaviour,
+        );
+    }
     let total = behaviour.chunk_delay * behaviour.chunks;
     if !total.is_zero() {
         actix_rt::time::sleep(total).await;
@@ -182,8 +256,6 @@ async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpR
     if let Some((user, _)) = tagged {
         state.tracker.llm_first_chunk(user);
     }
-    let tag = last_user.split_whitespace().next().unwrap_or("");
-    let text = full_answer(tag);
     HttpResponse::Ok().json(json!({
         "id": "chatcmpl-load",
         "object": "chat.completion",
@@ -192,4 +264,58 @@ async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpR
         "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
         "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_streaming_request_gets_its_chunks_as_server_sent_events() {
+        let tracker = Arc::new(Tracker::new(4, 100));
+        let behaviour = LlmBehaviour {
+            chunks: 5,
+            chunk_delay: Duration::from_millis(10),
+            failure_rate: 0.0,
+        };
+        let peers = Peers::start(tracker.clone(), behaviour, 1).expect("peers start");
+        let body = reqwest::Client::new()
+            .post(format!("{}/chat/completions", peers.url()))
+            .json(&json!({
+                "model": "m",
+                "stream": true,
+                "messages": [{ "role": "user", "content": "t3.1 hello" }],
+            }))
+            .send()
+            .await
+            .expect("answer")
+            .text()
+            .await
+            .expect("body");
+        let deltas: Vec<String> = body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|chunk| {
+                chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(deltas.len(), 5);
+        assert_eq!(deltas.concat(), full_answer("t3.1"));
+        assert!(body.trim_end().ends_with("data: [DONE]"));
+        assert_eq!(tracker.llm_requests.load(Ordering::SeqCst), 1);
+        peers.stop().await;
+    }
+
+    #[test]
+    fn an_answer_splits_into_the_asked_number_of_chunks() {
+        let pieces = split_chunks("t1.2 Of course, captain.", 4);
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), "t1.2 Of course, captain.");
+        assert_eq!(split_chunks("hi", 20).concat(), "hi");
+        assert_eq!(split_chunks("hi", 20).len(), 2);
+    }
 }

@@ -57,6 +57,8 @@ pub struct Tracker {
     pub notices: AtomicU64,
     pub duplicated: AtomicU64,
     pub unexpected: AtomicU64,
+    /// Users whose persona greeting never arrived (counted as lost replies).
+    pub greetings_missing: AtomicU64,
     pub llm_requests: AtomicU64,
     pub llm_failures: AtomicU64,
 }
@@ -85,6 +87,7 @@ impl Tracker {
             notices: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
             unexpected: AtomicU64::new(0),
+            greetings_missing: AtomicU64::new(0),
             llm_requests: AtomicU64::new(0),
             llm_failures: AtomicU64::new(0),
         }

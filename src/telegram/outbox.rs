@@ -67,9 +67,18 @@ fn delivery_error(error: RequestError) -> DeliveryError {
         RequestError::Api(
             ApiError::BotBlocked | ApiError::UserDeactivated | ApiError::ChatNotFound,
         ) => DeliveryError::Blocked,
-        // The token is part of request URLs; teloxide's errors do not include URLs, and we
-        // print only the error kind.
-        other => DeliveryError::Failed(other.to_string()),
+        // The token is part of request URLs; teloxide removes it from network errors. The
+        // causes say what actually failed (reset, closed, refused, …).
+        other => {
+            let mut message = other.to_string();
+            let mut cause = std::error::Error::source(&other);
+            while let Some(inner) = cause {
+                message.push_str(": ");
+                message.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            DeliveryError::Failed(message)
+        }
     }
 }
 

@@ -46,12 +46,7 @@ fn retry_button_of(message: &serde_json::Value) -> Option<String> {
 }
 
 async fn breaker_state(app: &TestApp) -> String {
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     actors["providers"][0]["breaker"]
         .as_str()
         .unwrap_or_default()
@@ -115,19 +110,6 @@ async fn the_breaker_opens_answers_at_once_and_a_probe_closes_it(backend: Backen
         0.0
     );
     app.stop().await;
-}
-
-/// Polls an async condition until it holds, failing after [`PATIENCE`].
-async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[actix_rt::test]
@@ -266,12 +248,7 @@ async fn a_reload_changes_thresholds_and_an_invalid_one_is_refused() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let minimum_calls =
         |actors: &serde_json::Value| actors["providers"][0]["minimum_calls"].clone();
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     assert_eq!(minimum_calls(&actors), 10);
 
     app.write_local_config(
@@ -282,12 +259,7 @@ async fn a_reload_changes_thresholds_and_an_invalid_one_is_refused() {
         .admin(reqwest::Method::POST, "/admin/supervision/reload")
         .await;
     assert_eq!(reloaded.status(), 200);
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     assert_eq!(minimum_calls(&actors), 2);
 
     // The new thresholds act: two failures open the breaker.
@@ -318,12 +290,7 @@ async fn a_reload_changes_thresholds_and_an_invalid_one_is_refused() {
             "{body}"
         );
     }
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     assert_eq!(minimum_calls(&actors), 2, "the running settings stayed");
     app.stop().await;
 }
@@ -351,12 +318,7 @@ async fn admin_endpoints_need_the_token() {
             .expect("answer");
         assert_eq!(wrong.status(), 401);
     }
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     let kinds: Vec<&str> = actors["kinds"]
         .as_array()
         .expect("kinds")
@@ -412,12 +374,7 @@ async fn exceeding_the_restart_intensity_fails_readiness() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["failing"], serde_json::json!(["supervision"]));
-    let actors: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/actors")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let actors: serde_json::Value = app.actors().await;
     assert_eq!(actors["kinds"][0]["restarts"], 2);
     assert_eq!(actors["kinds"][0]["healthy"], false);
     assert_eq!(
@@ -647,12 +604,7 @@ async fn sighup_reloads_the_configuration() {
         .expect("kill runs");
     assert!(status.success());
     wait_until_async("the reload", || async {
-        let actors: serde_json::Value = app
-            .admin(reqwest::Method::GET, "/admin/actors")
-            .await
-            .json()
-            .await
-            .expect("json");
+        let actors: serde_json::Value = app.actors().await;
         actors["providers"][0]["rate_limit_per_minute"] == 42
     })
     .await;

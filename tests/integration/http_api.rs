@@ -58,7 +58,7 @@ async fn readiness_fails_while_telegram_ingress_is_not_running() {
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
-    let ready = wait_until_async(|| http.get(format!("{address}/health/ready")).send()).await;
+    let ready = first_answer(|| http.get(format!("{address}/health/ready")).send()).await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["failing"], serde_json::json!(["telegram"]));
@@ -71,7 +71,7 @@ async fn readiness_fails_while_telegram_ingress_is_not_running() {
     handle.stop().await;
 }
 
-async fn wait_until_async<F, Fut>(mut call: F) -> reqwest::Response
+async fn first_answer<F, Fut>(mut call: F) -> reqwest::Response
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,

@@ -318,6 +318,15 @@ impl TestApp {
             .expect("admin endpoint answers")
     }
 
+    /// `GET /admin/actors` as JSON.
+    pub async fn actors(&self) -> Value {
+        self.admin(reqwest::Method::GET, "/admin/actors")
+            .await
+            .json()
+            .await
+            .expect("/admin/actors answers JSON")
+    }
+
     pub fn next_update_id(&self) -> i64 {
         self.next_update_id.fetch_add(1, Ordering::SeqCst)
     }
@@ -411,6 +420,19 @@ pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> 
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls an async condition until it holds, failing the test after [`PATIENCE`].
+pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

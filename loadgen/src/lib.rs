@@ -335,11 +335,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     raise_open_files_limit();
     let tracker = Arc::new(Tracker::new(config.users, BASE_USER_ID));
     let peers = Peers::start(tracker.clone(), config.llm, config.peer_workers)?;
+    // The SQLite file lives in a directory removed when the run ends.
+    let data_dir = tempfile::tempdir()?;
     let (database_url, postgres) = match &config.backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir()?.keep();
-            (format!("sqlite://{}", dir.join("vitte.db").display()), None)
-        }
+        Backend::Sqlite => (
+            format!("sqlite://{}", data_dir.path().join("vitte.db").display()),
+            None,
+        ),
         Backend::Postgres(server) => {
             let (url, name) = create_database(server).await?;
             (url, Some((server.clone(), name)))

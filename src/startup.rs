@@ -376,6 +376,10 @@ impl Application {
         .run();
         let server_handle = server.handle();
 
+        actix_rt::spawn(prune_processed_updates(
+            core.database.clone(),
+            shutdown.subscribe(),
+        ));
         let ingress = match settings.telegram.mode {
             TelegramMode::Polling => Some(actix_rt::spawn(polling::run(
                 bot,
@@ -490,6 +494,28 @@ impl Application {
         stopped.send_replace(true);
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long handled update ids are kept for the duplicate check (Telegram gives up
+/// redelivering an update within about a day).
+const PROCESSED_UPDATE_RETENTION: Duration = Duration::from_secs(48 * 3600);
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Once an hour, forgets handled update ids older than the retention, until shutdown.
+async fn prune_processed_updates(database: Database, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+        match database
+            .prune_processed_updates(PROCESSED_UPDATE_RETENTION)
+            .await
+        {
+            Ok(pruned) => tracing::debug!(pruned, "old update ids forgotten"),
+            Err(error) => tracing::warn!(%error, "could not prune old update ids"),
+        }
     }
 }
 

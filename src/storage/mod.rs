@@ -223,6 +223,22 @@ impl Database {
         })
     }
 
+    /// Forgets update ids recorded more than `older_than` ago; returns how many. Telegram
+    /// redelivers an update for about a day at most, so older ids guard against nothing.
+    pub async fn prune_processed_updates(
+        &self,
+        older_than: Duration,
+    ) -> Result<usize, StorageError> {
+        let cutoff = now_millis() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        with_connection!(self, |conn| {
+            let pruned = diesel::delete(processed_updates::table)
+                .filter(processed_updates::processed_at.le(cutoff))
+                .execute(conn)
+                .await?;
+            Ok(pruned)
+        })
+    }
+
     /// A user's token usage per slot and day: (slot, day, prompt, completion, requests).
     pub async fn token_usage(
         &self,

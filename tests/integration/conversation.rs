@@ -322,3 +322,33 @@ async fn concurrent_redeliveries_get_one_reply() {
     assert_eq!(app.metric("telegram_duplicate_updates_total").await, 2.0);
     app.stop().await;
 }
+
+on_both_backends!(old_update_ids_are_pruned_and_recent_ones_kept);
+
+async fn old_update_ids_are_pruned_and_recent_ones_kept(backend: Backend) {
+    use vitte_actors::ports::SessionStore;
+    let app = TestApp::spawn(backend).await;
+    assert!(app.database.claim_update(900_001).await.expect("claim"));
+    assert!(
+        !app.database.claim_update(900_001).await.expect("claim"),
+        "a duplicate"
+    );
+    let kept = app
+        .database
+        .prune_processed_updates(Duration::from_secs(3600))
+        .await
+        .expect("prune");
+    assert_eq!(kept, 0, "a recent id is kept");
+    assert!(!app.database.claim_update(900_001).await.expect("claim"));
+    let pruned = app
+        .database
+        .prune_processed_updates(Duration::ZERO)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert!(
+        app.database.claim_update(900_001).await.expect("claim"),
+        "forgotten"
+    );
+    app.stop().await;
+}

@@ -233,7 +233,12 @@ async fn admin_reload(request: HttpRequest, state: web::Data<HttpState>) -> Http
     if !is_operator(&request, &state.admin_token) {
         return error_body(StatusCode::UNAUTHORIZED, "admin token required");
     }
-    match state.reloader.reload() {
+    // Reading the files blocks: do it off the HTTP worker's event loop.
+    let reloader = state.reloader.clone();
+    let Ok(reloaded) = web::block(move || reloader.reload()).await else {
+        return error_body(StatusCode::INTERNAL_SERVER_ERROR, "reload could not run");
+    };
+    match reloaded {
         Ok(report) => HttpResponse::Ok().json(json!({
             "status": "reloaded",
             "needs_restart": report.needs_restart,

@@ -69,6 +69,8 @@ pub enum ReloadError {
     NoSource,
     #[error("configuration error: {0}")]
     Invalid(#[from] ConfigError),
+    #[error("the reload was interrupted")]
+    Interrupted,
 }
 
 fn provider_tuning(
@@ -461,7 +463,12 @@ impl Application {
                     break;
                 }
                 Some(()) = reload_signals.recv() => {
-                    match reloader.reload() {
+                    // Reading the files blocks: do it off the event loop.
+                    let reloading = reloader.clone();
+                    let reloaded = tokio::task::spawn_blocking(move || reloading.reload())
+                        .await
+                        .unwrap_or(Err(ReloadError::Interrupted));
+                    match reloaded {
                         Ok(report) if !report.needs_restart.is_empty() => tracing::warn!(
                             keys = ?report.needs_restart,
                             "reloaded; these changed keys take effect only after a restart"

@@ -355,22 +355,12 @@ async fn exceeding_the_restart_intensity_fails_readiness() {
     app.start_dialog(11601, "mira").await;
     app.user_says(11601, "PANIC one").await;
     app.wait_for_texts(11601, 2).await;
-    let ready = app
-        .http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200, "one restart is within the intensity");
 
     app.user_says(11601, "PANIC two").await;
     app.wait_for_texts(11601, 3).await;
-    let ready = app
-        .http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["failing"], serde_json::json!(["supervision"]));
@@ -458,22 +448,9 @@ async fn redis_going_away_degrades_and_coming_back_recovers() {
         "echo: without redis"
     );
     assert_eq!(app.metric("redis_fallback_active").await, 1.0);
-    let ready = app
-        .http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200, "Redis is optional: still ready");
-    let health: serde_json::Value = app
-        .http
-        .get(format!("{}/health", app.address))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let health: serde_json::Value = app.get("/health").await.json().await.expect("json");
     assert_eq!(health["components"]["redis"]["status"], "down");
 
     proxy.restore();

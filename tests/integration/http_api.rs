@@ -5,18 +5,12 @@ use crate::support::*;
 #[actix_rt::test]
 async fn health_endpoints_report_components() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
 
-    let live = get("/health/live").await.expect("answer");
+    let live = app.get("/health/live").await;
     assert_eq!(live.status(), 200);
-    let ready = get("/health/ready").await.expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
-    let health: serde_json::Value = get("/health")
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let health: serde_json::Value = app.get("/health").await.json().await.expect("json");
     assert_eq!(health["status"], "up");
     for component in ["database", "migrations", "telegram"] {
         assert_eq!(health["components"][component]["status"], "up", "{health}");
@@ -167,32 +161,14 @@ async fn readiness_fails_when_the_database_goes_away() {
         return;
     };
     let app = TestApp::spawn(backend).await;
-    let ready = app
-        .http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
     app.drop_postgres_database().await;
-    let ready = app
-        .http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answer");
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["failing"], serde_json::json!(["database"]));
-    let health: serde_json::Value = app
-        .http
-        .get(format!("{}/health", app.address))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let health: serde_json::Value = app.get("/health").await.json().await.expect("json");
     assert_eq!(health["components"]["database"]["status"], "down");
     app.stop().await;
 }

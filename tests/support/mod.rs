@@ -318,6 +318,15 @@ impl TestApp {
             .expect("admin endpoint answers")
     }
 
+    /// `GET path` on the application (e.g. `/health/ready`).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the application answers")
+    }
+
     /// `GET /admin/actors` as JSON.
     pub async fn actors(&self) -> Value {
         self.admin(reqwest::Method::GET, "/admin/actors")

@@ -1,9 +1,13 @@
-//! The command line: `vitte serve | migrate | check-config | chat --persona ID`.
+//! The command line: `vitte serve | migrate | check-config | chat --persona ID |
+//! persona check | persona import CARD.json`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use vitte_actors::persona::PersonaCatalog;
+use std::path::{Path, PathBuf};
+
+use vitte_actors::persona::{PersonaCatalog, import_character_card};
+use vitte_actors::safety::SafetyPolicy;
 
 use crate::config::{ConfigError, ConfigSource, Purpose, Settings};
 use crate::startup::{Application, Customization};
@@ -35,6 +39,30 @@ enum Command {
         #[arg(long)]
         persona: String,
     },
+    /// Check or import persona files.
+    #[command(subcommand)]
+    Persona(PersonaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PersonaCommand {
+    /// Validate every persona file and report every problem (exit code 1 if any).
+    Check {
+        /// The directory to check (default: `personas.dir` of the configuration).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Convert a Character Card V2 JSON (chara_card_v2) into a persona file.
+    Import {
+        /// The card's JSON file.
+        card: PathBuf,
+        /// Where to write `<id>.toml` (default: `personas.dir` of the configuration).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Overwrite an existing persona file of the same id.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -46,12 +74,21 @@ pub fn run() -> anyhow::Result<()> {
             print!("{}", settings.to_redacted_toml());
             settings.validate(Purpose::Serve).map_err(config_error)?;
             let personas = PersonaCatalog::load_dir(&settings.personas.dir)?;
+            SafetyPolicy::load(&settings.safety.file)?;
             eprintln!(
-                "configuration is valid; {} personas load",
+                "configuration is valid; {} personas and the safety rules load",
                 personas.all().len()
             );
             Ok(())
         }
+        Command::Persona(PersonaCommand::Check { dir }) => {
+            check_personas(dir.as_deref().unwrap_or(&settings.personas.dir))
+        }
+        Command::Persona(PersonaCommand::Import { card, dir, force }) => import_persona(
+            &card,
+            dir.as_deref().unwrap_or(&settings.personas.dir),
+            force,
+        ),
         Command::Serve => {
             settings.validate(Purpose::Serve).map_err(config_error)?;
             telemetry::init(settings.log.format, &settings.log.level);
@@ -84,6 +121,53 @@ pub fn run() -> anyhow::Result<()> {
             actix_rt::System::new().block_on(crate::chat::run(settings, &persona))
         }
     }
+}
+
+/// `vitte persona check`: one line per persona file, then a summary.
+fn check_personas(dir: &Path) -> anyhow::Result<()> {
+    let (personas, problems) = PersonaCatalog::check_dir(dir)?;
+    for persona in &personas {
+        let adult = if persona.adult { ", adult" } else { "" };
+        println!(
+            "ok     {} ({}): {} stories{adult}",
+            persona.id,
+            persona.name,
+            persona.stories.len()
+        );
+    }
+    for problem in &problems {
+        println!("error  {problem}");
+    }
+    let stories: usize = personas.iter().map(|persona| persona.stories.len()).sum();
+    if problems.is_empty() {
+        println!("{} personas, {stories} stories: all valid", personas.len());
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} of {} persona files are invalid",
+            problems.len(),
+            problems.len() + personas.len()
+        )
+    }
+}
+
+/// `vitte persona import CARD.json`: writes `<dir>/<id>.toml`.
+fn import_persona(card: &Path, dir: &Path, force: bool) -> anyhow::Result<()> {
+    let json =
+        std::fs::read_to_string(card).with_context(|| format!("reading {}", card.display()))?;
+    let imported =
+        import_character_card(&json).with_context(|| format!("importing {}", card.display()))?;
+    let path = dir.join(format!("{}.toml", imported.id));
+    if path.exists() && !force {
+        anyhow::bail!(
+            "{} exists already; pass --force to overwrite it",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&path, imported.toml).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 fn load_settings() -> anyhow::Result<Settings> {

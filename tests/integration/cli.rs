@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::FakeLlm;
+use crate::support::{FakeLlm, first_story, story_opening};
 
 fn vitte(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vitte"));
@@ -201,9 +201,10 @@ async fn chat_talks_to_a_persona_in_the_terminal() {
     .expect("the chat ran");
     assert!(output.status.success(), "{}", stderr(&output));
     let printed = String::from_utf8_lossy(&output.stdout);
+    let opening = story_opening("mira", &first_story("mira"), "Ann");
     let greeting = printed
-        .find("I'm Mira. And you are?")
-        .expect("the greeting");
+        .find(&opening.chars().take(30).collect::<String>())
+        .expect("the story's opening");
     let reply = printed
         .find("echo: Who keeps this lighthouse?")
         .expect("the reply");
@@ -232,4 +233,131 @@ async fn chat_refuses_an_unknown_persona() {
     );
     assert!(llm.requests().is_empty());
     llm.stop().await;
+}
+
+#[test]
+fn persona_check_validates_the_nine_shipped_personas_and_their_stories() {
+    let output = vitte(&["persona", "check"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let personas: Vec<&str> = printed.lines().filter(|l| l.starts_with("ok ")).collect();
+    assert_eq!(personas.len(), 9, "{printed}");
+    for line in &personas {
+        let stories: usize = line
+            .split(": ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|count| count.parse().ok())
+            .expect("a story count");
+        assert!(stories >= 4, "four or more stories each: {line}");
+    }
+    assert!(
+        personas
+            .iter()
+            .any(|line| line.contains("(Sable)") && line.ends_with("adult")),
+        "{printed}"
+    );
+    assert!(printed.contains("9 personas, "), "{printed}");
+}
+
+#[test]
+fn persona_check_reports_every_broken_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let personas = Path::new(env!("CARGO_MANIFEST_DIR")).join("personas");
+    std::fs::copy(personas.join("mira.toml"), dir.path().join("mira.toml")).expect("copy");
+    let arlo = std::fs::read_to_string(personas.join("arlo.toml")).expect("arlo");
+    // A story card without its opening, and a file without stories.
+    let without_opening = arlo.replacen("opening_message", "opening_mesage", 1);
+    std::fs::write(dir.path().join("arlo.toml"), without_opening).expect("write");
+    std::fs::write(
+        dir.path().join("solo.toml"),
+        "name = \"Solo\"\ndescription = \"d\"\nfirst_mes = \"hi\"\n",
+    )
+    .expect("write");
+    let output = vitte(
+        &[
+            "persona",
+            "check",
+            "--dir",
+            &dir.path().display().to_string(),
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("ok     mira (Mira)"), "{printed}");
+    assert!(
+        printed.contains("arlo.toml") && printed.contains("opening_mesage"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("solo.toml") && printed.contains("field `stories`"),
+        "{printed}"
+    );
+    assert!(stderr(&output).contains("2 of 3 persona files are invalid"));
+}
+
+#[test]
+fn persona_import_converts_a_character_card_v2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let card = dir.path().join("card.json");
+    std::fs::write(
+        &card,
+        r#"{"spec":"chara_card_v2","spec_version":"2.0","data":{
+            "name":"Old Tom","description":"{{char}} keeps the ferry.","personality":"gruff",
+            "scenario":"{{user}} misses the last ferry.","first_mes":"Missed it, did you?",
+            "mes_example":"","creator_notes":"A ferryman. Knows the river.",
+            "system_prompt":"","post_history_instructions":"",
+            "alternate_greetings":["Fog again."],"tags":[],"creator":"","character_version":"1",
+            "extensions":{}}}"#,
+    )
+    .expect("write card");
+    let out = dir.path().join("personas");
+    let out_arg = out.display().to_string();
+    let card_arg = card.display().to_string();
+    let output = vitte(&["persona", "import", &card_arg, "--dir", &out_arg], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.join("old-tom.toml").exists());
+    let check = vitte(&["persona", "check", "--dir", &out_arg], &[]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok     old-tom (Old Tom): 2 stories"));
+    // Importing again does not overwrite without --force.
+    let again = vitte(&["persona", "import", &card_arg, "--dir", &out_arg], &[]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    // Not a V2 card: a clear error.
+    std::fs::write(&card, r#"{"name":"V1","description":"d","first_mes":"hi"}"#).expect("v1");
+    let v1 = vitte(&["persona", "import", &card_arg, "--dir", &out_arg], &[]);
+    assert!(!v1.status.success());
+    assert!(stderr(&v1).contains("Character Card V2"), "{}", stderr(&v1));
+}
+
+#[test]
+fn a_broken_safety_file_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let safety = dir.path().join("safety.toml");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/safety.toml"))
+            .expect("safety.toml");
+    // An unclosed group in the first refusal pattern.
+    let broken = shipped.replacen("patterns = [\n    \"(?i)", "patterns = [\n    \"(?i)((", 1);
+    assert_ne!(broken, shipped);
+    std::fs::write(&safety, broken).expect("write");
+    let output = vitte(
+        &["check-config"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "1:x"),
+            ("VITTE__SAFETY__FILE", &safety.display().to_string()),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("safety.toml") && message.contains("bad pattern"),
+        "{message}"
+    );
 }

@@ -28,8 +28,12 @@ pub enum InboundKind {
     Command(Command),
     /// A plain text message.
     Text(String),
-    /// A pressed inline button.
-    Button { callback_id: String, data: String },
+    /// A pressed inline button, on the message `message_id` (when Telegram says which).
+    Button {
+        callback_id: String,
+        data: String,
+        message_id: Option<i64>,
+    },
     /// A message the bot cannot read (sticker, photo, voice, …); answered with a notice.
     Unsupported,
 }
@@ -37,8 +41,21 @@ pub enum InboundKind {
 /// The commands the bot understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// The persona gallery (a new dialog).
     Start,
     Help,
+    /// The main menu.
+    Menu,
+    /// The three dialog slots.
+    Dialogs,
+    /// The active slot's modes.
+    Settings,
+    /// Choose the bot's language.
+    Language,
+    /// Cancel the reply being written.
+    Stop,
+    /// Clear all three slots (after confirmation).
+    Reset,
     /// A command we do not know; answered with the help text.
     Unknown(String),
 }
@@ -58,6 +75,12 @@ impl InboundKind {
         InboundKind::Command(match name.as_str() {
             "start" => Command::Start,
             "help" => Command::Help,
+            "menu" => Command::Menu,
+            "dialogs" => Command::Dialogs,
+            "settings" => Command::Settings,
+            "language" => Command::Language,
+            "stop" => Command::Stop,
+            "reset" => Command::Reset,
             _ => Command::Unknown(name),
         })
     }

@@ -34,6 +34,20 @@ pub enum DeliveryError {
     /// Telegram (or the network) failed; the message was not delivered.
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// Telegram asks to wait this long (flood control); returned for drafts, which are not
+    /// worth waiting for.
+    #[error("Telegram asks to wait {retry_after:?}")]
+    Throttled { retry_after: std::time::Duration },
+}
+
+/// How an edited message is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// A draft of a reply still being written: plain text (half-written Markdown would be
+    /// rejected), possibly shown again later.
+    Draft,
+    /// The finished text: Markdown, falling back to plain text when Telegram rejects it.
+    Final,
 }
 
 /// Outgoing messages to the user (Telegram in production, the terminal in `vitte chat`).
@@ -47,6 +61,20 @@ pub trait Messenger: Send + Sync + 'static {
         text: &str,
         keyboard: Option<&Keyboard>,
     ) -> Result<i64, DeliveryError>;
+
+    /// Replaces the text (and the inline keyboard: none removes it) of a message sent
+    /// before. Editing to the text it already has is not an error.
+    async fn edit_text(
+        &self,
+        chat: ChatId,
+        message_id: i64,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+        render: Render,
+    ) -> Result<(), DeliveryError>;
+
+    /// Removes a message the bot sent (a leftover part of a reply that got shorter).
+    async fn delete_message(&self, chat: ChatId, message_id: i64) -> Result<(), DeliveryError>;
 
     /// Shows "typing…" in the chat for a few seconds.
     async fn show_typing(&self, chat: ChatId) -> Result<(), DeliveryError>;
@@ -101,8 +129,45 @@ pub enum Purpose {
     Summary,
 }
 
+/// Where a streamed completion's text goes as it arrives (`stream: true`). It remembers
+/// whether any text went out, because from then on the request must not be retried or sent
+/// to another provider: the user has seen the beginning of this answer.
+#[derive(Debug, Clone)]
+pub struct TextSink {
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TextSink {
+    /// A sink and the receiving end of its text pieces.
+    pub fn channel() -> (TextSink, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let sink = TextSink {
+            sender,
+            started: std::sync::Arc::default(),
+        };
+        (sink, receiver)
+    }
+
+    /// Passes on a piece of the answer (empty pieces are skipped).
+    pub fn push(&self, piece: &str) {
+        if piece.is_empty() {
+            return;
+        }
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // The receiver is gone only when the caller stopped listening (e.g. /stop).
+        let _ = self.sender.send(piece.to_owned());
+    }
+
+    /// Whether any text has been passed on.
+    pub fn has_started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A request for one completion; the model and default sampling belong to the provider.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CompletionRequest {
     pub messages: Vec<ChatMessage>,
     /// Overrides the provider's temperature; `Some(0.0)` makes a request deterministic.
@@ -112,6 +177,10 @@ pub struct CompletionRequest {
     /// The user it is for, for per-user rate limits; not part of the cache key.
     #[serde(skip)]
     pub user_id: Option<UserId>,
+    /// When set, the answer is streamed (`stream: true`) and its text goes here as it
+    /// arrives; the completion still carries the whole text at the end.
+    #[serde(skip)]
+    pub stream: Option<TextSink>,
 }
 
 impl CompletionRequest {
@@ -122,13 +191,20 @@ impl CompletionRequest {
             temperature: None,
             purpose: Purpose::Companion,
             user_id: Some(user_id),
+            stream: None,
         }
     }
 
     /// Whether an answer may be cached and served again: never a companion's reply (it
-    /// must not reach another user), only deterministic requests.
+    /// must not reach another user), never a streamed one, only deterministic requests.
     pub fn is_cacheable(&self) -> bool {
-        self.purpose != Purpose::Companion && self.temperature == Some(0.0)
+        self.purpose != Purpose::Companion && self.temperature == Some(0.0) && self.stream.is_none()
+    }
+
+    /// Whether text of the answer has already been streamed to the caller: then it must not
+    /// be asked again (retry or fallback), or the user would see two different beginnings.
+    pub fn has_streamed(&self) -> bool {
+        self.stream.as_ref().is_some_and(TextSink::has_started)
     }
 }
 
@@ -168,6 +244,9 @@ pub enum LlmError {
     /// The LLM client panicked (caught by the gateway).
     #[error("the LLM client failed: {0}")]
     Crashed(String),
+    /// A streamed answer broke off after some of its text had been passed on.
+    #[error("the LLM's answer broke off: {0}")]
+    Interrupted(String),
 }
 
 impl LlmError {
@@ -189,7 +268,8 @@ impl LlmError {
             LlmError::Timeout
             | LlmError::Unreachable(_)
             | LlmError::Malformed(_)
-            | LlmError::Crashed(_) => true,
+            | LlmError::Crashed(_)
+            | LlmError::Interrupted(_) => true,
             LlmError::Status { status, .. } => matches!(status, 401 | 403 | 429) || *status >= 500,
             LlmError::CircuitOpen { .. } | LlmError::RateLimited { .. } => false,
         }
@@ -227,6 +307,12 @@ pub struct UserProfile {
 /// A stored message of a dialog's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// Its storage id (0 for entries that were never stored).
+    pub message_id: i64,
+    /// The Telegram message that shows it (the last part of a long reply).
+    pub telegram_message_id: Option<i64>,
+    /// The Telegram messages of a long reply's other parts, in order.
+    pub earlier_parts: Vec<i64>,
     pub role: Role,
     pub content: String,
     /// Tokens of `content`, counted once when the message was stored.
@@ -242,6 +328,12 @@ pub enum MessageStatus {
     Unanswered,
     /// A reply that Telegram did not accept (kept in the history all the same).
     Undelivered,
+    /// A reply cut short (the stream broke or the user pressed /stop): what the user saw.
+    Partial,
+    /// A reply replaced by "Regenerate": kept, but no longer part of the dialog.
+    Replaced,
+    /// A reply the output check withheld from the user: kept for review, not in the dialog.
+    Withheld,
 }
 
 impl MessageStatus {
@@ -250,7 +342,15 @@ impl MessageStatus {
             MessageStatus::Complete => "complete",
             MessageStatus::Unanswered => "unanswered",
             MessageStatus::Undelivered => "undelivered",
+            MessageStatus::Partial => "partial",
+            MessageStatus::Replaced => "replaced",
+            MessageStatus::Withheld => "withheld",
         }
+    }
+
+    /// Whether a message with this status belongs to the dialog the persona sees.
+    pub fn in_dialog(status: &str) -> bool {
+        !matches!(status, "replaced" | "withheld")
     }
 }
 
@@ -262,10 +362,14 @@ pub struct NewMessage {
     pub token_count: u32,
     pub status: MessageStatus,
     pub telegram_message_id: Option<i64>,
+    /// The Telegram messages of a long reply's other parts, in order.
+    pub earlier_parts: Vec<i64>,
     /// The LLM provider that wrote an assistant message.
     pub provider: Option<String>,
     /// Tokens the LLM call for this message used, added to the user's account with it.
     pub usage: Option<TokenUsage>,
+    /// The persona message this one replaces ("Regenerate"): marked replaced with it.
+    pub replaces: Option<i64>,
 }
 
 /// One LLM call's tokens, for the account of a user's slot (and today, UTC).
@@ -280,32 +384,62 @@ pub struct TokenUsage {
 /// What [`SessionStore::append_message`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    Stored,
+    Stored {
+        message_id: i64,
+    },
     /// The update it came with had been handled before: nothing was stored.
     Duplicate,
 }
 
-/// A dialog loaded from storage: a persona in a slot, and its most recent history.
+/// The per-slot feature flags a user toggles in /settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DialogModes {
+    pub intense_mode: bool,
+    pub fantasy_scenes: bool,
+}
+
+/// A dialog loaded from storage: a persona playing a story in a slot, and its most recent
+/// history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDialog {
     pub dialog_id: DialogId,
     pub slot: u8,
     pub persona_id: String,
+    /// `None` for dialogs started before stories existed (the persona's first story).
+    pub story_id: Option<String>,
+    /// Unix milliseconds of the last message.
+    pub last_active_at: i64,
+    pub modes: DialogModes,
+    /// Persona messages so far (for the "Continue" button's cadence).
+    pub persona_messages: u32,
     /// Oldest first.
     pub history: Vec<HistoryEntry>,
+}
+
+/// What a user chose, as opposed to what Telegram reports about them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPreferences {
+    /// Chosen with /language ("ru" or "en"); `None` follows Telegram's language code.
+    pub language: Option<String>,
+    /// The user confirmed being 18 or older.
+    pub adult_confirmed: bool,
 }
 
 /// Everything a session needs to resume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
     pub profile: UserProfile,
-    pub active_dialog: Option<StoredDialog>,
+    pub preferences: UserPreferences,
+    pub active_slot: Option<u8>,
+    /// The open dialogs, at most one per slot.
+    pub dialogs: Vec<StoredDialog>,
 }
 
 /// Durable state of sessions.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Loads a user's profile and active dialog with at most `history_limit` recent messages.
+    /// Loads a user's profile, preferences and open dialogs, each with at most
+    /// `history_limit` recent messages.
     async fn load_session(
         &self,
         user_id: UserId,
@@ -315,18 +449,39 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Creates or updates the user's profile.
     async fn save_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
 
-    /// Starts a new dialog with `persona_id` in `slot` (closing the one there) and makes the
-    /// slot active.
+    /// Stores what the user chose (language, age confirmation).
+    async fn save_preferences(
+        &self,
+        user_id: UserId,
+        preferences: &UserPreferences,
+    ) -> Result<(), StoreError>;
+
+    /// Starts a new dialog with `persona_id` playing `story_id` in `slot` (closing the one
+    /// there, whose messages stay stored) and makes the slot active.
     async fn open_dialog(
         &self,
         user_id: UserId,
         slot: u8,
         persona_id: &str,
+        story_id: &str,
     ) -> Result<DialogId, StoreError>;
+
+    /// Makes `slot` the one the user's messages go to.
+    async fn activate_slot(&self, user_id: UserId, slot: u8) -> Result<(), StoreError>;
+
+    /// Closes every open dialog of the user (their messages stay stored); no slot is active.
+    async fn close_all_dialogs(&self, user_id: UserId) -> Result<(), StoreError>;
+
+    /// Stores a dialog's feature flags.
+    async fn set_dialog_modes(
+        &self,
+        dialog_id: DialogId,
+        modes: DialogModes,
+    ) -> Result<(), StoreError>;
 
     /// Appends a message to a dialog with what belongs to it: first the claim of the
     /// Telegram update it came with (if that update was handled before, nothing is stored),
-    /// then the message, then its token usage.
+    /// then the message (marking the message it replaces, if any), then its token usage.
     async fn append_message(
         &self,
         dialog_id: DialogId,

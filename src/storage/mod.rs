@@ -24,8 +24,8 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures::FutureExt;
 use vitte_actors::ports::{
-    Appended, DialogId, HistoryEntry, NewMessage, Role, SessionStore, StoreError, StoredDialog,
-    StoredSession, UserId, UserProfile,
+    Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewMessage, Role, SessionStore,
+    StoreError, StoredDialog, StoredSession, UserId, UserPreferences, UserProfile,
 };
 
 use crate::config::DatabaseTarget;
@@ -110,6 +110,111 @@ macro_rules! with_connection {
             }
         }
     }};
+}
+
+/// The statements of [`SessionStore::append_message`], as an async block over `$conn`
+/// (expanded once per backend, inside or outside a transaction).
+macro_rules! append_statements {
+    ($conn:ident, $dialog_id:ident, $message:ident, $update_id:ident, $now:ident) => {
+        async {
+            let conn = &mut *$conn;
+            let (dialog_id, message, update_id, now) = (&$dialog_id, &$message, $update_id, $now);
+            let dialog_id = *dialog_id;
+            if let Some(update_id) = update_id {
+                let claimed = diesel::insert_into(processed_updates::table)
+                    .values((
+                        processed_updates::update_id.eq(update_id),
+                        processed_updates::processed_at.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                if claimed == 0 {
+                    return Ok(Appended::Duplicate);
+                }
+            }
+            let message_id = diesel::insert_into(messages::table)
+                .values((
+                    messages::dialog_id.eq(dialog_id),
+                    messages::role.eq(message.role.as_str()),
+                    messages::content.eq(&message.content),
+                    messages::token_count
+                        .eq(i32::try_from(message.token_count).unwrap_or(i32::MAX)),
+                    messages::status.eq(message.status.as_str()),
+                    messages::telegram_message_id.eq(message.telegram_message_id),
+                    messages::telegram_part_ids.eq(part_ids_text(&message.earlier_parts)),
+                    messages::created_at.eq(now),
+                    messages::provider.eq(&message.provider),
+                ))
+                .returning(messages::id)
+                .get_result::<i64>(conn)
+                .await?;
+            let persona_message = i32::from(
+                message.role == Role::Assistant
+                    && MessageStatus::in_dialog(message.status.as_str()),
+            );
+            // "Regenerate": the earlier reply stays stored, out of the dialog.
+            let mut replaced = 0;
+            if let Some(old) = message.replaces {
+                let marked = diesel::update(messages::table.find(old))
+                    .filter(messages::dialog_id.eq(dialog_id))
+                    .filter(messages::status.ne(MessageStatus::Replaced.as_str()))
+                    .set(messages::status.eq(MessageStatus::Replaced.as_str()))
+                    .execute(conn)
+                    .await?;
+                replaced = i32::try_from(marked).unwrap_or(0);
+            }
+            diesel::update(dialogs::table.find(dialog_id))
+                .set((
+                    dialogs::last_active_at.eq(now),
+                    dialogs::persona_messages
+                        .eq(dialogs::persona_messages + persona_message - replaced),
+                ))
+                .execute(conn)
+                .await?;
+            if let Some(usage) = message.usage {
+                // Tokens of the call, added to the user's row for the slot and today.
+                let (prompt, completion) = (
+                    i64::from(usage.prompt_tokens),
+                    i64::from(usage.completion_tokens),
+                );
+                diesel::insert_into(token_usage::table)
+                    .values((
+                        token_usage::user_id.eq(usage.user_id),
+                        token_usage::slot.eq(i32::from(usage.slot)),
+                        token_usage::day.eq(now / 86_400_000),
+                        token_usage::prompt_tokens.eq(prompt),
+                        token_usage::completion_tokens.eq(completion),
+                        token_usage::requests.eq(1_i64),
+                    ))
+                    .on_conflict((token_usage::user_id, token_usage::slot, token_usage::day))
+                    .do_update()
+                    .set((
+                        token_usage::prompt_tokens.eq(token_usage::prompt_tokens + prompt),
+                        token_usage::completion_tokens
+                            .eq(token_usage::completion_tokens + completion),
+                        token_usage::requests.eq(token_usage::requests + 1_i64),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, StorageError>(Appended::Stored { message_id })
+        }
+    };
+}
+
+/// Part ids as stored: comma-separated, `None` for a one-message reply.
+fn part_ids_text(ids: &[i64]) -> Option<String> {
+    (!ids.is_empty()).then(|| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+}
+
+fn parse_part_ids(text: Option<&str>) -> Vec<i64> {
+    text.map(|text| {
+        text.split(',')
+            .filter_map(|id| id.trim().parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn now_millis() -> i64 {
@@ -302,6 +407,10 @@ impl Database {
         history_limit: usize,
     ) -> Result<Option<StoredSession>, StorageError> {
         let limit = i64::try_from(history_limit).unwrap_or(i64::MAX);
+        let hidden = [
+            MessageStatus::Replaced.as_str(),
+            MessageStatus::Withheld.as_str(),
+        ];
         with_connection!(self, |conn| {
             let user = users::table
                 .find(user_id)
@@ -310,53 +419,89 @@ impl Database {
                     users::first_name,
                     users::language_code,
                     users::active_slot,
+                    users::language,
+                    users::adult_confirmed_at,
                 ))
-                .first::<(i64, String, Option<String>, Option<i32>)>(conn)
+                .first::<(
+                    i64,
+                    String,
+                    Option<String>,
+                    Option<i32>,
+                    Option<String>,
+                    Option<i64>,
+                )>(conn)
                 .await
                 .optional()?;
-            let Some((chat_id, first_name, language_code, active_slot)) = user else {
+            let Some((chat_id, first_name, language_code, active_slot, language, adult)) = user
+            else {
                 return Ok(None);
             };
-            let dialog = match active_slot {
-                Some(slot) => dialogs::table
-                    .filter(dialogs::user_id.eq(user_id))
-                    .filter(dialogs::slot.eq(slot))
-                    .filter(dialogs::closed_at.is_null())
-                    .select((dialogs::id, dialogs::persona_id))
-                    .first::<(i64, String)>(conn)
-                    .await
-                    .optional()?,
-                None => None,
-            };
-            let active_dialog = match (dialog, active_slot) {
-                (Some((dialog_id, persona_id)), Some(slot)) => {
-                    let mut rows = messages::table
-                        .filter(messages::dialog_id.eq(dialog_id))
-                        .order(messages::id.desc())
-                        .limit(limit)
-                        .select((messages::role, messages::content, messages::token_count))
-                        .load::<(String, String, i32)>(conn)
-                        .await?;
-                    rows.reverse();
-                    let history = rows
-                        .into_iter()
-                        .filter_map(|(role, content, token_count)| {
-                            Some(HistoryEntry {
-                                role: Role::parse(&role)?,
-                                content,
-                                token_count: u32::try_from(token_count).unwrap_or(0),
-                            })
+            let open = dialogs::table
+                .filter(dialogs::user_id.eq(user_id))
+                .filter(dialogs::closed_at.is_null())
+                .order(dialogs::slot.asc())
+                .select((
+                    dialogs::id,
+                    dialogs::slot,
+                    dialogs::persona_id,
+                    dialogs::story_id,
+                    dialogs::last_active_at,
+                    dialogs::intense_mode,
+                    dialogs::fantasy_scenes,
+                    dialogs::persona_messages,
+                ))
+                .load::<(i64, i32, String, Option<String>, i64, bool, bool, i32)>(conn)
+                .await?;
+            let mut stored_dialogs = Vec::with_capacity(open.len());
+            for (dialog_id, slot, persona_id, story_id, last_active_at, intense, fantasy, count) in
+                open
+            {
+                let mut rows = messages::table
+                    .filter(messages::dialog_id.eq(dialog_id))
+                    .filter(messages::status.ne_all(hidden))
+                    .order(messages::id.desc())
+                    .limit(limit)
+                    .select((
+                        messages::id,
+                        messages::role,
+                        messages::content,
+                        messages::token_count,
+                        messages::telegram_message_id,
+                        messages::telegram_part_ids,
+                    ))
+                    .load::<(i64, String, String, i32, Option<i64>, Option<String>)>(conn)
+                    .await?;
+                rows.reverse();
+                let history = rows
+                    .into_iter()
+                    .filter_map(|(message_id, role, content, tokens, telegram_id, parts)| {
+                        Some(HistoryEntry {
+                            message_id,
+                            telegram_message_id: telegram_id,
+                            earlier_parts: parse_part_ids(parts.as_deref()),
+                            role: Role::parse(&role)?,
+                            content,
+                            token_count: u32::try_from(tokens).unwrap_or(0),
                         })
-                        .collect();
-                    Some(StoredDialog {
-                        dialog_id,
-                        slot: u8::try_from(slot).unwrap_or(1),
-                        persona_id,
-                        history,
                     })
-                }
-                _ => None,
-            };
+                    .collect();
+                let Ok(slot) = u8::try_from(slot) else {
+                    continue;
+                };
+                stored_dialogs.push(StoredDialog {
+                    dialog_id,
+                    slot,
+                    persona_id,
+                    story_id,
+                    last_active_at,
+                    modes: DialogModes {
+                        intense_mode: intense,
+                        fantasy_scenes: fantasy,
+                    },
+                    persona_messages: u32::try_from(count).unwrap_or(0),
+                    history,
+                });
+            }
             Ok(Some(StoredSession {
                 profile: UserProfile {
                     user_id,
@@ -364,8 +509,36 @@ impl Database {
                     first_name,
                     language_code,
                 },
-                active_dialog,
+                preferences: UserPreferences {
+                    language,
+                    adult_confirmed: adult.is_some(),
+                },
+                active_slot: active_slot.and_then(|slot| u8::try_from(slot).ok()),
+                dialogs: stored_dialogs,
             }))
+        })
+    }
+
+    /// Every message of a user, oldest first: (slot, role, content, status), for operators
+    /// and tests.
+    pub async fn user_messages(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(i32, String, String, String)>, StorageError> {
+        with_connection!(self, |conn| {
+            let rows = messages::table
+                .inner_join(dialogs::table)
+                .filter(dialogs::user_id.eq(user_id))
+                .order(messages::id.asc())
+                .select((
+                    dialogs::slot,
+                    messages::role,
+                    messages::content,
+                    messages::status,
+                ))
+                .load::<(i32, String, String, String)>(conn)
+                .await?;
+            Ok(rows)
         })
     }
 }
@@ -440,13 +613,92 @@ impl SessionStore for Database {
         .map_err(StoreError::from)
     }
 
+    async fn save_preferences(
+        &self,
+        user_id: UserId,
+        preferences: &UserPreferences,
+    ) -> Result<(), StoreError> {
+        let language = preferences.language.clone();
+        let confirmed = preferences.adult_confirmed;
+        let now = now_millis();
+        with_connection!(self, |conn| {
+            diesel::update(users::table.find(user_id))
+                .set((users::language.eq(language), users::updated_at.eq(now)))
+                .execute(conn)
+                .await?;
+            // The first confirmation's time is kept; a confirmation is never taken back here.
+            if confirmed {
+                diesel::update(users::table.find(user_id))
+                    .filter(users::adult_confirmed_at.is_null())
+                    .set(users::adult_confirmed_at.eq(Some(now)))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn activate_slot(&self, user_id: UserId, slot: u8) -> Result<(), StoreError> {
+        let slot = i32::from(slot);
+        with_connection!(self, |conn| {
+            diesel::update(users::table.find(user_id))
+                .set(users::active_slot.eq(Some(slot)))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn close_all_dialogs(&self, user_id: UserId) -> Result<(), StoreError> {
+        let now = now_millis();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                diesel::update(dialogs::table)
+                    .filter(dialogs::user_id.eq(user_id))
+                    .filter(dialogs::closed_at.is_null())
+                    .set(dialogs::closed_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                diesel::update(users::table.find(user_id))
+                    .set(users::active_slot.eq(None::<i32>))
+                    .execute(conn)
+                    .await?;
+                Ok::<_, StorageError>(())
+            })
+            .await
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn set_dialog_modes(
+        &self,
+        dialog_id: DialogId,
+        modes: DialogModes,
+    ) -> Result<(), StoreError> {
+        with_connection!(self, |conn| {
+            diesel::update(dialogs::table.find(dialog_id))
+                .set((
+                    dialogs::intense_mode.eq(modes.intense_mode),
+                    dialogs::fantasy_scenes.eq(modes.fantasy_scenes),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
     async fn open_dialog(
         &self,
         user_id: UserId,
         slot: u8,
         persona_id: &str,
+        story_id: &str,
     ) -> Result<DialogId, StoreError> {
         let persona_id = persona_id.to_owned();
+        let story_id = story_id.to_owned();
         let slot = i32::from(slot);
         let now = now_millis();
         with_connection!(self, |conn| {
@@ -464,6 +716,7 @@ impl SessionStore for Database {
                             dialogs::user_id.eq(user_id),
                             dialogs::slot.eq(slot),
                             dialogs::persona_id.eq(persona_id),
+                            dialogs::story_id.eq(Some(story_id)),
                             dialogs::created_at.eq(now),
                             dialogs::last_active_at.eq(now),
                         ))
@@ -496,64 +749,16 @@ impl SessionStore for Database {
         // several blocking hops). The claim comes first, so a redelivery never stores twice;
         // a crash between the statements can lose only the one message being stored.
         with_connection!(self, |conn| {
-            if let Some(update_id) = update_id {
-                let claimed = diesel::insert_into(processed_updates::table)
-                    .values((
-                        processed_updates::update_id.eq(update_id),
-                        processed_updates::processed_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                if claimed == 0 {
-                    return Ok(Appended::Duplicate);
-                }
+            if message.replaces.is_some() {
+                // "Regenerate": the new reply and the old one's mark land together or not at
+                // all (a rare path; the transaction's cost does not matter here).
+                conn.transaction(async |conn| {
+                    append_statements!(conn, dialog_id, message, update_id, now).await
+                })
+                .await
+            } else {
+                append_statements!(conn, dialog_id, message, update_id, now).await
             }
-            diesel::insert_into(messages::table)
-                .values((
-                    messages::dialog_id.eq(dialog_id),
-                    messages::role.eq(message.role.as_str()),
-                    messages::content.eq(&message.content),
-                    messages::token_count
-                        .eq(i32::try_from(message.token_count).unwrap_or(i32::MAX)),
-                    messages::status.eq(message.status.as_str()),
-                    messages::telegram_message_id.eq(message.telegram_message_id),
-                    messages::created_at.eq(now),
-                    messages::provider.eq(&message.provider),
-                ))
-                .execute(conn)
-                .await?;
-            diesel::update(dialogs::table.find(dialog_id))
-                .set(dialogs::last_active_at.eq(now))
-                .execute(conn)
-                .await?;
-            if let Some(usage) = message.usage {
-                // Tokens of the call, added to the user's row for the slot and today.
-                let (prompt, completion) = (
-                    i64::from(usage.prompt_tokens),
-                    i64::from(usage.completion_tokens),
-                );
-                diesel::insert_into(token_usage::table)
-                    .values((
-                        token_usage::user_id.eq(usage.user_id),
-                        token_usage::slot.eq(i32::from(usage.slot)),
-                        token_usage::day.eq(now / 86_400_000),
-                        token_usage::prompt_tokens.eq(prompt),
-                        token_usage::completion_tokens.eq(completion),
-                        token_usage::requests.eq(1_i64),
-                    ))
-                    .on_conflict((token_usage::user_id, token_usage::slot, token_usage::day))
-                    .do_update()
-                    .set((
-                        token_usage::prompt_tokens.eq(token_usage::prompt_tokens + prompt),
-                        token_usage::completion_tokens
-                            .eq(token_usage::completion_tokens + completion),
-                        token_usage::requests.eq(token_usage::requests + 1_i64),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(Appended::Stored)
         })
         .map_err(StoreError::from)
     }

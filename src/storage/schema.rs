@@ -9,6 +9,8 @@ diesel::table! {
         active_slot -> Nullable<Integer>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        language -> Nullable<Text>,
+        adult_confirmed_at -> Nullable<BigInt>,
     }
 }
 
@@ -22,6 +24,9 @@ diesel::table! {
         created_at -> BigInt,
         last_active_at -> BigInt,
         closed_at -> Nullable<BigInt>,
+        intense_mode -> Bool,
+        fantasy_scenes -> Bool,
+        persona_messages -> Integer,
     }
 }
 
@@ -36,6 +41,7 @@ diesel::table! {
         telegram_message_id -> Nullable<BigInt>,
         created_at -> BigInt,
         provider -> Nullable<Text>,
+        telegram_part_ids -> Nullable<Text>,
     }
 }
 

@@ -14,3 +14,16 @@ pub mod startup;
 pub mod storage;
 pub mod telegram;
 pub mod telemetry;
+
+/// An error with its causes, "outer: inner: innermost": HTTP client errors name the request
+/// on the outside and what actually failed (refused, reset, DNS, too many open files) inside.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}

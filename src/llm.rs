@@ -1,12 +1,19 @@
 //! The OpenAI-compatible chat client (DeepSeek, OpenAI, OpenRouter, Ollama, vLLM, …):
 //! `POST {base_url}/chat/completions` over reqwest, with timeouts and typed errors.
+//!
+//! A request with a [`TextSink`] is streamed (`"stream": true`): the server answers with
+//! server-sent events, one `data: {json}` line per piece (`choices[0].delta.content`), ending
+//! with `data: [DONE]`. Each piece goes to the sink as it arrives; a stream that breaks off
+//! after some text is [`LlmError::Interrupted`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use vitte_actors::ports::{ChatMessage, Completion, CompletionRequest, LanguageModel, LlmError};
+use vitte_actors::ports::{
+    ChatMessage, Completion, CompletionRequest, LanguageModel, LlmError, TextSink,
+};
 
 use crate::config::{FallbackProvider, LlmSettings};
 
@@ -94,6 +101,27 @@ struct AssistantMessage {
     content: Option<String>,
 }
 
+/// One server-sent event of a streamed answer.
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    usage: Option<Usage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Delta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    content: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Usage {
     prompt_tokens: Option<u32>,
@@ -129,7 +157,7 @@ impl LanguageModel for OpenAiClient {
             messages: &request.messages,
             temperature: request.temperature.unwrap_or(self.temperature),
             max_tokens: self.max_tokens,
-            stream: false,
+            stream: request.stream.is_some(),
         };
         let mut call = self.http.post(&self.endpoint).json(&body);
         let key = self.api_key.expose_secret();
@@ -150,6 +178,9 @@ impl LanguageModel for OpenAiClient {
                 message: error_message(&text),
                 retry_after,
             });
+        }
+        if let Some(sink) = &request.stream {
+            return read_stream(response, sink).await;
         }
         let parsed: ChatCompletionResponse = response.json().await.map_err(|error| {
             if error.is_timeout() {
@@ -173,20 +204,137 @@ impl LanguageModel for OpenAiClient {
     }
 }
 
+/// Reads a streamed answer, passing each piece of text to `sink`.
+async fn read_stream(
+    mut response: reqwest::Response,
+    sink: &TextSink,
+) -> Result<Completion, LlmError> {
+    let mut events = SseLines::default();
+    let mut completion = Completion {
+        text: String::new(),
+        prompt_tokens: None,
+        completion_tokens: None,
+        provider: String::new(),
+    };
+    let mut finished = false;
+    loop {
+        let payloads = match response.chunk().await {
+            Ok(Some(chunk)) => events.push(&chunk),
+            // What is left of a last line without its newline.
+            Ok(None) => events.finish(),
+            Err(error) if completion.text.is_empty() => return Err(transport_error(error)),
+            Err(error) => return Err(LlmError::Interrupted(transport_error(error).to_string())),
+        };
+        let ended = payloads.is_empty() && events.is_finished();
+        for data in payloads {
+            if data == "[DONE]" {
+                finished = true;
+                continue;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            // Providers add their own events (keep-alives, metadata): skip what is not a
+            // chunk rather than lose the answer.
+            let event: StreamChunk = match serde_json::from_str(&data) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::debug!(%error, "skipping a streamed event that is not a chunk");
+                    continue;
+                }
+            };
+            if let Some(error) = event.error {
+                let message = error
+                    .pointer("/message")
+                    .and_then(|message| message.as_str())
+                    .unwrap_or("error event")
+                    .to_owned();
+                return Err(if completion.text.is_empty() {
+                    LlmError::Status {
+                        status: 502,
+                        message,
+                        retry_after: None,
+                    }
+                } else {
+                    LlmError::Interrupted(message)
+                });
+            }
+            if let Some(usage) = event.usage {
+                completion.prompt_tokens = usage.prompt_tokens;
+                completion.completion_tokens = usage.completion_tokens;
+            }
+            for choice in event.choices.into_iter().take(1) {
+                if let Some(piece) = choice.delta.content {
+                    sink.push(&piece);
+                    completion.text.push_str(&piece);
+                }
+                if choice.finish_reason.is_some() {
+                    finished = true;
+                }
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    if !finished {
+        let reason = "the stream ended before the answer was complete".to_owned();
+        return Err(if completion.text.is_empty() {
+            LlmError::Malformed(reason)
+        } else {
+            LlmError::Interrupted(reason)
+        });
+    }
+    Ok(completion)
+}
+
+/// Splits a server-sent event stream into the payloads of its `data:` lines, across chunk
+/// boundaries.
+#[derive(Default)]
+struct SseLines {
+    pending: Vec<u8>,
+    finished: bool,
+}
+
+impl SseLines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut payloads = Vec::new();
+        while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if let Some(data) = line.strip_prefix("data:") {
+                payloads.push(data.trim_start().to_owned());
+            }
+        }
+        payloads
+    }
+
+    /// The end of the stream: the payload of a last line that had no newline, if any.
+    fn finish(&mut self) -> Vec<String> {
+        if self.finished {
+            return Vec::new();
+        }
+        self.finished = true;
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        self.pending.push(b'\n');
+        self.push(&[])
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
 fn transport_error(error: reqwest::Error) -> LlmError {
     if error.is_timeout() {
         LlmError::Timeout
     } else {
-        // reqwest's message names the URL but never the API key (it travels in a header);
-        // the causes say what actually failed (refused, reset, DNS, …).
-        let mut message = error.to_string();
-        let mut cause = std::error::Error::source(&error);
-        while let Some(inner) = cause {
-            message.push_str(": ");
-            message.push_str(&inner.to_string());
-            cause = inner.source();
-        }
-        LlmError::Unreachable(message)
+        // reqwest's message names the URL but never the API key (it travels in a header).
+        LlmError::Unreachable(crate::error_chain(&error))
     }
 }
 
@@ -215,7 +363,7 @@ fn error_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{error_message, parse_retry_after};
+    use super::{SseLines, error_message, parse_retry_after};
     use std::time::Duration;
 
     #[test]
@@ -227,6 +375,29 @@ mod tests {
         );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-3"), None);
+    }
+
+    #[test]
+    fn sse_payloads_are_read_across_chunk_boundaries() {
+        let mut lines = SseLines::default();
+        assert!(lines.push(b"data: {\"a\"").is_empty());
+        assert_eq!(
+            lines.push(b":1}\r\n\n: comment\ndata: [DONE]\n"),
+            ["{\"a\":1}", "[DONE]"]
+        );
+        // A multi-byte character split between chunks survives.
+        let text = "data: привет\n".as_bytes();
+        assert!(lines.push(&text[..8]).is_empty());
+        assert_eq!(lines.push(&text[8..]), ["привет"]);
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_read_at_the_end() {
+        let mut lines = SseLines::default();
+        assert!(lines.push(b"data: [DONE]").is_empty());
+        assert_eq!(lines.finish(), ["[DONE]"]);
+        assert!(lines.is_finished());
+        assert!(lines.finish().is_empty(), "only once");
     }
 
     #[test]

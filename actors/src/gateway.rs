@@ -9,8 +9,10 @@
 //! the caller gets [`LlmError::CircuitOpen`] at once. A panic inside a provider's client is
 //! caught, counted as an `llm` restart, and pauses that provider for the kind's backoff.
 //!
-//! Nothing is streamed yet; when streaming arrives, a request whose text has reached the user
-//! must not be retried (the retry loop below is for whole answers only).
+//! Streamed requests (`CompletionRequest::stream`) are retried and sent to fallbacks only
+//! while none of their text has been passed on: once the user has seen the beginning of an
+//! answer, an error ends the request. A streamed call cancelled after its text began (the
+//! user pressed /stop) does not count against the provider.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -25,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::ports::{
-    Completion, CompletionRequest, LanguageModel, LlmError, RateLimiter, ResponseCache,
+    Completion, CompletionRequest, LanguageModel, LlmError, RateLimiter, ResponseCache, TextSink,
 };
 use crate::resilience::backoff::{BackoffSettings, BackoffState};
 use crate::resilience::breaker::{BreakerSettings, BreakerState, CircuitBreaker, Permit};
@@ -142,6 +144,8 @@ struct CallInProgress<'a> {
     provider: &'a Provider,
     permit: Option<Permit>,
     started: Instant,
+    /// The request's stream, if any: a cancelled call that was streaming was healthy.
+    sink: Option<&'a TextSink>,
 }
 
 impl CallInProgress<'_> {
@@ -154,10 +158,24 @@ impl CallInProgress<'_> {
 }
 
 impl Drop for CallInProgress<'_> {
+    /// A streamed call is cancelled by its caller (the user pressed /stop): that says nothing
+    /// against the provider, so the permit goes back unrecorded (or as a success once text
+    /// had come). Any other call dropped unfinished counts as a failure.
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            self.gateway
-                .record_outcome(self.provider, permit, false, self.started.elapsed());
+            match self.sink {
+                Some(sink) if sink.has_started() => {
+                    self.gateway
+                        .record_outcome(self.provider, permit, true, self.started.elapsed())
+                }
+                Some(_) => lock(&self.provider.breaker).release(permit),
+                None => self.gateway.record_outcome(
+                    self.provider,
+                    permit,
+                    false,
+                    self.started.elapsed(),
+                ),
+            }
         }
     }
 }
@@ -402,6 +420,7 @@ impl LlmGateway {
                 provider,
                 permit: Some(permit),
                 started: Instant::now(),
+                sink: request.stream.as_ref(),
             };
             let outcome = AssertUnwindSafe(provider.client.complete(request.clone()))
                 .catch_unwind()
@@ -423,9 +442,12 @@ impl LlmGateway {
             match result {
                 Ok(mut completion) => {
                     self.count(provider, "ok");
-                    self.metrics()
-                        .ai_time_to_first_token_seconds
-                        .observe(elapsed.as_secs_f64());
+                    // A streamed answer's first text is timed where it arrives (the session).
+                    if request.stream.is_none() {
+                        self.metrics()
+                            .ai_time_to_first_token_seconds
+                            .observe(elapsed.as_secs_f64());
+                    }
                     completion.provider = provider.name.clone();
                     if let Some(key) = &cache_key {
                         self.cache.put(key, &completion, tuning.cache_ttl).await;
@@ -441,7 +463,10 @@ impl LlmGateway {
                             "error"
                         },
                     );
-                    if !error.is_retryable() || attempt >= settings.retry.max_attempts {
+                    if !error.is_retryable()
+                        || attempt >= settings.retry.max_attempts
+                        || request.has_streamed()
+                    {
                         return Err(error);
                     }
                     let backoff = settings.retry.backoff.delay(attempt, fastrand::f64());
@@ -464,11 +489,7 @@ impl LlmGateway {
         provider: &Provider,
         panic: &(dyn std::any::Any + Send),
     ) -> LlmError {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_owned());
+        let message = crate::supervision::panic_message(panic);
         tracing::error!(provider = %provider.name, panic = %message, "LLM client panicked");
         self.metrics().count_error("panic");
         self.supervisor.record_restart(ActorKind::Llm);
@@ -516,6 +537,11 @@ impl LanguageModel for LlmGateway {
         for provider in &self.providers {
             match self.call_provider(provider, &request, &tuning).await {
                 Ok(completion) => return Ok(completion),
+                Err(error) if request.has_streamed() => {
+                    // The user has seen part of this answer: another provider's would not
+                    // continue it.
+                    return Err(error);
+                }
                 Err(error) => {
                     match &error {
                         LlmError::CircuitOpen { retry_in } => {
@@ -705,6 +731,19 @@ mod tests {
         user_limit: RateLimit,
         max_wait: Duration,
     ) -> (LlmGateway, Metrics) {
+        let clients = providers
+            .into_iter()
+            .map(|(name, client)| (name, client as Arc<dyn LanguageModel>))
+            .collect();
+        build_with(clients, user_limit, max_wait)
+    }
+
+    /// A gateway over `providers` (each with [`tuning_with`]`(3)`), and its metrics.
+    fn build_with(
+        providers: Vec<(&str, Arc<dyn LanguageModel>)>,
+        user_limit: RateLimit,
+        max_wait: Duration,
+    ) -> (LlmGateway, Metrics) {
         let metrics = Metrics::new().expect("metrics");
         let specs: Vec<ProviderSpec> = providers
             .into_iter()
@@ -838,6 +877,110 @@ mod tests {
         assert_eq!(answer.text, "from the fallback");
         assert_eq!(answer.provider, "fallback");
         assert_eq!(primary.calls(), 3, "the primary's retries came first");
+    }
+
+    /// A streaming provider: passes `piece` on (if any), then fails with 502, or hangs.
+    struct Streaming {
+        calls: AtomicUsize,
+        piece: Option<&'static str>,
+        hang: bool,
+    }
+
+    #[async_trait]
+    impl LanguageModel for Streaming {
+        async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let (Some(sink), Some(piece)) = (&request.stream, self.piece) {
+                sink.push(piece);
+            }
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Err(status(502, None))
+        }
+    }
+
+    fn streaming(piece: Option<&'static str>, hang: bool) -> Arc<Streaming> {
+        Arc::new(Streaming {
+            calls: AtomicUsize::new(0),
+            piece,
+            hang,
+        })
+    }
+
+    fn build_streaming(providers: Vec<(&str, Arc<Streaming>)>) -> LlmGateway {
+        let clients = providers
+            .into_iter()
+            .map(|(name, client)| (name, client as Arc<dyn LanguageModel>))
+            .collect();
+        build_with(clients, generous(), Duration::ZERO).0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_reached_the_user_is_neither_retried_nor_sent_elsewhere() {
+        let primary = streaming(Some("Once upon"), false);
+        let fallback = streaming(None, false);
+        let gateway = build_streaming(vec![
+            ("primary", primary.clone()),
+            ("fallback", fallback.clone()),
+        ]);
+        let (sink, mut pieces) = TextSink::channel();
+        let error = gateway
+            .complete(CompletionRequest {
+                stream: Some(sink),
+                ..request(1)
+            })
+            .await
+            .expect_err("the stream broke");
+        assert!(
+            matches!(error, LlmError::Status { status: 502, .. }),
+            "{error}"
+        );
+        assert_eq!(primary.calls.load(Ordering::SeqCst), 1, "not retried");
+        assert_eq!(
+            fallback.calls.load(Ordering::SeqCst),
+            0,
+            "not sent elsewhere"
+        );
+        assert_eq!(pieces.try_recv().ok().as_deref(), Some("Once upon"));
+
+        // Before any text went out, the usual retries and fallback apply.
+        let silent = streaming(None, false);
+        let fallback = streaming(None, false);
+        let gateway = build_streaming(vec![
+            ("primary", silent.clone()),
+            ("fallback", fallback.clone()),
+        ]);
+        let (sink, _pieces) = TextSink::channel();
+        let _ = gateway
+            .complete(CompletionRequest {
+                stream: Some(sink),
+                ..request(1)
+            })
+            .await;
+        assert_eq!(silent.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(fallback.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_stopped_by_their_users_do_not_open_the_breaker() {
+        let provider = streaming(None, true);
+        let gateway = build_streaming(vec![("p", provider.clone())]);
+        // More cancelled calls than the breaker's minimum: /stop before the first token.
+        for _ in 0..6 {
+            let (sink, _pieces) = TextSink::channel();
+            let call = gateway.complete(CompletionRequest {
+                stream: Some(sink),
+                ..request(1)
+            });
+            assert!(
+                tokio::time::timeout(Duration::from_secs(1), call)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(gateway.report()[0].breaker, "closed");
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test(start_paused = true)]

@@ -221,6 +221,15 @@ impl Supervisor {
     }
 }
 
+/// The message of a caught panic (its `&str` or `String` payload).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

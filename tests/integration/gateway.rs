@@ -171,12 +171,16 @@ async fn a_failing_primary_falls_back_and_the_reply_records_who_served(backend: 
     );
     assert_eq!(backup.requests().len(), 1);
     assert_eq!(backup.requests()[0]["model"], "backup-model");
-    let providers = app
-        .database
-        .reply_providers(11201)
-        .await
-        .expect("providers");
-    assert_eq!(providers.last(), Some(&Some("backup".to_owned())));
+    // The reply is stored just after it is shown.
+    wait_until_async("the reply stored with its provider", || async {
+        let providers = app
+            .database
+            .reply_providers(11201)
+            .await
+            .expect("providers");
+        providers.last() == Some(&Some("backup".to_owned()))
+    })
+    .await;
     assert_eq!(
         app.metric("ai_requests_total{model=\"backup-model\",provider=\"backup\",status=\"ok\"}")
             .await,
@@ -195,6 +199,12 @@ async fn tokens_are_accounted_per_user_slot_and_day(backend: Backend) {
     app.wait_for_texts(11301, 2).await;
     app.user_says(11301, "two").await;
     app.wait_for_texts(11301, 3).await;
+    // A reply's usage is stored just after the reply is shown.
+    wait_until_async("both replies accounted", || async {
+        let usage = app.database.token_usage(11301).await.expect("usage");
+        usage.first().is_some_and(|row| row.4 == 2)
+    })
+    .await;
     let usage = app.database.token_usage(11301).await.expect("usage");
     assert_eq!(usage.len(), 1, "one slot, one day: {usage:?}");
     let (slot, _day, prompt, completion, requests) = usage[0];
@@ -477,6 +487,7 @@ fn summary_request(text: &str, user: i64) -> CompletionRequest {
         temperature: Some(0.0),
         purpose: Purpose::Summary,
         user_id: Some(user),
+        stream: None,
     }
 }
 

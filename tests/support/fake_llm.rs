@@ -33,6 +33,18 @@ pub enum LlmBehaviour {
     /// Never answer within the client's timeout: sleep this long, then answer
     /// with an echo reply.
     Hang(Duration),
+    /// Stream these pieces as server-sent events, one every `delay`, then finish
+    /// (`finish_reason: "stop"` and `[DONE]`). Only for requests with `stream: true`.
+    Stream {
+        pieces: Vec<String>,
+        delay: Duration,
+    },
+    /// Stream these pieces, one every `delay`, then end the response without
+    /// finishing it, as a connection that breaks midway.
+    StreamThenBreak {
+        pieces: Vec<String>,
+        delay: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -220,13 +232,7 @@ fn failure(status: u16, body: &str, retry_after: Option<u64>) -> HttpResponse {
 }
 
 fn success(request: &Value, id: u64, text: &str) -> HttpResponse {
-    let id = format!("chatcmpl-{id}");
-    let created = unix_now();
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("fake")
-        .to_owned();
+    let (id, created, model) = answer_header(request, id);
 
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
         return HttpResponse::Ok()
@@ -259,6 +265,82 @@ fn success(request: &Value, id: u64, text: &str) -> HttpResponse {
     }))
 }
 
+/// An answer's id, creation time and model (echoing the request's).
+fn answer_header(request: &Value, id: u64) -> (String, i64, String) {
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake")
+        .to_owned();
+    (format!("chatcmpl-{id}"), unix_now(), model)
+}
+
+/// One server-sent event carrying a piece of the answer.
+/// The first piece also names the role, as OpenAI's streams do.
+fn sse_piece(id: &str, created: i64, model: &str, piece: &str, first: bool) -> String {
+    let delta = if first {
+        json!({ "role": "assistant", "content": piece })
+    } else {
+        json!({ "content": piece })
+    };
+    let chunk = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": delta, "finish_reason": null }],
+    });
+    format!("data: {chunk}\n\n")
+}
+
+/// The events that finish a stream.
+fn sse_finish(id: &str, created: i64, model: &str) -> String {
+    let last = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }],
+    });
+    format!("data: {last}\n\ndata: [DONE]\n\n")
+}
+
+/// A stream that sends `pieces` one every `delay`, then finishes or just ends.
+fn paced_stream(
+    request: &Value,
+    id: u64,
+    pieces: Vec<String>,
+    delay: Duration,
+    finish: bool,
+) -> HttpResponse {
+    let (id, created, model) = answer_header(request, id);
+    let mut events: Vec<String> = pieces
+        .iter()
+        .enumerate()
+        .map(|(index, piece)| sse_piece(&id, created, &model, piece, index == 0))
+        .collect();
+    if finish {
+        events.push(sse_finish(&id, created, &model));
+    }
+    let body = futures::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut events, first)| async move {
+            let event = events.next()?;
+            if !first {
+                tokio::time::sleep(delay).await;
+            }
+            Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from(event)),
+                (events, false),
+            ))
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(body)
+}
+
 /// The whole Server-Sent Events stream of a reply: the text in about four
 /// content chunks, a final chunk with `finish_reason: "stop"`, then `[DONE]`.
 fn sse_body(id: &str, created: i64, model: &str, text: &str) -> String {
@@ -271,32 +353,12 @@ fn sse_body(id: &str, created: i64, model: &str, text: &str) -> String {
     if parts.is_empty() {
         parts.push(String::new());
     }
-
-    let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        let delta = if i == 0 {
-            json!({ "role": "assistant", "content": part })
-        } else {
-            json!({ "content": part })
-        };
-        let chunk = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": null }],
-        });
-        out.push_str(&format!("data: {chunk}\n\n"));
-    }
-    let last = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }],
-    });
-    out.push_str(&format!("data: {last}\n\n"));
-    out.push_str("data: [DONE]\n\n");
+    let mut out: String = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| sse_piece(id, created, model, part, index == 0))
+        .collect();
+    out.push_str(&sse_finish(id, created, model));
     out
 }
 
@@ -354,6 +416,12 @@ async fn chat_completions(state: web::Data<State>, body: web::Bytes) -> HttpResp
         Some(LlmBehaviour::Hang(duration)) => {
             tokio::time::sleep(duration).await;
             success(&request, id, &echo_text(&request))
+        }
+        Some(LlmBehaviour::Stream { pieces, delay }) => {
+            paced_stream(&request, id, pieces, delay, true)
+        }
+        Some(LlmBehaviour::StreamThenBreak { pieces, delay }) => {
+            paced_stream(&request, id, pieces, delay, false)
         }
     }
 }

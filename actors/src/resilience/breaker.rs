@@ -445,6 +445,19 @@ mod tests {
         breaker.record(permit, success, duration, now);
     }
 
+    /// `count` calls with the same outcome.
+    fn calls(
+        breaker: &mut CircuitBreaker,
+        count: usize,
+        success: bool,
+        duration: Duration,
+        now: Instant,
+    ) {
+        for _ in 0..count {
+            call(breaker, success, duration, now);
+        }
+    }
+
     /// Opens a closed breaker with `minimum_calls` failures.
     fn trip(breaker: &mut CircuitBreaker, now: Instant) {
         for _ in 0..breaker.settings().minimum_calls {
@@ -533,9 +546,7 @@ mod tests {
     fn opens_only_after_minimum_calls() {
         let now = Instant::now();
         let mut breaker = CircuitBreaker::new(settings());
-        for _ in 0..3 {
-            call(&mut breaker, false, FAST, now);
-        }
+        calls(&mut breaker, 3, false, FAST, now);
         assert_eq!(breaker.state(now), BreakerState::Closed);
         assert_eq!(breaker.consecutive_openings(), 0);
         call(&mut breaker, false, FAST, now);
@@ -547,12 +558,8 @@ mod tests {
     fn opens_on_failure_rate() {
         let now = Instant::now();
         let mut breaker = CircuitBreaker::new(settings());
-        for _ in 0..6 {
-            call(&mut breaker, true, FAST, now);
-        }
-        for _ in 0..4 {
-            call(&mut breaker, false, FAST, now);
-        }
+        calls(&mut breaker, 6, true, FAST, now);
+        calls(&mut breaker, 4, false, FAST, now);
         // 4 failures out of 10: 40%, below the threshold.
         assert_eq!(breaker.state(now), BreakerState::Closed);
         // The oldest success leaves the window: 5 out of 10.
@@ -683,12 +690,8 @@ mod tests {
     fn reconfigure_applies_new_thresholds() {
         let now = Instant::now();
         let mut breaker = CircuitBreaker::new(settings());
-        for _ in 0..7 {
-            call(&mut breaker, true, FAST, now);
-        }
-        for _ in 0..3 {
-            call(&mut breaker, false, FAST, now);
-        }
+        calls(&mut breaker, 7, true, FAST, now);
+        calls(&mut breaker, 3, false, FAST, now);
         assert_eq!(breaker.state(now), BreakerState::Closed);
 
         let stricter = BreakerSettings {
@@ -707,12 +710,8 @@ mod tests {
     fn reconfigure_trims_the_window() {
         let now = Instant::now();
         let mut breaker = CircuitBreaker::new(settings());
-        for _ in 0..7 {
-            call(&mut breaker, true, FAST, now);
-        }
-        for _ in 0..3 {
-            call(&mut breaker, false, FAST, now);
-        }
+        calls(&mut breaker, 7, true, FAST, now);
+        calls(&mut breaker, 3, false, FAST, now);
         breaker.reconfigure(BreakerSettings {
             window_size: 4,
             ..settings()

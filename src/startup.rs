@@ -19,6 +19,7 @@ use vitte_actors::persona::PersonaCatalog;
 use vitte_actors::ports::{LanguageModel, Messenger};
 use vitte_actors::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use vitte_actors::router::SessionRouter;
+use vitte_actors::safety::SafetyPolicy;
 use vitte_actors::session::{SessionDeps, SessionSettings};
 
 use std::collections::HashMap;
@@ -107,6 +108,9 @@ fn gateway_tuning(settings: &Settings) -> GatewayTuning {
     }
 }
 
+/// Idle keep-alive connections kept to the Telegram Bot API.
+const TELEGRAM_IDLE_CONNECTIONS: usize = 256;
+
 impl Core {
     /// Loads personas, opens and migrates the database, builds the LLM gateway and starts
     /// the session shards with `messenger` as the way out. Call inside an actix system.
@@ -116,6 +120,7 @@ impl Core {
         wrap_llm: Option<LlmWrapper>,
     ) -> anyhow::Result<Core> {
         let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
+        let safety = Arc::new(SafetyPolicy::load(&settings.safety.file)?);
         let database = Database::connect(
             &settings.database_target()?,
             settings.database.max_connections,
@@ -200,12 +205,17 @@ impl Core {
                     context_tokens: settings.llm.context_tokens as usize,
                     reply_tokens: settings.llm.max_reply_tokens as usize,
                 },
+                Arc::new(safety.prompt().clone()),
             ),
+            safety,
             metrics: metrics.clone(),
             supervisor: supervisor.clone(),
             settings: SessionSettings {
                 history_limit: settings.session.history_limit,
-                ..SessionSettings::default()
+                edit_interval: settings.streaming.edit_interval,
+                min_edit_chars: settings.streaming.min_edit_chars,
+                continue_every: settings.session.continue_every,
+                welcome_back_after: settings.session.welcome_back_after,
             },
             in_flight: AtomicUsize::new(0),
         };
@@ -316,8 +326,13 @@ impl Application {
         let api_url = reqwest::Url::parse(&settings.telegram.api_url)
             .context("telegram.api_url is not a URL")?;
         // The client must outwait a long poll, or every quiet getUpdates would time out.
+        // Idle connections kept to the Bot API: every streamed reply opens with a send, and
+        // thousands of replies in flight must not each keep a socket to Telegram open
+        // besides their LLM connection (measured: at 15 000 in flight that exhausted the
+        // open-file limit). Telegram serves about 30 messages/s per bot anyway.
         let telegram_client = teloxide::net::default_reqwest_settings()
             .timeout(settings.telegram.polling_timeout + polling::CLIENT_TIMEOUT_MARGIN)
+            .pool_max_idle_per_host(TELEGRAM_IDLE_CONNECTIONS)
             .build()
             .context("creating the Telegram HTTP client")?;
         let bot = Bot::with_client(settings.telegram.token.expose_secret(), telegram_client)
@@ -378,6 +393,7 @@ impl Application {
         .run();
         let server_handle = server.handle();
 
+        actix_rt::spawn(crate::telegram::register_commands(bot.clone()));
         actix_rt::spawn(prune_processed_updates(
             core.database.clone(),
             shutdown.subscribe(),

@@ -56,10 +56,36 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
                 kind: InboundKind::Button {
                     callback_id: query.id.0.clone(),
                     data: query.data.clone().unwrap_or_default(),
+                    message_id: query
+                        .message
+                        .as_ref()
+                        .map(|message| i64::from(message.id().0)),
                 },
             })
         }
         _ => None,
+    }
+}
+
+/// Registers the command menu Telegram shows next to the input field: in English by default
+/// and in Russian for Russian-speaking users. Best effort: a failure is logged, the bot works
+/// without the menu.
+pub async fn register_commands(bot: teloxide::Bot) {
+    use teloxide::payloads::SetMyCommandsSetters;
+    use teloxide::prelude::Requester;
+    use vitte_actors::texts::Lang;
+    for (lang, language_code) in [(Lang::En, None), (Lang::Ru, Some("ru"))] {
+        let commands =
+            lang.texts().commands.iter().map(|(command, description)| {
+                teloxide::types::BotCommand::new(*command, *description)
+            });
+        let mut request = bot.set_my_commands(commands);
+        if let Some(code) = language_code {
+            request = request.language_code(code);
+        }
+        if let Err(error) = request.await {
+            tracing::warn!(%error, "could not register the command menu");
+        }
     }
 }
 

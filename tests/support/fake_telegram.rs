@@ -3,6 +3,12 @@
 //! It is a real HTTP server (actix-web, bound to `127.0.0.1:0`) that answers
 //! `POST /bot{token}/{method}` the way `api.telegram.org` does, records every
 //! call, and serves queued updates to `getUpdates` long polling.
+//!
+//! It keeps each chat as a user sees it: the bot's messages with their current
+//! text and buttons after every `editMessageText`, and the history of edits (with
+//! their times, for the throttling of streamed replies). Like Telegram it refuses
+//! an edit that changes nothing ("message is not modified") and can be told to
+//! answer edits with 429 and `retry_after`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,11 +59,40 @@ pub struct RecordedCall {
     pub body: Value,
 }
 
+/// The placeholders a streamed reply starts as: not (yet) a text the user reads.
+pub const PLACEHOLDERS: [&str; 2] = ["… typing", "… печатает"];
+
+/// One accepted edit of a message.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub message_id: i64,
+    pub text: String,
+    pub markdown: bool,
+    pub at: std::time::Instant,
+}
+
+/// A bot message as the chat shows it now.
+#[derive(Debug, Clone)]
+struct ChatMessage {
+    chat_id: i64,
+    message_id: i64,
+    text: String,
+    markup: Option<Value>,
+    parse_mode: Option<String>,
+}
+
 #[derive(Debug)]
 struct Inner {
     calls: Vec<RecordedCall>,
-    /// Accepted `sendMessage` calls: (chat id, body).
-    accepted: Vec<(i64, Value)>,
+    /// The bot's messages, in the order they were sent, as they read now.
+    messages: Vec<ChatMessage>,
+    edits: Vec<(i64, Edit)>,
+    /// Edits still to be answered with 429 and this `retry_after` (seconds).
+    throttled_edits: usize,
+    /// Edits still to be refused with "message can't be edited".
+    refused_edits: usize,
+    throttle_seconds: u64,
     /// Pending updates, ordered by `update_id`.
     updates: VecDeque<Value>,
     reject_bad_markdown: bool,
@@ -99,7 +134,11 @@ impl FakeTelegram {
         let state = Arc::new(State {
             inner: Mutex::new(Inner {
                 calls: Vec::new(),
-                accepted: Vec::new(),
+                messages: Vec::new(),
+                edits: Vec::new(),
+                throttled_edits: 0,
+                refused_edits: 0,
+                throttle_seconds: 1,
                 updates: VecDeque::new(),
                 reject_bad_markdown: true,
                 webhook: None,
@@ -161,12 +200,14 @@ impl FakeTelegram {
             .collect()
     }
 
-    /// Texts of the accepted `sendMessage` calls to `chat_id`, in order.
+    /// The texts of the bot's messages in `chat_id` as they read now (after edits), in the
+    /// order they were sent; a message still showing a placeholder is left out.
     pub fn sent_texts(&self, chat_id: i64) -> Vec<String> {
         self.sent_messages(chat_id)
             .iter()
-            .map(|body| {
-                body.get("text")
+            .map(|message| {
+                message
+                    .get("text")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned()
@@ -174,15 +215,52 @@ impl FakeTelegram {
             .collect()
     }
 
-    /// The full bodies of the accepted `sendMessage` calls to `chat_id`.
+    /// The bot's messages in `chat_id` as they are now: `message_id`, `text`,
+    /// `reply_markup` (absent without buttons) and `parse_mode`; placeholders left out.
     pub fn sent_messages(&self, chat_id: i64) -> Vec<Value> {
         self.state
             .lock()
-            .accepted
+            .messages
             .iter()
-            .filter(|(id, _)| *id == chat_id)
-            .map(|(_, body)| body.clone())
+            .filter(|message| {
+                message.chat_id == chat_id && !PLACEHOLDERS.contains(&message.text.as_str())
+            })
+            .map(|message| {
+                let mut value = json!({
+                    "message_id": message.message_id,
+                    "text": message.text,
+                    "parse_mode": message.parse_mode,
+                });
+                if let Some(markup) = &message.markup {
+                    value["reply_markup"] = markup.clone();
+                }
+                value
+            })
             .collect()
+    }
+
+    /// Every accepted edit of a message in `chat_id`, in order.
+    pub fn edits(&self, chat_id: i64) -> Vec<Edit> {
+        self.state
+            .lock()
+            .edits
+            .iter()
+            .filter(|(chat, _)| *chat == chat_id)
+            .map(|(_, edit)| edit.clone())
+            .collect()
+    }
+
+    /// Refuses the next `count` edits with 400 "message can't be edited" (as for a message
+    /// the user deleted).
+    pub fn refuse_edits(&self, count: usize) {
+        self.state.lock().refused_edits = count;
+    }
+
+    /// Answers the next `count` edits with 429 Too Many Requests and `retry_after`.
+    pub fn throttle_edits(&self, count: usize, retry_after_seconds: u64) {
+        let mut inner = self.state.lock();
+        inner.throttled_edits = count;
+        inner.throttle_seconds = retry_after_seconds;
     }
 
     /// Queues an update for `getUpdates`. `update` must carry `"update_id"`.
@@ -449,9 +527,8 @@ async fn handle_call(
         }
         "sendMessage" => send_message(&state, &body),
         "editMessageText" => edit_message_text(&state, &body),
-        "sendChatAction" | "answerCallbackQuery" | "deleteMessage" | "setMyCommands" => {
-            ok(json!(true))
-        }
+        "deleteMessage" => delete_message(&state, &body),
+        "sendChatAction" | "answerCallbackQuery" | "setMyCommands" => ok(json!(true)),
         _ => error(404, "Not Found: method not found"),
     }
 }
@@ -630,10 +707,46 @@ fn send_message(state: &State, body: &Value) -> HttpResponse {
         let mut inner = state.lock();
         let id = inner.next_message_id;
         inner.next_message_id += 1;
-        inner.accepted.push((chat_id, body.clone()));
+        inner.messages.push(ChatMessage {
+            chat_id,
+            message_id: id,
+            text: text.clone(),
+            markup: inline_markup(body),
+            parse_mode: parse_mode(body),
+        });
         id
     };
     ok(bot_message(message_id, chat_id, &text, body))
+}
+
+fn inline_markup(body: &Value) -> Option<Value> {
+    body.get("reply_markup")
+        .filter(|markup| markup.get("inline_keyboard").is_some())
+        .cloned()
+}
+
+fn parse_mode(body: &Value) -> Option<String> {
+    body.get("parse_mode")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn delete_message(state: &State, body: &Value) -> HttpResponse {
+    let (Some(chat_id), Some(message_id)) = (
+        chat_id_of(body),
+        body.get("message_id").and_then(Value::as_i64),
+    ) else {
+        return error(400, "Bad Request: message identifier is not specified");
+    };
+    let mut inner = state.lock();
+    let before = inner.messages.len();
+    inner
+        .messages
+        .retain(|message| !(message.chat_id == chat_id && message.message_id == message_id));
+    if inner.messages.len() == before {
+        return error(400, "Bad Request: message to delete not found");
+    }
+    ok(json!(true))
 }
 
 fn edit_message_text(state: &State, body: &Value) -> HttpResponse {
@@ -651,6 +764,48 @@ fn edit_message_text(state: &State, body: &Value) -> HttpResponse {
     let Some(message_id) = body.get("message_id").and_then(Value::as_i64) else {
         return error(400, "Bad Request: message identifier is not specified");
     };
+    {
+        let mut inner = state.lock();
+        if inner.throttled_edits > 0 {
+            inner.throttled_edits -= 1;
+            let seconds = inner.throttle_seconds;
+            return HttpResponse::build(StatusCode::TOO_MANY_REQUESTS).json(json!({
+                "ok": false,
+                "error_code": 429,
+                "description": format!("Too Many Requests: retry after {seconds}"),
+                "parameters": { "retry_after": seconds },
+            }));
+        }
+        if inner.refused_edits > 0 {
+            inner.refused_edits -= 1;
+            return error(400, "Bad Request: message can't be edited");
+        }
+        let markup = inline_markup(body);
+        let Some(shown) = inner
+            .messages
+            .iter_mut()
+            .find(|message| message.chat_id == chat_id && message.message_id == message_id)
+        else {
+            return error(400, "Bad Request: message to edit not found");
+        };
+        if shown.text == text && shown.markup == markup {
+            return error(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply \
+                 markup are exactly the same as a current content and reply markup of the message",
+            );
+        }
+        shown.text = text.clone();
+        shown.markup = markup;
+        shown.parse_mode = parse_mode(body);
+        let edit = Edit {
+            message_id,
+            text: text.clone(),
+            markdown: shown.parse_mode.is_some(),
+            at: std::time::Instant::now(),
+        };
+        inner.edits.push((chat_id, edit));
+    }
     let mut message = bot_message(message_id, chat_id, &text, body);
     message["edit_date"] = json!(unix_now());
     ok(message)

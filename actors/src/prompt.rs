@@ -1,8 +1,9 @@
-//! Prompt building: a persona and a dialog's history become an LLM request that fits the
-//! model's context window.
+//! Prompt building: a persona playing a story, the safety rules and modes, and a dialog's
+//! history become an LLM request that fits the model's context window.
 
-use crate::persona::Persona;
-use crate::ports::{ChatMessage, HistoryEntry, Role};
+use crate::persona::{Persona, Story};
+use crate::ports::{ChatMessage, DialogModes, HistoryEntry, Role};
+use crate::safety::PromptRules;
 
 /// Tokens the chat format adds to every message (role markers and separators).
 const TOKENS_PER_MESSAGE: usize = 4;
@@ -54,27 +55,67 @@ impl TokenBudget {
     }
 }
 
-/// Builds prompts: persona first, then as much recent history as fits, then the persona's
-/// post-history instructions. The oldest history is dropped first; the persona never is, and
-/// the newest message is always kept.
+/// What a dialog's prompt is made of, besides its history.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptContext<'a> {
+    pub persona: &'a Persona,
+    pub story: &'a Story,
+    pub user_name: &'a str,
+    pub modes: DialogModes,
+    /// What the bot remembers about the user across dialogs. Empty until the memory issue
+    /// fills it; the section is left out while empty.
+    pub memory: &'a str,
+}
+
+/// Builds prompts in a fixed order:
+///
+/// 1. the persona (its system prompt, description, personality, scenario, examples);
+/// 2. the safety rules;
+/// 3. the mode (normal or intense);
+/// 4. the story (title and premise);
+/// 5. long-term memory (when there is any);
+/// 6. enabled features (fantasy scenes);
+/// 7. the message history, as much as fits, newest kept;
+/// 8. the post-history instructions (and a one-off directive, e.g. "go on with the story").
+///
+/// Parts 1–6 form one system message, built and counted once per dialog (and again when its
+/// modes change). Within the token budget the oldest history is dropped first; the fixed
+/// parts never are, and the newest message is always kept.
 #[derive(Debug, Clone)]
 pub struct PromptBuilder {
     counter: TokenCounter,
     budget: TokenBudget,
+    rules: std::sync::Arc<PromptRules>,
 }
 
+/// Section titles, in the order of the prompt.
+pub const SAFETY_TITLE: &str = "Safety rules";
+pub const MODE_TITLE: &str = "Mode";
+pub const STORY_TITLE: &str = "Story";
+pub const MEMORY_TITLE: &str = "What you remember about {{user}}";
+pub const FEATURES_TITLE: &str = "Enabled features";
+
 impl PromptBuilder {
-    pub fn new(counter: TokenCounter, budget: TokenBudget) -> PromptBuilder {
-        PromptBuilder { counter, budget }
+    pub fn new(
+        counter: TokenCounter,
+        budget: TokenBudget,
+        rules: std::sync::Arc<PromptRules>,
+    ) -> PromptBuilder {
+        PromptBuilder {
+            counter,
+            budget,
+            rules,
+        }
     }
 
     pub fn counter(&self) -> TokenCounter {
         self.counter
     }
 
-    /// The persona's part of every prompt for one user: built and counted once per dialog,
-    /// not once per message.
-    pub fn persona_prompt(&self, persona: &Persona, user_name: &str) -> PersonaPrompt {
+    /// The fixed part of every prompt of one dialog (parts 1–6 and the post-history
+    /// instructions), with its token cost.
+    pub fn fixed_prompt(&self, context: &PromptContext<'_>) -> FixedPrompt {
+        let persona = context.persona;
         let mut system = if persona.system_prompt.trim().is_empty() {
             String::from(
                 "You are {{char}}. Stay in character and write {{char}}'s next reply in a \
@@ -84,11 +125,31 @@ impl PromptBuilder {
         } else {
             persona.system_prompt.clone()
         };
+        let story = format!(
+            "{}\n{}",
+            context.story.title.trim(),
+            context.story.premise.trim()
+        );
+        let mode = if context.modes.intense_mode {
+            &self.rules.mode_intense
+        } else {
+            &self.rules.mode_normal
+        };
+        let mut features = Vec::new();
+        if context.modes.fantasy_scenes {
+            features.push(self.rules.fantasy_scenes.trim());
+        }
+        let features = features.join("\n");
         let sections = [
-            ("Description of {{char}}", &persona.description),
+            ("Description of {{char}}", persona.description.as_str()),
             ("{{char}}'s personality", &persona.personality),
             ("Scenario", &persona.scenario),
             ("Example dialogue", &persona.mes_example),
+            (SAFETY_TITLE, &self.rules.rules),
+            (MODE_TITLE, mode),
+            (STORY_TITLE, &story),
+            (MEMORY_TITLE, context.memory),
+            (FEATURES_TITLE, &features),
         ];
         for (title, body) in sections {
             if !body.trim().is_empty() {
@@ -98,22 +159,39 @@ impl PromptBuilder {
                 system.push_str(body.trim());
             }
         }
-        let system = persona.substitute(&system, user_name);
-        let post = persona.substitute(persona.post_history_instructions.trim(), user_name);
+        let system = persona.substitute(&system, context.user_name);
+        let post = persona.substitute(persona.post_history_instructions.trim(), context.user_name);
         let mut tokens = self.counter.count(&system) as usize + TOKENS_PER_MESSAGE;
         if !post.is_empty() {
             tokens += self.counter.count(&post) as usize + TOKENS_PER_MESSAGE;
         }
-        PersonaPrompt {
+        FixedPrompt {
             system,
             post,
             tokens,
         }
     }
 
-    /// Builds the request messages for a persona prompt and a history (oldest first).
-    pub fn build(&self, persona: &PersonaPrompt, history: &[HistoryEntry]) -> BuiltPrompt {
-        let available = self.budget.prompt_tokens().saturating_sub(persona.tokens);
+    /// Builds the request messages for a dialog's fixed prompt and history (oldest first).
+    pub fn build(&self, fixed: &FixedPrompt, history: &[HistoryEntry]) -> BuiltPrompt {
+        self.build_with_directive(fixed, history, None)
+    }
+
+    /// Like [`PromptBuilder::build`], with a one-off instruction after everything else
+    /// (for "continue the story" or "greet the returning user").
+    pub fn build_with_directive(
+        &self,
+        fixed: &FixedPrompt,
+        history: &[HistoryEntry],
+        directive: Option<&str>,
+    ) -> BuiltPrompt {
+        let directive_tokens = directive.map_or(0, |text| {
+            self.counter.count(text) as usize + TOKENS_PER_MESSAGE
+        });
+        let available = self
+            .budget
+            .prompt_tokens()
+            .saturating_sub(fixed.tokens + directive_tokens);
         let mut kept = 0;
         let mut spent = 0;
         for entry in history.iter().rev() {
@@ -125,10 +203,10 @@ impl PromptBuilder {
             kept += 1;
         }
 
-        let mut messages = Vec::with_capacity(kept + 2);
+        let mut messages = Vec::with_capacity(kept + 3);
         messages.push(ChatMessage {
             role: Role::System,
-            content: persona.system.clone(),
+            content: fixed.system.clone(),
         });
         messages.extend(
             history[history.len() - kept..]
@@ -138,15 +216,22 @@ impl PromptBuilder {
                     content: entry.content.clone(),
                 }),
         );
-        if !persona.post.is_empty() {
+        if !fixed.post.is_empty() {
             messages.push(ChatMessage {
                 role: Role::System,
-                content: persona.post.clone(),
+                content: fixed.post.clone(),
+            });
+        }
+        if let Some(directive) = directive {
+            messages.push(ChatMessage {
+                role: Role::System,
+                content: directive.to_owned(),
             });
         }
         BuiltPrompt {
             messages,
-            estimated_tokens: u32::try_from(persona.tokens + spent).unwrap_or(u32::MAX),
+            estimated_tokens: u32::try_from(fixed.tokens + directive_tokens + spent)
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -158,10 +243,11 @@ pub struct BuiltPrompt {
     pub estimated_tokens: u32,
 }
 
-/// The persona's fixed part of a prompt, with its token cost.
+/// A dialog's fixed part of every prompt, with its token cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersonaPrompt {
-    /// The system message describing the persona (placeholders replaced).
+pub struct FixedPrompt {
+    /// The system message: persona, safety, mode, story, memory, features (placeholders
+    /// replaced).
     pub system: String,
     /// Post-history instructions, sent after the history; may be empty.
     pub post: String,
@@ -184,51 +270,114 @@ personality = "calm"
 scenario = "{{user}} knocks at night."
 first_mes = "Who's there?"
 post_history_instructions = "Reply as {{char}} in two sentences."
+
+[[stories]]
+id = "storm"
+title = "The storm night"
+premise = "A boat breaks on the rocks and {{user}} swims ashore."
+opening_message = "*The door opens.*"
 "#,
         )
         .expect("valid persona")
     }
 
+    fn rules() -> std::sync::Arc<PromptRules> {
+        std::sync::Arc::new(PromptRules {
+            rules: "RULES: nothing harmful.".into(),
+            mode_normal: "MODE: gentle.".into(),
+            mode_intense: "MODE: intense drama.".into(),
+            fantasy_scenes: "FEATURE: fantasy scenes.".into(),
+        })
+    }
+
+    fn builder(context_tokens: usize, reply_tokens: usize) -> PromptBuilder {
+        PromptBuilder::new(
+            TokenCounter::new(),
+            TokenBudget {
+                context_tokens,
+                reply_tokens,
+            },
+            rules(),
+        )
+    }
+
     fn entry(counter: TokenCounter, role: Role, text: &str) -> HistoryEntry {
         HistoryEntry {
+            message_id: 0,
+            telegram_message_id: None,
+            earlier_parts: Vec::new(),
             role,
             content: text.to_owned(),
             token_count: counter.count(text),
         }
     }
 
+    fn fixed(
+        builder: &PromptBuilder,
+        persona: &Persona,
+        modes: DialogModes,
+        memory: &str,
+    ) -> FixedPrompt {
+        builder.fixed_prompt(&PromptContext {
+            persona,
+            story: &persona.stories[0],
+            user_name: "Ann",
+            modes,
+            memory,
+        })
+    }
+
     #[test]
-    fn persona_comes_first_history_in_order_post_instructions_last() {
-        let counter = TokenCounter::new();
-        let builder = PromptBuilder::new(
-            counter,
-            TokenBudget {
-                context_tokens: 4000,
-                reply_tokens: 500,
-            },
-        );
+    fn every_part_is_in_place_and_in_order() {
+        let builder = builder(4000, 500);
+        let counter = builder.counter();
+        let persona = persona();
+        let modes = DialogModes {
+            intense_mode: true,
+            fantasy_scenes: true,
+        };
+        let fixed_prompt = fixed(&builder, &persona, modes, "Ann likes tea.");
         let history = vec![
             entry(counter, Role::Assistant, "Who's there?"),
             entry(counter, Role::User, "A traveller."),
         ];
         let messages = builder
-            .build(&builder.persona_prompt(&persona(), "Ann"), &history)
+            .build_with_directive(&fixed_prompt, &history, Some("Go on with the story."))
             .messages;
-        assert_eq!(messages.len(), 4);
+        assert_eq!(messages.len(), 5);
+        let system = &messages[0].content;
         assert_eq!(messages[0].role, Role::System);
-        assert!(messages[0].content.contains("Mira keeps the lighthouse."));
-        assert!(messages[0].content.contains("Ann knocks at night."));
+        let position = |needle: &str| {
+            system
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from {system}"))
+        };
+        let order = [
+            position("Mira keeps the lighthouse."),
+            position("RULES: nothing harmful."),
+            position("MODE: intense drama."),
+            position("The storm night\nA boat breaks on the rocks and Ann swims ashore."),
+            position("Ann likes tea."),
+            position("FEATURE: fantasy scenes."),
+        ];
+        assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{order:?}");
+        assert!(!system.contains("MODE: gentle."));
         assert_eq!(messages[1].content, "Who's there?");
         assert_eq!(messages[2].content, "A traveller.");
-        assert_eq!(
-            messages[3].content,
-            "Reply as Mira in two sentences.".to_owned()
-        );
+        assert_eq!(messages[3].content, "Reply as Mira in two sentences.");
+        assert_eq!(messages[4].content, "Go on with the story.");
+
+        // Modes off: the normal mode, no features section; no memory, no memory section.
+        let plain = fixed(&builder, &persona, DialogModes::default(), "");
+        assert!(plain.system.contains("MODE: gentle."));
+        assert!(!plain.system.contains(FEATURES_TITLE));
+        assert!(!plain.system.contains("What you remember"));
     }
 
     #[test]
     fn oldest_history_is_trimmed_first_and_newest_always_kept() {
-        let counter = TokenCounter::new();
+        let unlimited = builder(100_000, 0);
+        let counter = unlimited.counter();
         let persona = persona();
         let history: Vec<HistoryEntry> = (0..50)
             .map(|index| {
@@ -239,35 +388,24 @@ post_history_instructions = "Reply as {{char}} in two sentences."
                 )
             })
             .collect();
-        let unlimited = PromptBuilder::new(
-            counter,
-            TokenBudget {
-                context_tokens: 100_000,
-                reply_tokens: 0,
-            },
-        );
-        let persona_prompt = unlimited.persona_prompt(&persona, "Ann");
-        let fixed: usize = unlimited
-            .build(&persona_prompt, &[])
+        let fixed_prompt = fixed(&unlimited, &persona, DialogModes::default(), "");
+        let fixed_cost: usize = unlimited
+            .build(&fixed_prompt, &[])
             .messages
             .iter()
             .map(|message| counter.count(&message.content) as usize + TOKENS_PER_MESSAGE)
             .sum();
         assert_eq!(
-            fixed, persona_prompt.tokens,
+            fixed_cost, fixed_prompt.tokens,
             "the cached cost is the real cost"
         );
         let per_message = history[10].token_count as usize + TOKENS_PER_MESSAGE;
-        let builder = PromptBuilder::new(
-            counter,
-            TokenBudget {
-                context_tokens: fixed + per_message * 5 + 100,
-                reply_tokens: 100,
-            },
+        let builder = builder(fixed_cost + per_message * 5 + 100, 100);
+        let built = builder.build(&fixed_prompt, &history);
+        assert_eq!(
+            built.estimated_tokens as usize,
+            fixed_prompt.tokens + per_message * 5
         );
-        let built = builder.build(&persona_prompt, &history);
-        let expected_tokens = persona_prompt.tokens + per_message * 5;
-        assert_eq!(built.estimated_tokens as usize, expected_tokens);
         let messages = built.messages;
         let kept: Vec<&str> = messages[1..messages.len() - 1]
             .iter()
@@ -276,16 +414,25 @@ post_history_instructions = "Reply as {{char}} in two sentences."
         assert_eq!(kept.len(), 5);
         assert_eq!(kept[0], "message number 45 with some words");
         assert_eq!(kept[4], "message number 49 with some words");
+        assert!(
+            messages[0].content.contains("The storm night"),
+            "story kept"
+        );
 
-        let tiny = PromptBuilder::new(
+        let tiny = super::PromptBuilder::new(
             counter,
             TokenBudget {
                 context_tokens: 10,
                 reply_tokens: 5,
             },
+            rules(),
         );
-        let messages = tiny.build(&persona_prompt, &history).messages;
+        let messages = tiny.build(&fixed_prompt, &history).messages;
         assert!(messages[0].content.contains("lighthouse"), "persona kept");
+        assert!(
+            messages[0].content.contains("The storm night"),
+            "story kept"
+        );
         assert_eq!(messages.len(), 3, "newest message kept even over budget");
         assert_eq!(messages[1].content, "message number 49 with some words");
     }

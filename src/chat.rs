@@ -10,8 +10,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use tokio::io::AsyncBufReadExt;
 use vitte_actors::event::{Inbound, InboundKind, Sender};
-use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger};
-use vitte_actors::session::PERSONA_BUTTON_PREFIX;
+use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger, Render};
 
 use crate::config::{Purpose, Settings};
 use crate::startup::Core;
@@ -22,18 +21,13 @@ const TERMINAL_USER: i64 = -1;
 const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
 /// Prints messages to stdout and remembers the last keyboard, so a number can press a button.
+/// A streamed reply is printed once, when it is final (a terminal cannot edit lines above).
 struct TerminalMessenger {
     keyboard: Mutex<Option<Keyboard>>,
 }
 
-#[async_trait]
-impl Messenger for TerminalMessenger {
-    async fn send_text(
-        &self,
-        _chat: ChatId,
-        text: &str,
-        keyboard: Option<&Keyboard>,
-    ) -> Result<i64, DeliveryError> {
+impl TerminalMessenger {
+    fn print(&self, text: &str, keyboard: Option<&Keyboard>) -> Result<(), DeliveryError> {
         let mut out = std::io::stdout().lock();
         let mut printed = format!("\n{text}\n");
         if let Some(keyboard) = keyboard {
@@ -48,7 +42,39 @@ impl Messenger for TerminalMessenger {
         if let Ok(mut last) = self.keyboard.lock() {
             *last = keyboard.cloned();
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Messenger for TerminalMessenger {
+    async fn send_text(
+        &self,
+        _chat: ChatId,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) -> Result<i64, DeliveryError> {
+        self.print(text, keyboard)?;
         Ok(0)
+    }
+
+    async fn edit_text(
+        &self,
+        _chat: ChatId,
+        _message_id: i64,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+        render: Render,
+    ) -> Result<(), DeliveryError> {
+        match render {
+            Render::Draft => Ok(()),
+            Render::Final => self.print(text, keyboard),
+        }
+    }
+
+    async fn delete_message(&self, _chat: ChatId, _message_id: i64) -> Result<(), DeliveryError> {
+        // The terminal keeps what it printed.
+        Ok(())
     }
 
     async fn show_typing(&self, _chat: ChatId) -> Result<(), DeliveryError> {
@@ -67,13 +93,19 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
         keyboard: Mutex::new(None),
     });
     let core = Core::start(&settings, messenger.clone(), None).await?;
-    if core.personas.get(persona_id).is_none() {
+    let Some(persona) = core.personas.get(persona_id) else {
         let known: Vec<&str> = core.personas.all().iter().map(|p| p.id.as_str()).collect();
         anyhow::bail!(
             "no persona {persona_id:?}; the personas are: {}",
             known.join(", ")
         );
-    }
+    };
+    // Every persona has at least one story (checked when the file is loaded).
+    let story_id = persona
+        .stories
+        .first()
+        .map(|story| story.id.clone())
+        .unwrap_or_default();
     let sender = Sender {
         user_id: TERMINAL_USER,
         chat_id: TERMINAL_USER,
@@ -93,10 +125,11 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
         InboundKind::Button {
             callback_id: format!("terminal-{button_counter}"),
             data,
+            message_id: None,
         }
     };
     core.router
-        .route(event(press(format!("{PERSONA_BUTTON_PREFIX}{persona_id}"))));
+        .route(event(press(format!("s:{persona_id}:{story_id}"))));
     wait_for_answer(&core).await;
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

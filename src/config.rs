@@ -43,6 +43,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub http: HttpSettings,
     pub session: SessionSection,
+    pub streaming: StreamingSettings,
+    pub safety: SafetySettings,
     pub supervision: SupervisionSettings,
     pub personas: PersonaSettings,
     pub log: LogSettings,
@@ -273,6 +275,27 @@ pub struct HttpSettings {
 pub struct SessionSection {
     pub shards: usize,
     pub history_limit: usize,
+    /// A dialog resumed after this long opens with a greeting that recalls the story.
+    #[serde(with = "humantime_serde")]
+    pub welcome_back_after: Duration,
+    /// Every n-th persona message carries a "Continue" button (0: never).
+    pub continue_every: u32,
+}
+
+/// How replies are streamed into Telegram.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StreamingSettings {
+    /// At most one edit of a reply being written per this interval, per chat.
+    #[serde(with = "humantime_serde")]
+    pub edit_interval: Duration,
+    /// A draft is edited only when at least this many new characters arrived.
+    pub min_edit_chars: usize,
+}
+
+/// Where the safety rules are.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SafetySettings {
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -412,6 +435,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.streaming.edit_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "streaming.edit_interval",
+                "must be at least 100ms (Telegram limits edits per chat)",
+            ));
+        }
         self.validate_reloadable()?;
         for (index, fallback) in self.llm.fallbacks.iter().enumerate() {
             check_http_url(
@@ -525,6 +554,8 @@ impl Settings {
                 ("redis".to_owned(), to_toml(&settings.redis)),
                 ("http".to_owned(), to_toml(&settings.http)),
                 ("session".to_owned(), to_toml(&settings.session)),
+                ("streaming".to_owned(), to_toml(&settings.streaming)),
+                ("safety".to_owned(), to_toml(&settings.safety)),
                 ("personas".to_owned(), to_toml(&settings.personas)),
                 ("log".to_owned(), to_toml(&settings.log)),
                 ("admin".to_owned(), to_toml(&settings.admin)),

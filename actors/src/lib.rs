@@ -10,6 +10,7 @@
 //!   panics in its own work and passivates when idle;
 //! - [`persona`] and [`prompt`] turn a persona and a history into an LLM request.
 
+pub mod conversation;
 pub mod event;
 pub mod gateway;
 pub mod metrics;
@@ -18,7 +19,9 @@ pub mod ports;
 pub mod prompt;
 pub mod resilience;
 pub mod router;
+pub mod safety;
 pub mod session;
+pub mod streaming;
 pub mod supervision;
 pub mod texts;
 

@@ -50,7 +50,16 @@ pub struct Metrics {
     pub actor_mailbox_depth: IntGaugeVec,
     /// Errors by kind, one of [`ERROR_KINDS`].
     pub errors_total: IntCounterVec,
+    /// Safety checks that stepped in, by kind (`refused`, `crisis`, `output_withheld`).
+    pub safety_interventions_total: IntCounterVec,
+    /// Persona replies by outcome (`complete`, `partial`, `stopped`, `failed`, `withheld`).
+    pub replies_total: IntCounterVec,
 }
+
+/// The kinds of `vitte_safety_interventions_total`.
+pub const SAFETY_KINDS: [&str; 3] = ["refused", "crisis", "output_withheld"];
+/// The outcomes of `vitte_replies_total`.
+pub const REPLY_OUTCOMES: [&str; 5] = ["complete", "partial", "stopped", "failed", "withheld"];
 
 impl Metrics {
     /// Creates the metrics in a fresh registry.
@@ -130,6 +139,16 @@ impl Metrics {
                 &["kind"],
             )?,
             errors_total: counter_vec("errors_total", "Errors by kind", &["kind"])?,
+            safety_interventions_total: counter_vec(
+                "vitte_safety_interventions_total",
+                "Safety checks that stepped in, by kind",
+                &["kind"],
+            )?,
+            replies_total: counter_vec(
+                "vitte_replies_total",
+                "Persona replies by outcome",
+                &["outcome"],
+            )?,
             registry: Registry::new(),
         };
         metrics.register_all()?;
@@ -154,6 +173,14 @@ impl Metrics {
         r.register(Box::new(self.actor_restarts_total.clone()))?;
         r.register(Box::new(self.actor_mailbox_depth.clone()))?;
         r.register(Box::new(self.errors_total.clone()))?;
+        r.register(Box::new(self.safety_interventions_total.clone()))?;
+        r.register(Box::new(self.replies_total.clone()))?;
+        for kind in SAFETY_KINDS {
+            self.safety_interventions_total.with_label_values(&[kind]);
+        }
+        for outcome in REPLY_OUTCOMES {
+            self.replies_total.with_label_values(&[outcome]);
+        }
         // Pre-create the fixed label values so dashboards see zeros rather than gaps.
         for direction in ["in", "out"] {
             self.telegram_messages_total.with_label_values(&[direction]);

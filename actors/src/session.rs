@@ -14,47 +14,56 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
 
+use crate::conversation::handle_event;
 use crate::event::{Command, Inbound, InboundKind, Sender};
 use crate::metrics::Metrics;
-use crate::persona::PersonaCatalog;
+use crate::persona::{Persona, PersonaCatalog, Story};
 use crate::ports::{
-    Appended, Button, ChatId, CompletionRequest, DialogId, HistoryEntry, Keyboard, LanguageModel,
-    LlmError, MessageStatus, Messenger, NewMessage, Role, SessionStore, StoredSession, TokenUsage,
-    UserId, UserProfile,
+    ChatId, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, SessionStore,
+    StoredDialog, StoredSession, UserId, UserPreferences, UserProfile,
 };
-use crate::prompt::{PersonaPrompt, PromptBuilder};
+use crate::prompt::{FixedPrompt, PromptBuilder, PromptContext};
 use crate::resilience::backoff::BackoffState;
+use crate::safety::SafetyPolicy;
 use crate::supervision::{ActorKind, OverflowPolicy, Supervisor};
-use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, split_message};
+use crate::texts::{Lang, Texts};
 
-/// Prefix of the callback data of persona buttons.
-pub const PERSONA_BUTTON_PREFIX: &str = "p:";
-/// Callback data of the button that asks the LLM again for an unanswered message.
-pub const RETRY_BUTTON: &str = "retry";
-/// Until the dialogs issue brings three slots, every dialog lives in slot 1.
-const DEFAULT_SLOT: u8 = 1;
+/// Dialog slots per user.
+pub const SLOT_COUNT: u8 = 3;
 
-/// How sessions behave; from the `[session]` configuration section. Idle timeout, mailbox
-/// capacity and restart policy come from the supervisor's `session` policy (reloadable).
+/// How sessions behave; from the `[session]` and `[streaming]` configuration sections. Idle
+/// timeout, mailbox capacity and restart policy come from the supervisor's `session` policy
+/// (reloadable).
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     /// Messages of history kept in memory (and loaded on activation) per dialog.
     pub history_limit: usize,
-    /// How often "typing…" is re-sent while the LLM works (Telegram shows it for ~5 s).
-    pub typing_interval: Duration,
+    /// At most one edit of a reply being streamed per this interval (per chat: a session
+    /// streams one reply at a time).
+    pub edit_interval: Duration,
+    /// A draft is edited only when at least this many new characters arrived.
+    pub min_edit_chars: usize,
+    /// Every n-th persona message of a dialog carries a "Continue" button.
+    pub continue_every: u32,
+    /// A dialog resumed after this long opens with a greeting that recalls the story.
+    pub welcome_back_after: Duration,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
             history_limit: 200,
-            typing_interval: Duration::from_secs(4),
+            edit_interval: Duration::from_secs(1),
+            min_edit_chars: 20,
+            continue_every: 7,
+            welcome_back_after: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -66,6 +75,7 @@ pub struct SessionDeps {
     pub store: Arc<dyn SessionStore>,
     pub personas: Arc<PersonaCatalog>,
     pub prompts: PromptBuilder,
+    pub safety: Arc<SafetyPolicy>,
     pub metrics: Metrics,
     pub supervisor: Arc<Supervisor>,
     pub settings: SessionSettings,
@@ -76,19 +86,72 @@ pub struct SessionDeps {
 /// The session's in-memory state. It is owned by the work in progress while an event is
 /// handled, and by the actor in between.
 #[derive(Debug, Default)]
-struct SessionState {
-    profile: Option<UserProfile>,
-    dialog: Option<ActiveDialog>,
+pub(crate) struct SessionState {
+    pub(crate) profile: Option<UserProfile>,
+    pub(crate) preferences: UserPreferences,
+    /// Slot n lives at index n - 1.
+    pub(crate) slots: [Option<Dialog>; SLOT_COUNT as usize],
+    pub(crate) active_slot: Option<u8>,
 }
 
+/// One slot's dialog: a persona playing a story.
 #[derive(Debug)]
-struct ActiveDialog {
-    id: DialogId,
-    slot: u8,
-    /// The persona's part of every prompt, built once for this dialog.
-    prompt: PersonaPrompt,
+pub(crate) struct Dialog {
+    pub(crate) id: DialogId,
+    pub(crate) slot: u8,
+    pub(crate) persona: Arc<Persona>,
+    pub(crate) story: Story,
+    pub(crate) modes: DialogModes,
+    /// The fixed part of every prompt, built once (and again when the modes change).
+    pub(crate) prompt: FixedPrompt,
     /// Oldest first; at most `history_limit` entries.
-    history: VecDeque<HistoryEntry>,
+    pub(crate) history: VecDeque<HistoryEntry>,
+    /// Unix milliseconds of the last message.
+    pub(crate) last_active_at: i64,
+    pub(crate) persona_messages: u32,
+}
+
+impl Dialog {
+    /// Builds a dialog's in-memory state; `None` when its persona (file removed) is gone.
+    pub(crate) fn new(deps: &SessionDeps, stored: StoredDialog, user_name: &str) -> Option<Dialog> {
+        let persona = deps.personas.get(&stored.persona_id)?;
+        // A story removed from the file (or a dialog from before stories) plays the first.
+        let story = stored
+            .story_id
+            .as_deref()
+            .and_then(|id| persona.story(id))
+            .or_else(|| persona.stories.first())?
+            .clone();
+        let mut dialog = Dialog {
+            id: stored.dialog_id,
+            slot: stored.slot,
+            prompt: FixedPrompt {
+                system: String::new(),
+                post: String::new(),
+                tokens: 0,
+            },
+            persona,
+            story,
+            modes: stored.modes,
+            history: stored.history.into(),
+            last_active_at: stored.last_active_at,
+            persona_messages: stored.persona_messages,
+        };
+        dialog.rebuild_prompt(&deps.prompts, user_name);
+        Some(dialog)
+    }
+
+    /// Builds the fixed prompt again (after the modes changed).
+    pub(crate) fn rebuild_prompt(&mut self, prompts: &PromptBuilder, user_name: &str) {
+        self.prompt = prompts.fixed_prompt(&PromptContext {
+            persona: &self.persona,
+            story: &self.story,
+            user_name,
+            modes: self.modes,
+            // The memory issue fills this hook.
+            memory: "",
+        });
+    }
 }
 
 impl SessionState {
@@ -96,21 +159,85 @@ impl SessionState {
         let Some(stored) = stored else {
             return SessionState::default();
         };
-        let user_name = &stored.profile.first_name;
-        let dialog = stored.active_dialog.and_then(|dialog| {
-            // A dialog whose persona file was removed cannot go on; the user picks anew.
-            let persona = deps.personas.get(&dialog.persona_id)?;
-            Some(ActiveDialog {
-                id: dialog.dialog_id,
-                slot: dialog.slot,
-                prompt: deps.prompts.persona_prompt(&persona, user_name),
-                history: dialog.history.into(),
-            })
-        });
-        SessionState {
-            profile: Some(stored.profile),
-            dialog,
+        let mut state = SessionState {
+            preferences: stored.preferences,
+            active_slot: stored.active_slot,
+            ..SessionState::default()
+        };
+        for dialog in stored.dialogs {
+            let index = usize::from(dialog.slot).wrapping_sub(1);
+            if index >= state.slots.len() {
+                continue;
+            }
+            // A dialog whose persona file was removed cannot go on; the slot shows empty.
+            state.slots[index] = Dialog::new(deps, dialog, &stored.profile.first_name);
         }
+        state.profile = Some(stored.profile);
+        state
+    }
+
+    /// The language the bot speaks to this user: the one chosen with /language, else the
+    /// one Telegram reports.
+    pub(crate) fn lang(&self, sender: &Sender) -> Lang {
+        self.preferences
+            .language
+            .as_deref()
+            .and_then(Lang::parse)
+            .unwrap_or_else(|| Lang::from_telegram(sender.language_code.as_deref()))
+    }
+
+    pub(crate) fn slot(&self, slot: u8) -> Option<&Dialog> {
+        self.slots
+            .get(usize::from(slot).wrapping_sub(1))
+            .and_then(Option::as_ref)
+    }
+
+    pub(crate) fn slot_mut(&mut self, slot: u8) -> Option<&mut Dialog> {
+        self.slots
+            .get_mut(usize::from(slot).wrapping_sub(1))
+            .and_then(Option::as_mut)
+    }
+
+    /// The dialog messages go to.
+    pub(crate) fn active(&mut self) -> Option<&mut Dialog> {
+        let slot = self.active_slot?;
+        self.slot_mut(slot)
+    }
+
+    /// Puts a dialog into its slot (replacing what was there) and makes it active.
+    pub(crate) fn install(&mut self, dialog: Dialog) {
+        let slot = dialog.slot;
+        if let Some(place) = self.slots.get_mut(usize::from(slot).wrapping_sub(1)) {
+            *place = Some(dialog);
+            self.active_slot = Some(slot);
+        }
+    }
+}
+
+/// The reply being written for the event in progress, shared between the session actor and
+/// its work so that /stop can cancel it without waiting in the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Generation {
+    pub(crate) cancel: CancellationToken,
+    /// Set while an LLM reply is being written.
+    pub(crate) active: AtomicBool,
+    /// Set once the event started writing a reply (a /stop that came before saw nothing
+    /// being written yet; the reply then stops at once).
+    pub(crate) wrote_reply: AtomicBool,
+    /// Set when the event's work is done.
+    finished: AtomicBool,
+    /// Set by whoever tells the user that a /stop found nothing to stop (only one does).
+    stop_answered: AtomicBool,
+}
+
+impl Generation {
+    /// Whether the user must be told that /stop found nothing: the work is done, was asked
+    /// to stop, wrote no reply, and nobody has told them yet.
+    fn stop_found_nothing(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+            && self.cancel.is_cancelled()
+            && !self.wrote_reply.load(Ordering::SeqCst)
+            && !self.stop_answered.swap(true, Ordering::SeqCst)
     }
 }
 
@@ -139,6 +266,10 @@ pub struct SessionActor {
     /// Present in [`Phase::Ready`] only.
     state: Option<SessionState>,
     queue: VecDeque<Inbound>,
+    /// The work in progress's reply, for /stop.
+    generation: Option<Arc<Generation>>,
+    /// The user's language as of the last finished event, for notices sent outside the work.
+    lang: Option<Lang>,
     events_received: u64,
     idle_timer: Option<SpawnHandle>,
     restarts: BackoffState,
@@ -173,6 +304,8 @@ impl SessionActor {
             phase: Phase::Unloaded,
             state: None,
             queue: VecDeque::new(),
+            generation: None,
+            lang: None,
             events_received: 0,
             idle_timer: None,
             restarts: BackoffState::new(),
@@ -185,6 +318,47 @@ impl SessionActor {
             .actor_mailbox_depth
             .with_label_values(&[ActorKind::Session.as_str()])
             .add(change);
+    }
+
+    /// The user's texts for notices sent outside the work (the work itself knows better).
+    fn texts_for(&self, sender: &Sender) -> &'static Texts {
+        self.lang
+            .unwrap_or_else(|| Lang::from_telegram(sender.language_code.as_deref()))
+            .texts()
+    }
+
+    /// /stop does not wait in the queue: it cancels the reply being written at once (after
+    /// checking that Telegram is not redelivering an old /stop). With nothing being
+    /// handled, the user is told so.
+    fn stop_generation(&mut self, event: &Inbound) {
+        let deps = self.deps.clone();
+        let generation = self.generation.clone();
+        let texts = self.texts_for(&event.sender);
+        let chat = event.sender.chat_id;
+        let update_id = event.update_id;
+        actix::spawn(async move {
+            let fresh = match update_id {
+                // If storage cannot tell, stopping is the safer guess.
+                Some(update_id) => deps.store.claim_update(update_id).await.unwrap_or(true),
+                None => true,
+            };
+            match (fresh, generation) {
+                (false, _) => deps.metrics.duplicate_updates_total.inc(),
+                // An event is being handled: if it writes a reply (now or later), the reply
+                // stops; if it never does, the user is told when it is done.
+                (true, Some(generation)) => {
+                    generation.cancel.cancel();
+                    // The work may have ended while the update was being claimed.
+                    if generation.stop_found_nothing() {
+                        crate::conversation::send(&deps, chat, texts.nothing_to_stop, None).await;
+                    }
+                }
+                (true, None) => {
+                    crate::conversation::send(&deps, chat, texts.nothing_to_stop, None).await;
+                }
+            }
+            deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     fn pop_event(&mut self) -> Option<Inbound> {
@@ -243,7 +417,8 @@ impl SessionActor {
                 session.deps.metrics.count_error("storage");
                 session.phase = Phase::Unloaded;
                 while let Some(event) = session.pop_event() {
-                    refuse(&session.deps, &event, texts_for(&event.sender).storage_failed);
+                    let texts = session.texts_for(&event.sender);
+                    refuse(&session.deps, &event, texts.storage_failed);
                 }
                 session.arm_idle_timer(ctx);
             }
@@ -258,16 +433,26 @@ impl SessionActor {
         let deps = self.deps.clone();
         let mut state = self.state.take().unwrap_or_default();
         let sender = event.sender.clone();
+        let generation = Arc::new(Generation::default());
+        self.generation = Some(generation.clone());
         let work = async move {
-            let outcome = AssertUnwindSafe(handle_event(&deps, &mut state, event))
+            let outcome = AssertUnwindSafe(handle_event(&deps, &mut state, event, &generation))
                 .catch_unwind()
                 .await;
             outcome.map(|()| state)
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
             session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(generation) = session.generation.take() {
+                generation.finished.store(true, Ordering::SeqCst);
+                if generation.stop_found_nothing() {
+                    let texts = session.texts_for(&sender);
+                    spawn_notice(&session.deps, sender.chat_id, texts.nothing_to_stop);
+                }
+            }
             match outcome {
                 Ok(state) => {
+                    session.lang = Some(state.lang(&sender));
                     session.state = Some(state);
                     session.phase = Phase::Ready;
                 }
@@ -286,18 +471,18 @@ impl SessionActor {
         panic: &(dyn std::any::Any + Send),
         ctx: &mut Context<Self>,
     ) {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let message = crate::supervision::panic_message(panic);
         tracing::error!(user_id = self.user_id, panic = %message, "session panicked; restarting it from storage");
         self.deps.metrics.session_panics_total.inc();
         self.deps.metrics.count_error("panic");
         self.deps.supervisor.record_restart(ActorKind::Session);
         self.state = None;
         self.phase = Phase::Restarting;
-        spawn_notice(&self.deps, sender.chat_id, texts_for(sender).internal_error);
+        spawn_notice(
+            &self.deps,
+            sender.chat_id,
+            self.texts_for(sender).internal_error,
+        );
         let policy = self.deps.supervisor.policy(ActorKind::Session);
         let delay =
             self.restarts
@@ -341,6 +526,10 @@ impl Handler<Deliver> for SessionActor {
     /// (who is asked to resend it; nothing disappears silently).
     fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
         self.events_received += 1;
+        if event.kind == InboundKind::Command(Command::Stop) {
+            self.stop_generation(&event);
+            return;
+        }
         let policy = self.deps.supervisor.policy(ActorKind::Session);
         // One event in progress plus `mailbox_capacity` waiting behind it.
         let accepted = self.queue.len() + usize::from(self.phase == Phase::Handling);
@@ -349,15 +538,13 @@ impl Handler<Deliver> for SessionActor {
             match (policy.overflow, self.queue.is_empty()) {
                 (OverflowPolicy::DropOldest, false) => {
                     if let Some(oldest) = self.pop_event() {
-                        refuse(
-                            &self.deps,
-                            &oldest,
-                            texts_for(&oldest.sender).dropped_for_newer,
-                        );
+                        let texts = self.texts_for(&oldest.sender);
+                        refuse(&self.deps, &oldest, texts.dropped_for_newer);
                     }
                 }
                 _ => {
-                    refuse(&self.deps, &event, texts_for(&event.sender).queue_full);
+                    let texts = self.texts_for(&event.sender);
+                    refuse(&self.deps, &event, texts.queue_full);
                     return;
                 }
             }
@@ -387,15 +574,11 @@ fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
     deps.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
-fn texts_for(sender: &Sender) -> &'static Texts {
-    Texts::for_language(sender.language_code.as_deref())
-}
-
 /// Sends a short notice without waiting for it (used outside the ordered work).
 fn spawn_notice(deps: &Arc<SessionDeps>, chat: ChatId, text: &'static str) {
     let deps = deps.clone();
     actix::spawn(async move {
-        send(&deps, chat, text, None).await;
+        crate::conversation::send(&deps, chat, text, None).await;
     });
 }
 
@@ -406,429 +589,6 @@ fn spawn_acknowledge(deps: &Arc<SessionDeps>, callback_id: String) {
             tracing::debug!(%error, "could not acknowledge a button");
         }
     });
-}
-
-/// Sends one message (≤ 4096 characters), counting and logging failures. Returns the
-/// Telegram message id when it was delivered.
-async fn send(
-    deps: &SessionDeps,
-    chat: ChatId,
-    text: &str,
-    keyboard: Option<&Keyboard>,
-) -> Option<i64> {
-    match deps.messenger.send_text(chat, text, keyboard).await {
-        Ok(message_id) => {
-            deps.metrics
-                .telegram_messages_total
-                .with_label_values(&["out"])
-                .inc();
-            Some(message_id)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not deliver a message");
-            deps.metrics.count_error("telegram");
-            None
-        }
-    }
-}
-
-/// Sends a reply of any length, split into Telegram-sized parts; the keyboard goes on the
-/// last part. Returns the id of the last part delivered.
-async fn send_long(
-    deps: &SessionDeps,
-    chat: ChatId,
-    text: &str,
-    keyboard: Option<&Keyboard>,
-) -> Option<i64> {
-    let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
-    let last = parts.len() - 1;
-    let mut delivered = None;
-    for (index, part) in parts.iter().enumerate() {
-        let keyboard = if index == last { keyboard } else { None };
-        delivered = send(deps, chat, part, keyboard).await.or(delivered);
-    }
-    delivered
-}
-
-/// The persona gallery as an inline keyboard, one persona per row.
-fn persona_keyboard(personas: &PersonaCatalog) -> Keyboard {
-    Keyboard {
-        rows: personas
-            .all()
-            .iter()
-            .map(|persona| {
-                vec![Button {
-                    label: format!("{} — {}", persona.name, persona.tagline),
-                    data: format!("{PERSONA_BUTTON_PREFIX}{}", persona.id),
-                }]
-            })
-            .collect(),
-    }
-}
-
-/// Handles one event with exclusive access to the session's state.
-async fn handle_event(deps: &SessionDeps, state: &mut SessionState, event: Inbound) {
-    // A text for an open dialog claims its update in the same transaction that stores it;
-    // every other event claims it here, before anything happens.
-    let claimed_with_message = matches!(event.kind, InboundKind::Text(_)) && state.dialog.is_some();
-    if let Some(update_id) = event.update_id.filter(|_| !claimed_with_message) {
-        match deps.store.claim_update(update_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Telegram redelivered an update we handled already: answer it only once.
-                deps.metrics.duplicate_updates_total.inc();
-                tracing::debug!(update_id, "duplicate update ignored");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(%error, "could not record an update");
-                deps.metrics.count_error("storage");
-                send(
-                    deps,
-                    event.sender.chat_id,
-                    texts_for(&event.sender).storage_failed,
-                    None,
-                )
-                .await;
-                return;
-            }
-        }
-    }
-    remember_sender(deps, state, &event.sender).await;
-    let sender = &event.sender;
-    let texts = texts_for(sender);
-    match event.kind {
-        InboundKind::Command(Command::Start) => {
-            let keyboard = persona_keyboard(&deps.personas);
-            send(deps, sender.chat_id, texts.choose_persona, Some(&keyboard)).await;
-        }
-        InboundKind::Command(Command::Help | Command::Unknown(_)) => {
-            send(deps, sender.chat_id, texts.help, None).await;
-        }
-        InboundKind::Button { callback_id, data } => {
-            if let Err(error) = deps.messenger.acknowledge_button(&callback_id).await {
-                tracing::debug!(%error, "could not acknowledge a button");
-            }
-            if let Some(persona_id) = data.strip_prefix(PERSONA_BUTTON_PREFIX) {
-                choose_persona(deps, state, sender, persona_id).await;
-            } else if data == RETRY_BUTTON {
-                retry_last(deps, state, sender).await;
-            }
-        }
-        InboundKind::Text(text) => answer_text(deps, state, sender, text, event.update_id).await,
-        InboundKind::Unsupported => {
-            send(deps, sender.chat_id, texts.text_only, None).await;
-        }
-    }
-}
-
-/// Stores the user's profile when it is new or Telegram reports a change.
-async fn remember_sender(deps: &SessionDeps, state: &mut SessionState, sender: &Sender) {
-    let profile = UserProfile {
-        user_id: sender.user_id,
-        chat_id: sender.chat_id,
-        first_name: sender.first_name.clone(),
-        language_code: sender.language_code.clone(),
-    };
-    if state.profile.as_ref() == Some(&profile) {
-        return;
-    }
-    match deps.store.save_profile(&profile).await {
-        Ok(()) => state.profile = Some(profile),
-        Err(error) => {
-            tracing::warn!(%error, "could not save a user profile");
-            deps.metrics.count_error("storage");
-        }
-    }
-}
-
-async fn choose_persona(
-    deps: &SessionDeps,
-    state: &mut SessionState,
-    sender: &Sender,
-    persona_id: &str,
-) {
-    let texts = texts_for(sender);
-    let Some(persona) = deps.personas.get(persona_id) else {
-        let keyboard = persona_keyboard(&deps.personas);
-        send(deps, sender.chat_id, texts.unknown_persona, Some(&keyboard)).await;
-        return;
-    };
-    let dialog_id = match deps
-        .store
-        .open_dialog(sender.user_id, DEFAULT_SLOT, &persona.id)
-        .await
-    {
-        Ok(id) => id,
-        Err(error) => {
-            tracing::error!(%error, "could not open a dialog");
-            deps.metrics.count_error("storage");
-            send(deps, sender.chat_id, texts.storage_failed, None).await;
-            return;
-        }
-    };
-    let greeting = persona.greeting(&sender.first_name);
-    let mut dialog = ActiveDialog {
-        id: dialog_id,
-        slot: DEFAULT_SLOT,
-        prompt: deps.prompts.persona_prompt(&persona, &sender.first_name),
-        history: VecDeque::new(),
-    };
-    let message_id = send_long(deps, sender.chat_id, &greeting, None).await;
-    record(
-        deps,
-        &mut dialog,
-        Role::Assistant,
-        greeting,
-        Extras {
-            status: delivery_status(message_id),
-            telegram_message_id: message_id,
-            ..Extras::default()
-        },
-    )
-    .await;
-    state.dialog = Some(dialog);
-}
-
-/// A user's text: store it, ask the LLM with the persona prompt and the history, deliver the
-/// reply and store it. Any failure ends in a short answer, never silence.
-async fn answer_text(
-    deps: &SessionDeps,
-    state: &mut SessionState,
-    sender: &Sender,
-    text: String,
-    update_id: Option<i64>,
-) {
-    let texts = texts_for(sender);
-    let Some(dialog) = state.dialog.as_mut() else {
-        let keyboard = persona_keyboard(&deps.personas);
-        send(
-            deps,
-            sender.chat_id,
-            texts.choose_persona_first,
-            Some(&keyboard),
-        )
-        .await;
-        return;
-    };
-    let extras = Extras {
-        update_id,
-        ..Extras::default()
-    };
-    match record(deps, dialog, Role::User, text, extras).await {
-        Recorded::Stored => {}
-        Recorded::Duplicate => {
-            deps.metrics.duplicate_updates_total.inc();
-            tracing::debug!(?update_id, "duplicate update ignored");
-            return;
-        }
-        Recorded::Failed => {
-            send(deps, sender.chat_id, texts.storage_failed, None).await;
-            return;
-        }
-    }
-    reply_to_history(deps, dialog, sender).await;
-}
-
-/// The "Retry" button: asks the LLM again when the last message is the user's, unanswered.
-async fn retry_last(deps: &SessionDeps, state: &mut SessionState, sender: &Sender) {
-    let texts = texts_for(sender);
-    match state.dialog.as_mut() {
-        Some(dialog)
-            if dialog
-                .history
-                .back()
-                .is_some_and(|entry| entry.role == Role::User) =>
-        {
-            reply_to_history(deps, dialog, sender).await;
-        }
-        _ => {
-            send(deps, sender.chat_id, texts.nothing_to_retry, None).await;
-        }
-    }
-}
-
-fn retry_keyboard(texts: &Texts) -> Keyboard {
-    Keyboard {
-        rows: vec![vec![Button {
-            label: texts.retry_button.to_owned(),
-            data: RETRY_BUTTON.to_owned(),
-        }]],
-    }
-}
-
-/// Asks the LLM for the persona's next message after the dialog's history, delivers it and
-/// stores it with its token usage.
-async fn reply_to_history(deps: &SessionDeps, dialog: &mut ActiveDialog, sender: &Sender) {
-    let texts = texts_for(sender);
-    let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
-    let prompt = deps.prompts.build(&dialog.prompt, &history);
-    let prompt_estimate = prompt.estimated_tokens;
-    let request = CompletionRequest::companion(prompt.messages, sender.user_id);
-    let completion = complete_while_typing(deps, sender.chat_id, request).await;
-
-    match completion {
-        Ok(completion) if !completion.text.trim().is_empty() => {
-            let reply = completion.text.trim().to_owned();
-            let prompt_tokens = completion.prompt_tokens.unwrap_or(prompt_estimate);
-            let completion_tokens = completion
-                .completion_tokens
-                .unwrap_or_else(|| deps.prompts.counter().count(&reply));
-            deps.metrics
-                .ai_tokens_used_total
-                .with_label_values(&["prompt"])
-                .inc_by(u64::from(prompt_tokens));
-            deps.metrics
-                .ai_tokens_used_total
-                .with_label_values(&["completion"])
-                .inc_by(u64::from(completion_tokens));
-            let message_id = send_long(deps, sender.chat_id, &reply, None).await;
-            let extras = Extras {
-                status: delivery_status(message_id),
-                telegram_message_id: message_id,
-                provider: Some(completion.provider),
-                usage: Some(TokenUsage {
-                    user_id: sender.user_id,
-                    slot: dialog.slot,
-                    prompt_tokens,
-                    completion_tokens,
-                }),
-                update_id: None,
-            };
-            record(deps, dialog, Role::Assistant, reply, extras).await;
-        }
-        outcome => {
-            let (notice, offer_retry) = match &outcome {
-                Err(LlmError::CircuitOpen { .. }) => (texts.llm_unavailable, true),
-                Err(LlmError::RateLimited { .. }) => {
-                    deps.metrics.count_error("rate_limited");
-                    (texts.rate_limited, true)
-                }
-                _ => (texts.llm_failed, true),
-            };
-            match &outcome {
-                Err(error) => tracing::warn!(%error, "no LLM answer"),
-                Ok(_) => tracing::warn!("the LLM answered with empty text"),
-            }
-            deps.metrics.count_error("llm");
-            if let Err(error) = deps
-                .store
-                .mark_last_user_message_unanswered(dialog.id)
-                .await
-            {
-                tracing::warn!(%error, "could not mark a message unanswered");
-            }
-            let keyboard = offer_retry.then(|| retry_keyboard(texts));
-            send(deps, sender.chat_id, notice, keyboard.as_ref()).await;
-        }
-    }
-}
-
-/// Calls the LLM, showing "typing…" in the chat until it answers.
-async fn complete_while_typing(
-    deps: &SessionDeps,
-    chat: ChatId,
-    request: CompletionRequest,
-) -> Result<crate::ports::Completion, LlmError> {
-    let completion = deps.llm.complete(request);
-    tokio::pin!(completion);
-    let mut typing = tokio::time::interval(deps.settings.typing_interval);
-    loop {
-        tokio::select! {
-            result = &mut completion => return result,
-            _ = typing.tick() => {
-                if let Err(error) = deps.messenger.show_typing(chat).await {
-                    tracing::debug!(%error, "could not show typing");
-                }
-            }
-        }
-    }
-}
-
-/// A reply is stored as undelivered when Telegram accepted none of its parts.
-fn delivery_status(message_id: Option<i64>) -> MessageStatus {
-    match message_id {
-        Some(_) => MessageStatus::Complete,
-        None => MessageStatus::Undelivered,
-    }
-}
-
-/// What goes with a message into storage, besides its role and text.
-struct Extras {
-    status: MessageStatus,
-    telegram_message_id: Option<i64>,
-    provider: Option<String>,
-    usage: Option<TokenUsage>,
-    /// The update it came with, claimed in the same transaction.
-    update_id: Option<i64>,
-}
-
-impl Default for Extras {
-    fn default() -> Self {
-        Extras {
-            status: MessageStatus::Complete,
-            telegram_message_id: None,
-            provider: None,
-            usage: None,
-            update_id: None,
-        }
-    }
-}
-
-/// What storing a message came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recorded {
-    Stored,
-    /// Its update had been handled before; nothing was stored.
-    Duplicate,
-    Failed,
-}
-
-/// Appends a message to the dialog in storage and in memory (in memory only if stored).
-async fn record(
-    deps: &SessionDeps,
-    dialog: &mut ActiveDialog,
-    role: Role,
-    content: String,
-    extras: Extras,
-) -> Recorded {
-    // PostgreSQL's text cannot hold NUL characters (SQLite's can); they carry no meaning.
-    let content = if content.contains('\0') {
-        content.replace('\0', "")
-    } else {
-        content
-    };
-    let message = NewMessage {
-        role,
-        token_count: deps.prompts.counter().count(&content),
-        content,
-        status: extras.status,
-        telegram_message_id: extras.telegram_message_id,
-        provider: extras.provider,
-        usage: extras.usage,
-    };
-    match deps
-        .store
-        .append_message(dialog.id, &message, extras.update_id)
-        .await
-    {
-        Ok(Appended::Stored) => {}
-        Ok(Appended::Duplicate) => return Recorded::Duplicate,
-        Err(error) => {
-            tracing::error!(%error, "could not store a message");
-            deps.metrics.count_error("storage");
-            return Recorded::Failed;
-        }
-    }
-    dialog.history.push_back(HistoryEntry {
-        role: message.role,
-        content: message.content,
-        token_count: message.token_count,
-    });
-    while dialog.history.len() > deps.settings.history_limit {
-        dialog.history.pop_front();
-    }
-    Recorded::Stored
 }
 
 #[cfg(test)]
@@ -861,14 +621,30 @@ mod tests {
         harness_with(settings, llm, KindPolicy::default())
     }
 
+    /// A harness whose LLM answers only as the test adds permits to the returned gate, so
+    /// a reply is surely in progress while the test acts.
+    fn gated(policy: KindPolicy) -> (Harness, Arc<tokio::sync::Semaphore>) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let llm = EchoLlm {
+            gate: Some(gate.clone()),
+            ..EchoLlm::default()
+        };
+        (harness_with(SessionSettings::default(), llm, policy), gate)
+    }
+
     fn harness_with(settings: SessionSettings, llm: EchoLlm, policy: KindPolicy) -> Harness {
         let messenger = Arc::new(RecordingMessenger::default());
         let llm = Arc::new(llm);
         let store = Arc::new(MemoryStore::default());
         let metrics = Metrics::new().expect("metrics");
+        let safety = Arc::new(
+            SafetyPolicy::parse("safety.toml", crate::safety::TEST_POLICY).expect("policy"),
+        );
         let persona = Persona::parse(
             std::path::Path::new("mira.toml"),
-            "name = \"Mira\"\ndescription = \"Keeps a lighthouse.\"\nfirst_mes = \"Hi {{user}}\"\n",
+            "name = \"Mira\"\ndescription = \"Keeps a lighthouse.\"\nfirst_mes = \"Hi\"\n\
+             [[stories]]\nid = \"first\"\ntitle = \"First\"\npremise = \"A storm.\"\n\
+             opening_message = \"Hi {{user}}\"\n",
         )
         .expect("persona");
         let deps = SessionDeps {
@@ -882,7 +658,9 @@ mod tests {
                     context_tokens: 4000,
                     reply_tokens: 500,
                 },
+                Arc::new(safety.prompt().clone()),
             ),
+            safety,
             metrics: metrics.clone(),
             supervisor: Arc::new(Supervisor::new(
                 std::collections::HashMap::from([(
@@ -911,6 +689,15 @@ mod tests {
         }
     }
 
+    /// The persona's replies in a chat, as they read now.
+    fn replies(h: &Harness, chat: ChatId) -> Vec<String> {
+        h.messenger
+            .texts_to(chat)
+            .into_iter()
+            .filter(|text| text.starts_with("reply to"))
+            .collect()
+    }
+
     #[actix_rt::test]
     async fn messages_of_one_user_are_answered_in_order_with_history() {
         let h = harness(SessionSettings::default(), Duration::from_millis(20));
@@ -918,11 +705,11 @@ mod tests {
         for index in 0..5 {
             h.router.route(text(1, &format!("m{index}")));
         }
-        eventually("five replies", || h.messenger.texts_to(1).len() == 6).await;
+        eventually("five replies", || replies(&h, 1).len() == 5).await;
         let texts = h.messenger.texts_to(1);
-        assert_eq!(texts[0], "Hi User1");
-        let replies: Vec<String> = (0..5).map(|i| format!("reply to: m{i}")).collect();
-        assert_eq!(texts[1..], replies[..]);
+        assert_eq!(texts[0], "Dialog 1: Mira — First\n\nHi User1");
+        let expected: Vec<String> = (0..5).map(|i| format!("reply to: m{i}")).collect();
+        assert_eq!(texts[1..], expected[..]);
         let requests = h.llm.requests.lock().expect("lock");
         let last = requests.last().expect("requests");
         assert!(last.messages[0].content.contains("Keeps a lighthouse."));
@@ -983,10 +770,10 @@ mod tests {
         );
         h.router.route(pick(7, "mira"));
         h.router.route(text(7, "remember the red door"));
-        eventually("reply", || h.messenger.texts_to(7).len() == 2).await;
+        eventually("reply", || replies(&h, 7).len() == 1).await;
         eventually("passivated", || h.metrics.sessions_active.get() == 0).await;
         h.router.route(text(7, "what did I say?"));
-        eventually("second reply", || h.messenger.texts_to(7).len() == 3).await;
+        eventually("second reply", || replies(&h, 7).len() == 2).await;
         let requests = h.llm.requests.lock().expect("lock");
         let last = requests.last().expect("requests");
         assert!(
@@ -1002,18 +789,10 @@ mod tests {
     #[actix_rt::test]
     async fn a_full_queue_refuses_with_a_notice() {
         // The LLM answers only when the test lets it, so the queue is surely full.
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let h = harness_with(
-            SessionSettings::default(),
-            EchoLlm {
-                gate: Some(gate.clone()),
-                ..EchoLlm::default()
-            },
-            KindPolicy {
-                mailbox_capacity: 2,
-                ..KindPolicy::default()
-            },
-        );
+        let (h, gate) = gated(KindPolicy {
+            mailbox_capacity: 2,
+            ..KindPolicy::default()
+        });
         h.router.route(pick(3, "mira"));
         eventually("greeting", || h.messenger.texts_to(3).len() == 1).await;
         for index in 0..6 {
@@ -1027,32 +806,60 @@ mod tests {
         eventually("three notices", || count("I am still answering") == 3).await;
         gate.add_permits(3);
         eventually("all events finished", || h.router.in_flight() == 0).await;
-        let replies: Vec<String> = h
-            .messenger
-            .texts_to(3)
-            .into_iter()
-            .filter(|t| t.starts_with("reply to"))
-            .collect();
-        assert_eq!(replies, ["reply to: q0", "reply to: q1", "reply to: q2"]);
+        assert_eq!(
+            replies(&h, 3),
+            ["reply to: q0", "reply to: q1", "reply to: q2"]
+        );
         assert_eq!(count("I am still answering"), 3);
         h.router.stop();
     }
 
     #[actix_rt::test]
-    async fn drop_oldest_makes_room_for_the_newest_message() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let h = harness_with(
-            SessionSettings::default(),
-            EchoLlm {
-                gate: Some(gate.clone()),
-                ..EchoLlm::default()
-            },
-            KindPolicy {
-                mailbox_capacity: 1,
-                overflow: OverflowPolicy::DropOldest,
-                ..KindPolicy::default()
-            },
+    async fn stop_skips_the_queue_and_cancels_only_the_reply_being_written() {
+        let (h, gate) = gated(KindPolicy::default());
+        h.router.route(pick(5, "mira"));
+        eventually("opening", || h.messenger.texts_to(5).len() == 1).await;
+        h.router.route(command(5, "/stop"));
+        eventually("nothing to stop", || {
+            h.messenger.texts_to(5).last().map(String::as_str)
+                == Some("Nothing is being written right now.")
+        })
+        .await;
+        h.router.route(text(5, "first"));
+        h.router.route(text(5, "second"));
+        eventually("the placeholder", || {
+            h.messenger.texts_to(5).last().map(String::as_str) == Some("… typing")
+        })
+        .await;
+        // "/stop" overtakes "second", which waits in the queue, and cancels "first".
+        h.router.route(command(5, "/stop"));
+        eventually("the second reply", || {
+            h.messenger.texts_to(5).last().map(String::as_str) == Some("… typing")
+                && h.messenger.texts_to(5).contains(&"(stopped)".to_owned())
+        })
+        .await;
+        gate.add_permits(1);
+        eventually("second answered", || replies(&h, 5) == ["reply to: second"]).await;
+        let stored: Vec<(String, &str)> = h.store.messages().into_iter().skip(1).collect();
+        assert_eq!(
+            stored,
+            [
+                ("first".to_owned(), "complete"),
+                ("second".to_owned(), "complete"),
+                ("reply to: second".to_owned(), "complete"),
+            ],
+            "nothing stored for the stopped reply"
         );
+        h.router.stop();
+    }
+
+    #[actix_rt::test]
+    async fn drop_oldest_makes_room_for_the_newest_message() {
+        let (h, gate) = gated(KindPolicy {
+            mailbox_capacity: 1,
+            overflow: OverflowPolicy::DropOldest,
+            ..KindPolicy::default()
+        });
         h.router.route(pick(4, "mira"));
         eventually("greeting", || h.messenger.texts_to(4).len() == 1).await;
         for index in 0..3 {
@@ -1068,13 +875,7 @@ mod tests {
         .await;
         gate.add_permits(2);
         eventually("all events finished", || h.router.in_flight() == 0).await;
-        let replies: Vec<String> = h
-            .messenger
-            .texts_to(4)
-            .into_iter()
-            .filter(|t| t.starts_with("reply to"))
-            .collect();
-        assert_eq!(replies, ["reply to: d0", "reply to: d2"]);
+        assert_eq!(replies(&h, 4), ["reply to: d0", "reply to: d2"]);
         h.router.stop();
     }
 }

@@ -15,19 +15,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().expect("test mutex poisoned")
 }
 
-/// Records every message sent, per chat.
+/// One message as the chat shows it now.
+#[derive(Debug, Clone)]
+pub struct ShownMessage {
+    pub chat: ChatId,
+    pub id: i64,
+    pub text: String,
+    pub keyboard: Option<Keyboard>,
+    pub edits: usize,
+}
+
+/// Records every message sent, per chat, with the edits applied.
 #[derive(Default)]
 pub struct RecordingMessenger {
-    pub sent: Mutex<Vec<(ChatId, String, Option<Keyboard>)>>,
+    pub sent: Mutex<Vec<ShownMessage>>,
     next_id: AtomicI64,
 }
 
 impl RecordingMessenger {
+    /// The chat's messages as they read now, oldest first.
     pub fn texts_to(&self, chat: ChatId) -> Vec<String> {
+        self.messages_to(chat)
+            .into_iter()
+            .map(|message| message.text)
+            .collect()
+    }
+
+    pub fn messages_to(&self, chat: ChatId) -> Vec<ShownMessage> {
         lock(&self.sent)
             .iter()
-            .filter(|(to, _, _)| *to == chat)
-            .map(|(_, text, _)| text.clone())
+            .filter(|message| message.chat == chat)
+            .cloned()
             .collect()
     }
 }
@@ -40,8 +58,39 @@ impl Messenger for RecordingMessenger {
         text: &str,
         keyboard: Option<&Keyboard>,
     ) -> Result<i64, DeliveryError> {
-        lock(&self.sent).push((chat, text.to_owned(), keyboard.cloned()));
-        Ok(self.next_id.fetch_add(1, Ordering::SeqCst))
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&self.sent).push(ShownMessage {
+            chat,
+            id,
+            text: text.to_owned(),
+            keyboard: keyboard.cloned(),
+            edits: 0,
+        });
+        Ok(id)
+    }
+
+    async fn edit_text(
+        &self,
+        chat: ChatId,
+        message_id: i64,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+        _render: Render,
+    ) -> Result<(), DeliveryError> {
+        let mut sent = lock(&self.sent);
+        let message = sent
+            .iter_mut()
+            .find(|message| message.chat == chat && message.id == message_id)
+            .ok_or_else(|| DeliveryError::Failed("message to edit not found".into()))?;
+        message.text = text.to_owned();
+        message.keyboard = keyboard.cloned();
+        message.edits += 1;
+        Ok(())
+    }
+
+    async fn delete_message(&self, chat: ChatId, message_id: i64) -> Result<(), DeliveryError> {
+        lock(&self.sent).retain(|message| !(message.chat == chat && message.id == message_id));
+        Ok(())
     }
 
     async fn show_typing(&self, _chat: ChatId) -> Result<(), DeliveryError> {
@@ -53,8 +102,9 @@ impl Messenger for RecordingMessenger {
     }
 }
 
-/// Answers "reply to: <last user message>" after a delay; panics when the last user message
-/// is "PANIC"; records every request. With a gate, each answer waits for a permit.
+/// Answers "reply to: <last user message>" after a delay (streamed in two pieces when the
+/// request asks for a stream); panics when the last user message is "PANIC"; records every
+/// request. With a gate, each answer waits for a permit.
 #[derive(Default)]
 pub struct EchoLlm {
     pub requests: Mutex<Vec<CompletionRequest>>,
@@ -78,8 +128,14 @@ impl LanguageModel for EchoLlm {
             .map(|message| message.content.clone())
             .unwrap_or_default();
         assert!(last != "PANIC", "injected panic");
+        let text = format!("reply to: {last}");
+        if let Some(sink) = &request.stream {
+            let (first, second) = text.split_at(text.len() / 2);
+            sink.push(first);
+            sink.push(second);
+        }
         Ok(Completion {
-            text: format!("reply to: {last}"),
+            text,
             prompt_tokens: None,
             completion_tokens: None,
             provider: "echo".into(),
@@ -87,12 +143,25 @@ impl LanguageModel for EchoLlm {
     }
 }
 
+/// One stored dialog.
+#[derive(Debug, Clone)]
+struct MemoryDialog {
+    id: DialogId,
+    user_id: UserId,
+    slot: u8,
+    persona_id: String,
+    story_id: String,
+    open: bool,
+    modes: DialogModes,
+}
+
 #[derive(Default)]
 struct MemoryData {
     profiles: HashMap<UserId, UserProfile>,
-    /// (dialog id, user, slot, persona, open)
-    dialogs: Vec<(DialogId, UserId, u8, String, bool)>,
-    messages: Vec<(DialogId, NewMessage)>,
+    preferences: HashMap<UserId, UserPreferences>,
+    dialogs: Vec<MemoryDialog>,
+    /// (message id, dialog, message, replaced)
+    messages: Vec<(i64, DialogId, NewMessage, bool)>,
     active_slot: HashMap<UserId, u8>,
     claimed_updates: std::collections::HashSet<i64>,
     token_usage: HashMap<(UserId, u8), (u64, u64)>,
@@ -117,6 +186,22 @@ impl MemoryStore {
             .copied()
             .unwrap_or_default()
     }
+
+    /// Every stored message's text and status, oldest first.
+    pub fn messages(&self) -> Vec<(String, &'static str)> {
+        lock(&self.data)
+            .messages
+            .iter()
+            .map(|(_, _, message, replaced)| {
+                let status = if *replaced {
+                    MessageStatus::Replaced
+                } else {
+                    message.status
+                };
+                (message.content.clone(), status.as_str())
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -130,33 +215,52 @@ impl SessionStore for MemoryStore {
         let Some(profile) = data.profiles.get(&user_id).cloned() else {
             return Ok(None);
         };
-        let active_dialog = data.active_slot.get(&user_id).and_then(|slot| {
-            let (dialog_id, _, slot, persona_id, _) = data
-                .dialogs
-                .iter()
-                .find(|(_, user, s, _, open)| *user == user_id && s == slot && *open)?
-                .clone();
-            let all: Vec<HistoryEntry> = data
-                .messages
-                .iter()
-                .filter(|(dialog, _)| *dialog == dialog_id)
-                .map(|(_, message)| HistoryEntry {
-                    role: message.role,
-                    content: message.content.clone(),
-                    token_count: message.token_count,
-                })
-                .collect();
-            let history = all[all.len().saturating_sub(history_limit)..].to_vec();
-            Some(StoredDialog {
-                dialog_id,
-                slot,
-                persona_id,
-                history,
+        let dialogs = data
+            .dialogs
+            .iter()
+            .filter(|dialog| dialog.user_id == user_id && dialog.open)
+            .map(|dialog| {
+                let all: Vec<HistoryEntry> = data
+                    .messages
+                    .iter()
+                    .filter(|(_, id, message, replaced)| {
+                        *id == dialog.id
+                            && !replaced
+                            && MessageStatus::in_dialog(message.status.as_str())
+                    })
+                    .map(|(message_id, _, message, _)| HistoryEntry {
+                        message_id: *message_id,
+                        telegram_message_id: message.telegram_message_id,
+                        earlier_parts: message.earlier_parts.clone(),
+                        role: message.role,
+                        content: message.content.clone(),
+                        token_count: message.token_count,
+                    })
+                    .collect();
+                let persona_messages = data
+                    .messages
+                    .iter()
+                    .filter(|(_, id, message, replaced)| {
+                        *id == dialog.id && !replaced && message.role == Role::Assistant
+                    })
+                    .count() as u32;
+                StoredDialog {
+                    dialog_id: dialog.id,
+                    slot: dialog.slot,
+                    persona_id: dialog.persona_id.clone(),
+                    story_id: Some(dialog.story_id.clone()),
+                    last_active_at: 0,
+                    modes: dialog.modes,
+                    persona_messages,
+                    history: all[all.len().saturating_sub(history_limit)..].to_vec(),
+                }
             })
-        });
+            .collect();
         Ok(Some(StoredSession {
             profile,
-            active_dialog,
+            preferences: data.preferences.get(&user_id).cloned().unwrap_or_default(),
+            active_slot: data.active_slot.get(&user_id).copied(),
+            dialogs,
         }))
     }
 
@@ -167,23 +271,74 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn save_preferences(
+        &self,
+        user_id: UserId,
+        preferences: &UserPreferences,
+    ) -> Result<(), StoreError> {
+        lock(&self.data)
+            .preferences
+            .insert(user_id, preferences.clone());
+        Ok(())
+    }
+
     async fn open_dialog(
         &self,
         user_id: UserId,
         slot: u8,
         persona_id: &str,
+        story_id: &str,
     ) -> Result<DialogId, StoreError> {
         let mut data = lock(&self.data);
         for dialog in data.dialogs.iter_mut() {
-            if dialog.1 == user_id && dialog.2 == slot {
-                dialog.4 = false;
+            if dialog.user_id == user_id && dialog.slot == slot {
+                dialog.open = false;
             }
         }
         let id = data.dialogs.len() as DialogId + 1;
-        data.dialogs
-            .push((id, user_id, slot, persona_id.to_owned(), true));
+        data.dialogs.push(MemoryDialog {
+            id,
+            user_id,
+            slot,
+            persona_id: persona_id.to_owned(),
+            story_id: story_id.to_owned(),
+            open: true,
+            modes: DialogModes::default(),
+        });
         data.active_slot.insert(user_id, slot);
         Ok(id)
+    }
+
+    async fn activate_slot(&self, user_id: UserId, slot: u8) -> Result<(), StoreError> {
+        lock(&self.data).active_slot.insert(user_id, slot);
+        Ok(())
+    }
+
+    async fn close_all_dialogs(&self, user_id: UserId) -> Result<(), StoreError> {
+        let mut data = lock(&self.data);
+        for dialog in data.dialogs.iter_mut() {
+            if dialog.user_id == user_id {
+                dialog.open = false;
+            }
+        }
+        data.active_slot.remove(&user_id);
+        Ok(())
+    }
+
+    async fn set_dialog_modes(
+        &self,
+        dialog_id: DialogId,
+        modes: DialogModes,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.data);
+        if let Some(dialog) = data
+            .dialogs
+            .iter_mut()
+            .find(|dialog| dialog.id == dialog_id)
+        {
+            dialog.modes = modes;
+        }
+        Ok(())
     }
 
     async fn append_message(
@@ -206,8 +361,15 @@ impl SessionStore for MemoryStore {
             entry.0 += u64::from(usage.prompt_tokens);
             entry.1 += u64::from(usage.completion_tokens);
         }
-        data.messages.push((dialog_id, message.clone()));
-        Ok(Appended::Stored)
+        if let Some(replaced) = message.replaces {
+            if let Some(old) = data.messages.iter_mut().find(|m| m.0 == replaced) {
+                old.3 = true;
+            }
+        }
+        let message_id = data.messages.len() as i64 + 1;
+        data.messages
+            .push((message_id, dialog_id, message.clone(), false));
+        Ok(Appended::Stored { message_id })
     }
 
     async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {
@@ -239,14 +401,34 @@ pub fn text(user_id: UserId, text: &str) -> Inbound {
     }
 }
 
-pub fn pick(user_id: UserId, persona_id: &str) -> Inbound {
+/// Presses a button with `data` (on no particular message).
+pub fn press(user_id: UserId, data: &str) -> Inbound {
+    press_on(user_id, data, None)
+}
+
+/// Presses a button with `data` on the message `message_id`.
+pub fn press_on(user_id: UserId, data: &str, message_id: Option<i64>) -> Inbound {
     Inbound {
         update_id: None,
         sender: sender(user_id),
         kind: InboundKind::Button {
             callback_id: format!("cb{user_id}"),
-            data: format!("p:{persona_id}"),
+            data: data.to_owned(),
+            message_id,
         },
+    }
+}
+
+/// Starts the first story of `persona_id`.
+pub fn pick(user_id: UserId, persona_id: &str) -> Inbound {
+    press(user_id, &format!("s:{persona_id}:first"))
+}
+
+pub fn command(user_id: UserId, text: &str) -> Inbound {
+    Inbound {
+        update_id: None,
+        sender: sender(user_id),
+        kind: InboundKind::from_text(text),
     }
 }
 

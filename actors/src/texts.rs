@@ -1,9 +1,57 @@
 //! What the bot says in its own voice, in Russian and English, and splitting of long replies.
+//!
+//! Every phrase exists in both languages (the compiler checks it: both are a [`Texts`]).
 
 /// Telegram's limit for one message, in UTF-16 code units.
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
-/// The bot's own phrases in one language.
+/// The languages the bot speaks in its own voice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ru,
+}
+
+impl Lang {
+    /// Russian for users whose Telegram speaks a language of the former USSR region, else
+    /// English.
+    pub fn from_telegram(language_code: Option<&str>) -> Lang {
+        let primary = language_code
+            .and_then(|code| code.split(['-', '_']).next())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match primary.as_str() {
+            "ru" | "uk" | "be" | "kk" | "uz" | "ky" | "tg" => Lang::Ru,
+            _ => Lang::En,
+        }
+    }
+
+    /// A language chosen with /language ("ru" or "en").
+    pub fn parse(code: &str) -> Option<Lang> {
+        match code {
+            "ru" => Some(Lang::Ru),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ru => "ru",
+        }
+    }
+
+    pub fn texts(self) -> &'static Texts {
+        match self {
+            Lang::En => &ENGLISH,
+            Lang::Ru => &RUSSIAN,
+        }
+    }
+}
+
+/// The bot's own phrases in one language. Phrases with `{…}` placeholders are filled with
+/// [`fill`].
 #[derive(Debug)]
 pub struct Texts {
     pub choose_persona: &'static str,
@@ -20,15 +68,101 @@ pub struct Texts {
     pub retry_button: &'static str,
     pub nothing_to_retry: &'static str,
     pub dropped_for_newer: &'static str,
+    /// The placeholder a streamed reply starts as.
+    pub typing: &'static str,
+    /// Added to a reply whose stream broke off.
+    pub reply_cut_off: &'static str,
+    /// Added to a reply stopped with /stop.
+    pub reply_stopped: &'static str,
+    pub nothing_to_stop: &'static str,
+    pub regenerate_button: &'static str,
+    pub continue_story_button: &'static str,
+    pub only_last_reply: &'static str,
+    pub nothing_to_regenerate: &'static str,
+    /// `{name}`: the persona; `{adult}`: the 18+ mark or nothing; `{description}`.
+    pub persona_card: &'static str,
+    pub choose_story: &'static str,
+    pub back_button: &'static str,
+    pub unknown_story: &'static str,
+    pub adult_question: &'static str,
+    pub adult_confirm_button: &'static str,
+    pub adult_mark: &'static str,
+    /// `{slot}`, `{persona}`, `{story}`.
+    pub dialog_started: &'static str,
+    pub slots_full: &'static str,
+    /// `{slot}`, `{persona}`: a button.
+    pub replace_slot_button: &'static str,
+    pub cancel_button: &'static str,
+    pub cancelled: &'static str,
+    pub dialogs_title: &'static str,
+    /// `{slot}`, `{persona}`, `{story}`, `{ago}`, `{active}`.
+    pub dialog_line: &'static str,
+    /// `{slot}`.
+    pub empty_slot_line: &'static str,
+    pub active_mark: &'static str,
+    /// `{slot}`.
+    pub continue_button: &'static str,
+    /// `{slot}`.
+    pub clear_button: &'static str,
+    pub new_dialog_button: &'static str,
+    pub no_dialogs: &'static str,
+    /// `{slot}`, `{persona}`.
+    pub clear_question: &'static str,
+    pub clear_confirm_button: &'static str,
+    pub reset_question: &'static str,
+    pub reset_confirm_button: &'static str,
+    pub reset_done: &'static str,
+    /// `{slot}`, `{persona}`, `{story}`.
+    pub switched_to: &'static str,
+    pub slot_empty: &'static str,
+    pub menu_title: &'static str,
+    pub menu_dialogs_button: &'static str,
+    pub menu_settings_button: &'static str,
+    pub menu_language_button: &'static str,
+    /// `{slot}`, `{persona}`.
+    pub settings_title: &'static str,
+    pub intense_mode_label: &'static str,
+    pub fantasy_scenes_label: &'static str,
+    pub on: &'static str,
+    pub off: &'static str,
+    pub settings_need_dialog: &'static str,
+    pub language_question: &'static str,
+    pub language_set: &'static str,
+    /// `{minutes}` / `{hours}` / `{days}` ago.
+    pub minutes_ago: &'static str,
+    pub hours_ago: &'static str,
+    pub days_ago: &'static str,
+    pub just_now: &'static str,
+    /// A reply the output check withheld.
+    pub reply_withheld: &'static str,
+    /// `{name}`, `{last}`: the welcome back when the LLM cannot write one.
+    pub welcome_back: &'static str,
+    /// The bot's command menu in Telegram: (command, description).
+    pub commands: [(&'static str, &'static str); 8],
+}
+
+/// Replaces `{key}` placeholders of a phrase.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_owned();
+    for (key, value) in values {
+        out = out.replace(&format!("{{{key}}}"), value);
+    }
+    out
 }
 
 const ENGLISH: Texts = Texts {
     choose_persona: "Who would you like to talk to? Pick a character:",
     choose_persona_first: "First pick a character to talk to:",
-    help: "I am a bot you can chat with as different characters.\n\n\
-           /start — choose a character\n\
-           /help — this list of commands\n\n\
-           After choosing, just write: the character answers.",
+    help: "I am a bot you can chat with as different characters, each playing a story. You \
+           can keep three dialogs at once.\n\n\
+           /start — choose a character and a story\n\
+           /dialogs — your three dialogs\n\
+           /settings — modes of the current dialog\n\
+           /stop — stop the reply being written\n\
+           /language — language of the bot\n\
+           /reset — clear all dialogs\n\
+           /menu — the main menu\n\
+           /help — this list of commands",
     unknown_persona: "That character is no longer available. Please pick another one:",
     llm_failed: "Sorry, I could not come up with an answer right now. Your message is saved — \
                  please try again in a minute.",
@@ -44,15 +178,88 @@ const ENGLISH: Texts = Texts {
     nothing_to_retry: "There is nothing to retry: your last message was answered.",
     dropped_for_newer: "Too many messages at once: I skipped an older one. Please send it again \
                         if it still matters.",
+    typing: "… typing",
+    reply_cut_off: "(the reply was cut off — press Regenerate or write on)",
+    reply_stopped: "(stopped)",
+    nothing_to_stop: "Nothing is being written right now.",
+    regenerate_button: "🔄 Regenerate",
+    continue_story_button: "▶️ Continue",
+    only_last_reply: "Only the latest reply can be regenerated.",
+    nothing_to_regenerate: "There is no reply to regenerate yet.",
+    persona_card: "*{name}*{adult}\n\n{description}",
+    choose_story: "Choose a story:",
+    back_button: "« Back",
+    unknown_story: "That story is no longer available. Please pick another one:",
+    adult_question: "This character is for adults only. Please confirm that you are 18 or \
+                     older.",
+    adult_confirm_button: "I am 18 or older",
+    adult_mark: " (18+)",
+    dialog_started: "Dialog {slot}: {persona} — {story}",
+    slots_full: "All three dialogs are in use. Which one should the new story replace? Its \
+                 history will be closed.",
+    replace_slot_button: "Replace {slot}: {persona}",
+    cancel_button: "Cancel",
+    cancelled: "Cancelled.",
+    dialogs_title: "Your dialogs:",
+    dialog_line: "{slot}. {persona} — {story} ({ago}){active}",
+    empty_slot_line: "{slot}. (empty)",
+    active_mark: " ← current",
+    continue_button: "▶️ Continue {slot}",
+    clear_button: "🧹 Clear {slot}",
+    new_dialog_button: "➕ New dialog",
+    no_dialogs: "You have no dialogs yet.",
+    clear_question: "Clear dialog {slot} with {persona}? Its history will be gone for the \
+                     character; the story starts again.",
+    clear_confirm_button: "Yes, clear it",
+    reset_question: "Clear all three dialogs? Every history will be gone for the characters.",
+    reset_confirm_button: "Yes, clear all",
+    reset_done: "All dialogs are cleared. /start to begin a new one.",
+    switched_to: "Dialog {slot}: {persona} — {story}",
+    slot_empty: "That dialog slot is empty. /start to begin a story.",
+    menu_title: "Menu",
+    menu_dialogs_button: "💬 My dialogs",
+    menu_settings_button: "⚙️ Settings",
+    menu_language_button: "🌐 Language",
+    settings_title: "Settings of dialog {slot} ({persona}):",
+    intense_mode_label: "Intense mode",
+    fantasy_scenes_label: "Fantasy scenes",
+    on: "on",
+    off: "off",
+    settings_need_dialog: "Settings belong to a dialog: /start one first.",
+    language_question: "Choose the bot's language:",
+    language_set: "The bot now speaks English.",
+    minutes_ago: "{n} min ago",
+    hours_ago: "{n} h ago",
+    days_ago: "{n} d ago",
+    just_now: "just now",
+    reply_withheld: "(I cannot show that reply. Please write something else, or press \
+                     Regenerate.)",
+    welcome_back: "*{name} looks up.* You're back. Last time we stopped here: «{last}»",
+    commands: [
+        ("start", "Choose a character and a story"),
+        ("dialogs", "Your three dialogs"),
+        ("settings", "Modes of the current dialog"),
+        ("stop", "Stop the reply being written"),
+        ("language", "Language of the bot"),
+        ("reset", "Clear all dialogs"),
+        ("menu", "Main menu"),
+        ("help", "Help"),
+    ],
 };
 
 const RUSSIAN: Texts = Texts {
     choose_persona: "С кем хотите поговорить? Выберите персонажа:",
     choose_persona_first: "Сначала выберите персонажа для разговора:",
-    help: "Я бот, с которым можно общаться от лица разных персонажей.\n\n\
-           /start — выбрать персонажа\n\
-           /help — список команд\n\n\
-           После выбора просто пишите: персонаж ответит.",
+    help: "Я бот, с которым можно общаться с разными персонажами, каждый играет свою историю. \
+           Можно вести три диалога одновременно.\n\n\
+           /start — выбрать персонажа и историю\n\
+           /dialogs — ваши три диалога\n\
+           /settings — режимы текущего диалога\n\
+           /stop — остановить ответ\n\
+           /language — язык бота\n\
+           /reset — очистить все диалоги\n\
+           /menu — главное меню\n\
+           /help — список команд",
     unknown_persona: "Этот персонаж больше недоступен. Выберите другого:",
     llm_failed: "Извините, сейчас не получилось ответить. Ваше сообщение сохранено — \
                  попробуйте ещё раз через минуту.",
@@ -70,19 +277,92 @@ const RUSSIAN: Texts = Texts {
     nothing_to_retry: "Повторять нечего: на последнее сообщение уже есть ответ.",
     dropped_for_newer: "Слишком много сообщений сразу: одно из ранних я пропустил. Отправьте его \
                         ещё раз, если оно важно.",
+    typing: "… печатает",
+    reply_cut_off: "(ответ оборвался — нажмите «Переписать» или пишите дальше)",
+    reply_stopped: "(остановлено)",
+    nothing_to_stop: "Сейчас ничего не пишется.",
+    regenerate_button: "🔄 Переписать",
+    continue_story_button: "▶️ Продолжить",
+    only_last_reply: "Переписать можно только последний ответ.",
+    nothing_to_regenerate: "Пока нечего переписывать.",
+    persona_card: "*{name}*{adult}\n\n{description}",
+    choose_story: "Выберите историю:",
+    back_button: "« Назад",
+    unknown_story: "Этой истории больше нет. Выберите другую:",
+    adult_question: "Этот персонаж только для взрослых. Подтвердите, что вам есть 18 лет.",
+    adult_confirm_button: "Мне есть 18",
+    adult_mark: " (18+)",
+    dialog_started: "Диалог {slot}: {persona} — {story}",
+    slots_full: "Все три диалога заняты. Какой заменить новой историей? Его история будет \
+                 закрыта.",
+    replace_slot_button: "Заменить {slot}: {persona}",
+    cancel_button: "Отмена",
+    cancelled: "Отменено.",
+    dialogs_title: "Ваши диалоги:",
+    dialog_line: "{slot}. {persona} — {story} ({ago}){active}",
+    empty_slot_line: "{slot}. (пусто)",
+    active_mark: " ← текущий",
+    continue_button: "▶️ Продолжить {slot}",
+    clear_button: "🧹 Очистить {slot}",
+    new_dialog_button: "➕ Новый диалог",
+    no_dialogs: "У вас пока нет диалогов.",
+    clear_question: "Очистить диалог {slot} с персонажем {persona}? Персонаж забудет историю, \
+                     она начнётся заново.",
+    clear_confirm_button: "Да, очистить",
+    reset_question: "Очистить все три диалога? Персонажи забудут все истории.",
+    reset_confirm_button: "Да, очистить всё",
+    reset_done: "Все диалоги очищены. /start — начать новый.",
+    switched_to: "Диалог {slot}: {persona} — {story}",
+    slot_empty: "Этот слот пуст. /start — начать историю.",
+    menu_title: "Меню",
+    menu_dialogs_button: "💬 Мои диалоги",
+    menu_settings_button: "⚙️ Настройки",
+    menu_language_button: "🌐 Язык",
+    settings_title: "Настройки диалога {slot} ({persona}):",
+    intense_mode_label: "Интенсивный режим",
+    fantasy_scenes_label: "Фэнтези-сцены",
+    on: "вкл",
+    off: "выкл",
+    settings_need_dialog: "Настройки относятся к диалогу: сначала начните его через /start.",
+    language_question: "Выберите язык бота:",
+    language_set: "Теперь бот говорит по-русски.",
+    minutes_ago: "{n} мин назад",
+    hours_ago: "{n} ч назад",
+    days_ago: "{n} дн назад",
+    just_now: "только что",
+    reply_withheld: "(Этот ответ я показать не могу. Напишите что-нибудь другое или нажмите \
+                     «Переписать».)",
+    welcome_back: "*{name} поднимает взгляд.* Вы вернулись. В прошлый раз мы остановились здесь: \
+                   «{last}»",
+    commands: [
+        ("start", "Выбрать персонажа и историю"),
+        ("dialogs", "Ваши три диалога"),
+        ("settings", "Режимы текущего диалога"),
+        ("stop", "Остановить ответ"),
+        ("language", "Язык бота"),
+        ("reset", "Очистить все диалоги"),
+        ("menu", "Главное меню"),
+        ("help", "Помощь"),
+    ],
 };
 
 impl Texts {
-    /// Russian for users whose Telegram speaks a language of the former USSR region, else
-    /// English.
+    /// The texts for a Telegram language code (see [`Lang::from_telegram`]).
     pub fn for_language(language_code: Option<&str>) -> &'static Texts {
-        let primary = language_code
-            .and_then(|code| code.split(['-', '_']).next())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        match primary.as_str() {
-            "ru" | "uk" | "be" | "kk" | "uz" | "ky" | "tg" => &RUSSIAN,
-            _ => &ENGLISH,
+        Lang::from_telegram(language_code).texts()
+    }
+
+    /// "5 min ago", "3 h ago", … for an age in milliseconds.
+    pub fn ago(&self, age_ms: i64) -> String {
+        let minutes = age_ms.max(0) / 60_000;
+        if minutes < 1 {
+            self.just_now.to_owned()
+        } else if minutes < 60 {
+            fill(self.minutes_ago, &[("n", &minutes.to_string())])
+        } else if minutes < 48 * 60 {
+            fill(self.hours_ago, &[("n", &(minutes / 60).to_string())])
+        } else {
+            fill(self.days_ago, &[("n", &(minutes / 1440).to_string())])
         }
     }
 }
@@ -163,5 +443,16 @@ mod tests {
         );
         assert_eq!(Texts::for_language(Some("en-US")).help, ENGLISH.help);
         assert_eq!(Texts::for_language(None).help, ENGLISH.help);
+        assert_eq!(Lang::parse("ru"), Some(Lang::Ru));
+        assert_eq!(Lang::parse("de"), None);
+    }
+
+    #[test]
+    fn ages_are_told_in_the_largest_sensible_unit() {
+        assert_eq!(ENGLISH.ago(10_000), "just now");
+        assert_eq!(ENGLISH.ago(5 * 60_000), "5 min ago");
+        assert_eq!(RUSSIAN.ago(7 * 3_600_000), "7 ч назад");
+        assert_eq!(ENGLISH.ago(3 * 86_400_000), "3 d ago");
+        assert_eq!(fill("{a} and {b}", &[("a", "x"), ("b", "y")]), "x and y");
     }
 }

@@ -21,32 +21,57 @@ async fn start_shows_personas_and_a_pick_sends_the_greeting(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.user_says(1001, "/start").await;
     app.wait_for_texts(1001, 1).await;
-    let menu = &app.telegram.sent_messages(1001)[0];
-    let buttons: Vec<String> = menu["reply_markup"]["inline_keyboard"]
-        .as_array()
-        .expect("an inline keyboard")
-        .iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .map(|button| {
-            button["callback_data"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(buttons, ["p:arlo", "p:mira", "p:nova"]);
-
-    app.user_presses(1001, "p:mira").await;
-    let texts = app.wait_for_texts(1001, 2).await;
+    let gallery = &app.telegram.sent_messages(1001)[0];
+    assert_eq!(
+        button_data(gallery),
+        [
+            "p:arlo", "p:elena", "p:iris", "p:kai", "p:mira", "p:nova", "p:pavel", "p:sable",
+            "p:zephyr"
+        ]
+    );
+    let text = gallery["text"].as_str().unwrap_or_default();
     assert!(
-        texts[1].contains("I'm Mira. And you are?"),
-        "the greeting with {{char}} replaced: {}",
-        texts[1]
+        text.contains("Mira — Keeper of a lighthouse"),
+        "each persona with its tagline: {text}"
     );
     assert!(
-        !texts[1].contains("{{"),
+        text.contains("Sable (18+)"),
+        "adult personas are marked: {text}"
+    );
+
+    // A persona's card: its description and its stories.
+    app.user_presses(1001, "p:mira").await;
+    app.wait_for_texts(1001, 2).await;
+    let card = &app.telegram.sent_messages(1001)[1];
+    let card_text = card["text"].as_str().unwrap_or_default();
+    assert!(card_text.contains("Stormhead lighthouse"), "{card_text}");
+    assert!(card_text.contains("Choose a story"), "{card_text}");
+    let stories = button_data(card);
+    assert!(
+        stories.len() >= 5,
+        "four or more stories and Back: {stories:?}"
+    );
+    assert!(
+        stories[..stories.len() - 1]
+            .iter()
+            .all(|data| data.starts_with("s:mira:"))
+    );
+    assert_eq!(stories.last().map(String::as_str), Some("g"));
+
+    let story = first_story("mira");
+    app.user_presses(1001, &format!("s:mira:{story}")).await;
+    let texts = app.wait_for_texts(1001, 3).await;
+    let opening = story_opening("mira", &story, "User1001");
+    assert!(texts[2].starts_with("Dialog 1: Mira — "), "{}", texts[2]);
+    assert!(
+        texts[2].ends_with(&opening),
+        "the opening follows: {}",
+        texts[2]
+    );
+    assert!(
+        !texts[2].contains("{{"),
         "no placeholder left: {}",
-        texts[1]
+        texts[2]
     );
     wait_until("the button acknowledged", || {
         (!app.telegram.calls_to("answerCallbackQuery").is_empty()).then_some(())
@@ -74,8 +99,11 @@ async fn a_message_reaches_the_llm_with_persona_and_history_and_the_reply_is_sto
         "persona description in the system prompt"
     );
     assert!(messages[0].1.contains("User1002"), "{{user}} replaced");
-    assert_eq!(messages[1].0, "assistant", "the greeting is history");
-    assert!(messages[1].1.contains("No stamp, hand"));
+    assert_eq!(messages[1].0, "assistant", "the story's opening is history");
+    assert_eq!(
+        messages[1].1,
+        story_opening("arlo", &first_story("arlo"), "User1002")
+    );
     assert_eq!(
         messages[2],
         (
@@ -90,12 +118,16 @@ async fn a_message_reaches_the_llm_with_persona_and_history_and_the_reply_is_sto
     );
     assert_eq!(request["model"], app.settings.llm.model.as_str());
 
-    let typing = app.telegram.calls_to("sendChatAction");
+    let placeholder = app.telegram.calls_to("sendMessage");
     assert!(
-        typing.iter().any(|call| call.body["action"] == "typing"),
-        "a typing indicator while the LLM works"
+        placeholder
+            .iter()
+            .any(|call| call.body["text"] == "… typing"),
+        "a placeholder while the LLM works"
     );
-    let stored = app.database.dialog_messages(1002).await.expect("messages");
+    let stored = app
+        .stored_when(1002, "the reply stored", |stored| stored.len() == 3)
+        .await;
     let stored: Vec<(&str, &str)> = stored
         .iter()
         .map(|(role, text, _)| (role.as_str(), text.as_str()))
@@ -226,9 +258,10 @@ async fn long_replies_are_split_and_bad_markdown_is_resent_plain(backend: Backen
     app.user_says(4001, "and now?").await;
     let texts = app.wait_for_texts(4001, 4).await;
     assert_eq!(texts[3], odd, "delivered as plain text");
+    // The reply is the final edit of its placeholder.
     let attempts: Vec<_> = app
         .telegram
-        .calls_to("sendMessage")
+        .calls_to("editMessageText")
         .into_iter()
         .filter(|call| call.body["text"] == odd)
         .collect();
@@ -264,12 +297,13 @@ async fn long_polling_delivers_updates_too(backend: Backend) {
         },
     )
     .await;
+    let start = format!("s:mira:{}", first_story("mira"));
     app.telegram
-        .push_update(callback_update(1, 6001, "Polly", "ru", "p:mira"));
+        .push_update(callback_update(1, 6001, "Polly", "ru", &start));
     app.telegram
         .push_update(text_update(2, 6001, "Polly", "ru", "Привет!"));
     let texts = app.wait_for_texts(6001, 2).await;
-    assert!(texts[0].contains("Mira"));
+    assert!(texts[0].starts_with("Диалог 1: Mira"), "{}", texts[0]);
     assert_eq!(texts[1], "echo: Привет!");
     app.stop().await;
 }
@@ -349,6 +383,42 @@ async fn old_update_ids_are_pruned_and_recent_ones_kept(backend: Backend) {
     assert!(
         app.database.claim_update(900_001).await.expect("claim"),
         "forgotten"
+    );
+    app.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_command_menu_is_registered_in_english_and_russian() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let calls = wait_until("two setMyCommands calls", || {
+        let calls = app.telegram.calls_to("setMyCommands");
+        (calls.len() == 2).then_some(calls)
+    })
+    .await;
+    let commands = |call: &fake_telegram::RecordedCall| -> Vec<String> {
+        call.body["commands"]
+            .as_array()
+            .map(|commands| {
+                commands
+                    .iter()
+                    .filter_map(|command| command["command"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected = [
+        "start", "dialogs", "settings", "stop", "language", "reset", "menu", "help",
+    ];
+    assert_eq!(commands(&calls[0]), expected);
+    assert!(
+        calls[0].body.get("language_code").is_none(),
+        "the default menu"
+    );
+    assert_eq!(commands(&calls[1]), expected);
+    assert_eq!(calls[1].body["language_code"], "ru");
+    assert_eq!(
+        calls[1].body["commands"][1]["description"],
+        "Ваши три диалога"
     );
     app.stop().await;
 }

@@ -34,7 +34,7 @@ fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
     }
 }
 
-async fn assert_nothing_lost(config: LoadConfig) {
+async fn assert_nothing_lost(config: LoadConfig) -> vitte_loadgen::report::Report {
     let report = vitte_loadgen::run(config)
         .await
         .expect("the load run completes");
@@ -43,6 +43,7 @@ async fn assert_nothing_lost(config: LoadConfig) {
     assert_eq!(report.duplicated, 0, "{}", report.render());
     assert_eq!(report.unexpected_texts, 0, "{}", report.render());
     assert!(report.vitte.peak_rss_mib > 0.0, "resources were read");
+    report
 }
 
 #[actix_rt::test]
@@ -60,5 +61,11 @@ async fn a_small_load_run_loses_and_duplicates_nothing_on_postgres() {
         eprintln!("DATABASE_URL is not set: PostgreSQL variant not run");
         return;
     };
-    assert_nothing_lost(small_run(Backend::Postgres(server), 0.0)).await;
+    let report = assert_nothing_lost(small_run(Backend::Postgres(server), 0.0)).await;
+    assert_eq!(
+        report.notices,
+        0,
+        "every message got the persona's reply: {}",
+        report.render()
+    );
 }

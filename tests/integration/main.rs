@@ -5,7 +5,9 @@ mod support;
 
 mod cli;
 mod conversation;
+mod dialogs;
 mod faults;
 mod gateway;
 mod http_api;
 mod loadgen;
+mod streaming;

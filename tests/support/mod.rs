@@ -180,6 +180,7 @@ impl TestApp {
         settings.session.shards = 2;
         settings.supervision.session.shutdown_timeout = Duration::from_secs(5);
         settings.personas.dir = repo_path("personas");
+        settings.safety.file = repo_path("config/safety.toml");
         settings.admin.token = SecretString::from(ADMIN_TOKEN);
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
@@ -376,11 +377,63 @@ impl TestApp {
         assert_eq!(self.post_update(&update).await, reqwest::StatusCode::OK);
     }
 
-    /// Picks a persona and waits for its greeting.
+    /// Starts the persona's first story and waits for its opening.
     pub async fn start_dialog(&self, user_id: i64, persona_id: &str) {
+        let story = first_story(persona_id);
+        self.start_story(user_id, persona_id, &story).await;
+    }
+
+    /// Starts a story and waits for its opening (under the slot's header).
+    pub async fn start_story(&self, user_id: i64, persona_id: &str, story_id: &str) {
         let before = self.telegram.sent_texts(user_id).len();
-        self.user_presses(user_id, &format!("p:{persona_id}")).await;
+        self.user_presses(user_id, &format!("s:{persona_id}:{story_id}"))
+            .await;
         self.wait_for_texts(user_id, before + 1).await;
+    }
+
+    /// The user presses a button on the bot's message `message_id`.
+    pub async fn user_presses_on(&self, user_id: i64, data: &str, message_id: i64) {
+        let mut update = callback_update(
+            self.next_update_id(),
+            user_id,
+            &format!("User{user_id}"),
+            "en",
+            data,
+        );
+        update["callback_query"]["message"]["message_id"] = serde_json::json!(message_id);
+        assert_eq!(self.post_update(&update).await, reqwest::StatusCode::OK);
+    }
+
+    /// Waits until the user's stored messages — (role, content, status), oldest first —
+    /// pass `check` (a reply is stored just after its final edit is shown); returns them.
+    pub async fn stored_when(
+        &self,
+        user_id: i64,
+        what: &str,
+        check: impl Fn(&[(String, String, String)]) -> bool,
+    ) -> Vec<(String, String, String)> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stored = self
+                .database
+                .dialog_messages(user_id)
+                .await
+                .expect("stored messages");
+            if check(&stored) {
+                return stored;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the chat's last message reads `expected`.
+    pub async fn wait_for_last_text(&self, chat_id: i64, expected: &str) -> Vec<String> {
+        wait_until(&format!("{expected:?} last in chat {chat_id}"), || {
+            let texts = self.telegram.sent_texts(chat_id);
+            (texts.last().map(String::as_str) == Some(expected)).then_some(texts)
+        })
+        .await
     }
 
     /// Waits until at least `count` messages were sent to `chat_id`; returns them all.
@@ -415,14 +468,64 @@ impl TestApp {
     }
 }
 
+/// The `callback_data` of every button of a message (as `sent_messages` shows it), row by
+/// row; empty without buttons.
+pub fn button_data(message: &Value) -> Vec<String> {
+    buttons(message, "callback_data")
+}
+
+/// The labels of every button of a message, row by row.
+pub fn button_labels(message: &Value) -> Vec<String> {
+    buttons(message, "text")
+}
+
+fn buttons(message: &Value, field: &str) -> Vec<String> {
+    message["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+                .filter_map(|button| button[field].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The id of a persona's first story (as the shipped files define it).
+pub fn first_story(persona_id: &str) -> String {
+    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(&repo_path("personas"))
+        .expect("the shipped personas load");
+    let persona = catalog.get(persona_id).expect("a shipped persona");
+    persona.stories[0].id.clone()
+}
+
+/// The opening message of a persona's story for `user_name`.
+pub fn story_opening(persona_id: &str, story_id: &str, user_name: &str) -> String {
+    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(&repo_path("personas"))
+        .expect("the shipped personas load");
+    let persona = catalog.get(persona_id).expect("a shipped persona");
+    let story = persona.story(story_id).expect("a shipped story");
+    persona.substitute(story.opening_message.trim(), user_name)
+}
+
 /// The `ai_requests_total` sample of the primary provider for `status`.
 pub fn ai_requests(status: &str) -> String {
     format!("ai_requests_total{{model=\"deepseek-chat\",provider=\"primary\",status=\"{status}\"}}")
 }
 
 /// Waits until `probe` returns something, failing the test after [`PATIENCE`].
-pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub async fn wait_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_until_within(PATIENCE, what, probe).await
+}
+
+/// Waits until `probe` returns something, failing the test after `patience` (for waits
+/// that take several seconds by design).
+pub async fn wait_until_within<T>(
+    patience: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(value) = probe() {
             return value;

@@ -1,0 +1,673 @@
+//! Writing a persona's reply as it streams from the LLM.
+//!
+//! The user first sees a placeholder ("… typing"), which is edited as text arrives: at most
+//! one edit per `edit_interval` (the session writes one reply at a time, so this is per
+//! chat) and only when at least `min_edit_chars` new characters came. Drafts are plain text;
+//! the final edit carries the whole reply with Markdown (plain text if Telegram rejects it)
+//! and the reply's buttons, split over several messages past 4096 characters.
+//!
+//! A stream that breaks off after some text leaves the user what came plus a short note, and
+//! the partial reply is stored as such (status `partial`); /stop does the same with its own
+//! note. The output check runs on the text as it arrives: a reply it rejects is withheld
+//! (stored for review, not shown and not part of the dialog).
+
+use std::time::Duration;
+
+use crate::conversation::{Extras, Recorded, Turn, delivery_status, record, send};
+use crate::ports::{
+    Button, ChatId, Completion, CompletionRequest, DeliveryError, HistoryEntry, Keyboard, LlmError,
+    MessageStatus, Render, Role, TextSink, TokenUsage,
+};
+use crate::session::{Dialog, SessionDeps};
+use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, fill, split_message};
+
+/// What the reply is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Directive {
+    /// The persona answers the user's last message.
+    Reply,
+    /// The persona answers the user's last message, written after `away_ms` away: it greets
+    /// the user back and recalls the story first.
+    ReplyAfterAbsence { away_ms: i64 },
+    /// The persona goes on with the story without the user's input.
+    ContinueStory,
+    /// The user returns to the dialog after `away_ms`: a greeting that recalls the story.
+    WelcomeBack { away_ms: i64 },
+    /// A new version of the last reply (`previous`, already taken out of the history), written
+    /// into the same Telegram message.
+    Regenerate { previous: HistoryEntry },
+}
+
+impl Directive {
+    /// The one-off instruction that goes after the prompt, if any. For "Regenerate" it is
+    /// the one the replaced reply had: none after a user's message, "go on" otherwise.
+    fn instruction(&self, dialog: &Dialog, user_name: &str) -> Option<String> {
+        let text = match self {
+            Directive::Reply => return None,
+            Directive::Regenerate { .. } => {
+                let after_user = dialog
+                    .history
+                    .back()
+                    .is_some_and(|entry| entry.role == Role::User);
+                if after_user {
+                    return None;
+                }
+                return Directive::ContinueStory.instruction(dialog, user_name);
+            }
+            Directive::ContinueStory => String::from(
+                "{{user}} has not written anything new: continue the story as {{char}} on \
+                 your own initiative. Move the scene forward with a new development and end \
+                 with something {{user}} can react to.",
+            ),
+            Directive::ReplyAfterAbsence { away_ms } => format!(
+                "{{{{user}}}} comes back to this story after about {} hours away. Begin \
+                 {{{{char}}}}'s reply with a short greeting in character that recalls where \
+                 the story stopped, then answer {{{{user}}}}'s message.",
+                (away_ms / 3_600_000).max(1)
+            ),
+            Directive::WelcomeBack { away_ms } => format!(
+                "{{{{user}}}} comes back to this story after about {} hours away. Write \
+                 {{{{char}}}}'s greeting: welcome {{{{user}}}} back in character and, in a \
+                 sentence or two, recall where the story stopped. Do not invent what \
+                 {{{{user}}}} did meanwhile.",
+                (away_ms / 3_600_000).max(1)
+            ),
+        };
+        Some(dialog.persona.substitute(&text, user_name))
+    }
+}
+
+/// How streaming a reply ended.
+enum Ending {
+    /// The LLM call finished (with the whole answer, or an error).
+    Finished(Result<Completion, LlmError>),
+    /// The user pressed /stop.
+    Stopped,
+    /// The output check rejected the text.
+    Withheld,
+}
+
+/// A reply on screen: the Telegram messages it occupies and what each shows.
+pub(crate) struct LiveReply {
+    chat: ChatId,
+    messages: Vec<(i64, String)>,
+    /// When a draft was last edited in; the final edit keeps the same pace.
+    last_edit: Option<tokio::time::Instant>,
+    edit_interval: Duration,
+    /// Telegram asked to slow down: no drafts before this (the final edit waits for it).
+    throttled_until: Option<tokio::time::Instant>,
+}
+
+/// Longest flood-control wait a reply honours before trying again anyway.
+const MAX_THROTTLE: Duration = Duration::from_secs(30);
+
+impl LiveReply {
+    /// Starts a reply with a placeholder: a new message, or for "Regenerate" the first
+    /// message of the reply `reuse` (its other parts are removed; a shorter or longer new
+    /// reply takes the messages it needs). If Telegram refuses, the reply is sent as new
+    /// messages at the end.
+    async fn open(
+        deps: &SessionDeps,
+        chat: ChatId,
+        placeholder: &str,
+        reuse: Option<&HistoryEntry>,
+    ) -> Self {
+        let mut live = LiveReply {
+            chat,
+            messages: Vec::new(),
+            last_edit: None,
+            edit_interval: deps.settings.edit_interval,
+            throttled_until: None,
+        };
+        let reuse = reuse.and_then(|previous| {
+            let mut ids = previous.earlier_parts.clone();
+            ids.extend(previous.telegram_message_id);
+            let first = *ids.first()?;
+            let showing = split_message(&previous.content, TELEGRAM_MESSAGE_LIMIT)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            Some((first, showing, ids))
+        });
+        match reuse {
+            Some((message_id, showing, ids)) => {
+                for later in ids.into_iter().skip(1) {
+                    if let Err(error) = deps.messenger.delete_message(chat, later).await {
+                        tracing::debug!(%error, "could not remove a part of the old reply");
+                    }
+                }
+                let edited = deps
+                    .messenger
+                    .edit_text(chat, message_id, placeholder, None, Render::Draft)
+                    .await;
+                match edited {
+                    Ok(()) => live.messages.push((message_id, placeholder.to_owned())),
+                    // The message is still there, showing the earlier reply: it is reused
+                    // once Telegram lets us edit again.
+                    Err(DeliveryError::Throttled { retry_after }) => {
+                        live.throttle(retry_after);
+                        live.messages.push((message_id, showing));
+                    }
+                    Err(error) => tracing::debug!(%error, "could not reuse a message"),
+                }
+            }
+            None => {
+                if let Some(message_id) = send(deps, chat, placeholder, None).await {
+                    live.messages.push((message_id, placeholder.to_owned()));
+                }
+            }
+        }
+        live
+    }
+
+    fn throttle(&mut self, retry_after: Duration) {
+        self.throttled_until = Some(tokio::time::Instant::now() + retry_after.min(MAX_THROTTLE));
+    }
+
+    /// Shows a draft of the text so far: only in the messages the reply already has (what
+    /// outgrows them waits for the final text), plain text, never waiting on flood control.
+    async fn show_draft(&mut self, deps: &SessionDeps, text: &str) {
+        let now = tokio::time::Instant::now();
+        if self.throttled_until.is_some_and(|until| now < until) {
+            // A draft can wait; the next one (or the final text) shows it all.
+            return;
+        }
+        self.pace().await;
+        let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
+        for (part, (message_id, shown)) in parts.into_iter().zip(self.messages.iter_mut()) {
+            if *shown == part {
+                continue;
+            }
+            let edited = deps
+                .messenger
+                .edit_text(self.chat, *message_id, &part, None, Render::Draft)
+                .await;
+            match edited {
+                Ok(()) => *shown = part,
+                Err(DeliveryError::Throttled { retry_after }) => {
+                    self.throttled_until =
+                        Some(tokio::time::Instant::now() + retry_after.min(MAX_THROTTLE));
+                    return;
+                }
+                Err(error) => tracing::debug!(%error, "could not edit a draft"),
+            }
+        }
+    }
+
+    /// At most one edit per interval per chat (the final one included), and none while
+    /// Telegram asked to wait.
+    async fn pace(&mut self) {
+        let next_edit = self.last_edit.map(|at| at + self.edit_interval);
+        if let Some(at) = next_edit.max(self.throttled_until) {
+            tokio::time::sleep_until(at).await;
+        }
+        self.last_edit = Some(tokio::time::Instant::now());
+    }
+
+    /// Shows the final text: every part edited in with Markdown (sent as a new message when
+    /// an edit fails, and new messages where the reply outgrew its messages), the keyboard on
+    /// the last part, and messages left over from a longer draft removed. Returns whether
+    /// every part reached the user.
+    async fn show(&mut self, deps: &SessionDeps, text: &str, keyboard: Option<&Keyboard>) -> bool {
+        let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
+        let count = parts.len();
+        let mut delivered = true;
+        self.pace().await;
+        for (index, part) in parts.into_iter().enumerate() {
+            let keyboard = if index + 1 == count { keyboard } else { None };
+            match self.messages.get_mut(index) {
+                Some((message_id, shown)) => {
+                    let edited = deps
+                        .messenger
+                        .edit_text(self.chat, *message_id, &part, keyboard, Render::Final)
+                        .await;
+                    match edited {
+                        Ok(()) => *shown = part,
+                        Err(error) => {
+                            tracing::warn!(%error, "could not edit a reply");
+                            deps.metrics.count_error("telegram");
+                            // The final text must arrive: as a new message if need be, and
+                            // the draft it replaces goes (if Telegram lets us).
+                            match send(deps, self.chat, &part, keyboard).await {
+                                Some(new_id) => {
+                                    let draft = std::mem::replace(message_id, new_id);
+                                    *shown = part;
+                                    let removed =
+                                        deps.messenger.delete_message(self.chat, draft).await;
+                                    if let Err(error) = removed {
+                                        tracing::debug!(%error, "could not remove a draft");
+                                    }
+                                }
+                                None => delivered = false,
+                            }
+                        }
+                    }
+                }
+                None => match send(deps, self.chat, &part, keyboard).await {
+                    Some(message_id) => self.messages.push((message_id, part)),
+                    None => delivered = false,
+                },
+            }
+        }
+        for (message_id, _) in self.messages.drain(count.min(self.messages.len())..) {
+            if let Err(error) = deps.messenger.delete_message(self.chat, message_id).await {
+                tracing::debug!(%error, "could not remove a leftover part");
+            }
+        }
+        delivered
+    }
+
+    /// The Telegram message that shows the end of the reply (and its buttons).
+    fn last_message_id(&self) -> Option<i64> {
+        self.messages.last().map(|(message_id, _)| *message_id)
+    }
+
+    /// The messages of the reply's other parts, in order.
+    fn earlier_parts(&self) -> Vec<i64> {
+        let count = self.messages.len().saturating_sub(1);
+        self.messages[..count].iter().map(|(id, _)| *id).collect()
+    }
+}
+
+/// The buttons of the newest reply: "Regenerate", and "Continue" on every n-th persona
+/// message.
+fn reply_keyboard(texts: &Texts, persona_message_number: u32, continue_every: u32) -> Keyboard {
+    let mut row = vec![Button {
+        label: texts.regenerate_button.to_owned(),
+        data: crate::conversation::REGENERATE_BUTTON.to_owned(),
+    }];
+    if continue_every > 0 && persona_message_number % continue_every == 0 {
+        row.push(Button {
+            label: texts.continue_story_button.to_owned(),
+            data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
+        });
+    }
+    Keyboard { rows: vec![row] }
+}
+
+fn retry_keyboard(texts: &Texts) -> Keyboard {
+    Keyboard {
+        rows: vec![vec![Button {
+            label: texts.retry_button.to_owned(),
+            data: crate::conversation::RETRY_BUTTON.to_owned(),
+        }]],
+    }
+}
+
+/// Writes the persona's next message for `directive`: streams it into a placeholder, then
+/// stores it (complete, partial or withheld) with its token usage. Any failure ends in a
+/// short notice, never silence.
+pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive: Directive) {
+    let deps = turn.deps;
+    let texts = turn.texts;
+    let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
+    let instruction = directive.instruction(dialog, &turn.sender.first_name);
+    let prompt =
+        deps.prompts
+            .build_with_directive(&dialog.prompt, &history, instruction.as_deref());
+    let prompt_estimate = prompt.estimated_tokens;
+    let (sink, pieces) = TextSink::channel();
+    let mut request = CompletionRequest::companion(prompt.messages, turn.sender.user_id);
+    request.stream = Some(sink);
+
+    let reuse = match &directive {
+        Directive::Regenerate { previous } => Some(previous),
+        _ => None,
+    };
+    // From here /stop finds a reply being written (it may come while the placeholder is
+    // still on its way).
+    turn.generation
+        .active
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    turn.generation
+        .wrote_reply
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut live = LiveReply::open(deps, turn.chat(), texts.typing, reuse).await;
+    let (streamed, ending) = stream(turn, &mut live, request, pieces).await;
+    turn.generation
+        .active
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let number = dialog.persona_messages + 1;
+    let keyboard = reply_keyboard(texts, number, deps.settings.continue_every);
+    // The reply's tokens are counted once: for storage, and as the estimate of its usage
+    // when the provider reports none (streamed answers usually do not).
+    let usage = |completion: Option<&Completion>, reply_tokens: u32| {
+        let prompt_tokens = completion
+            .and_then(|completion| completion.prompt_tokens)
+            .unwrap_or(prompt_estimate);
+        let completion_tokens = completion
+            .and_then(|completion| completion.completion_tokens)
+            .unwrap_or(reply_tokens);
+        deps.metrics
+            .ai_tokens_used_total
+            .with_label_values(&["prompt"])
+            .inc_by(u64::from(prompt_tokens));
+        deps.metrics
+            .ai_tokens_used_total
+            .with_label_values(&["completion"])
+            .inc_by(u64::from(completion_tokens));
+        TokenUsage {
+            user_id: turn.sender.user_id,
+            slot: dialog.slot,
+            prompt_tokens,
+            completion_tokens,
+        }
+    };
+
+    let reply = match ending {
+        Ending::Finished(Ok(completion)) if !completion.text.trim().is_empty() => {
+            let text = completion.text.trim().to_owned();
+            if !deps.safety.output_allowed(&text) {
+                return withhold(turn, dialog, &mut live, text, &directive).await;
+            }
+            let tokens = deps.prompts.counter().count(&text);
+            FinishedReply {
+                usage: usage(Some(&completion), tokens),
+                tokens,
+                provider: Some(completion.provider),
+                text,
+                status: MessageStatus::Complete,
+                outcome: "complete",
+                note: None,
+            }
+        }
+        Ending::Withheld => {
+            return withhold(turn, dialog, &mut live, streamed, &directive).await;
+        }
+        // Cut short after some text: the user keeps what came, with a note.
+        Ending::Stopped | Ending::Finished(Err(_)) if !streamed.trim().is_empty() => {
+            let (outcome, note) = match &ending {
+                Ending::Finished(Err(error)) => {
+                    tracing::warn!(%error, "the reply broke off");
+                    deps.metrics.count_error("llm");
+                    ("partial", texts.reply_cut_off)
+                }
+                _ => ("stopped", texts.reply_stopped),
+            };
+            let text = streamed.trim().to_owned();
+            let tokens = deps.prompts.counter().count(&text);
+            FinishedReply {
+                usage: usage(None, tokens),
+                tokens,
+                provider: None,
+                text,
+                status: MessageStatus::Partial,
+                outcome,
+                note: Some(note),
+            }
+        }
+        Ending::Stopped => {
+            deps.metrics
+                .replies_total
+                .with_label_values(&["stopped"])
+                .inc();
+            restore_or_notice(turn, dialog, &mut live, &directive, texts.reply_stopped).await;
+            return;
+        }
+        Ending::Finished(result) => {
+            fail(turn, dialog, &mut live, &directive, result.err()).await;
+            return;
+        }
+    };
+    let FinishedReply {
+        text,
+        tokens,
+        status,
+        outcome,
+        provider,
+        note,
+        usage,
+    } = reply;
+    let shown = match note {
+        Some(note) => format!("{text}\n\n{note}"),
+        None => text.clone(),
+    };
+    let delivered = live.show(deps, &shown, Some(&keyboard)).await;
+    deps.metrics
+        .replies_total
+        .with_label_values(&[outcome])
+        .inc();
+    let status = if delivered {
+        status
+    } else {
+        delivery_status(None)
+    };
+    let replaces = match &directive {
+        Directive::Regenerate { previous } => Some(previous.message_id),
+        _ => None,
+    };
+    let extras = Extras {
+        status,
+        telegram_message_id: live.last_message_id(),
+        earlier_parts: live.earlier_parts(),
+        provider,
+        usage: Some(usage),
+        update_id: None,
+        replaces,
+        token_count: Some(tokens),
+    };
+    let recorded = record(deps, dialog, Role::Assistant, text, extras).await;
+    if let (Directive::Regenerate { previous }, Recorded::Failed) = (&directive, recorded) {
+        // Storage still has the earlier reply as the dialog's last word; so does memory.
+        dialog.history.push_back(previous.clone());
+        dialog.persona_messages += 1;
+    }
+}
+
+/// A reply that has text to show and store.
+struct FinishedReply {
+    text: String,
+    status: MessageStatus,
+    /// The `vitte_replies_total` outcome.
+    outcome: &'static str,
+    provider: Option<String>,
+    /// Shown under a cut-short reply (not stored).
+    note: Option<&'static str>,
+    /// Tokens of `text`.
+    tokens: u32,
+    usage: TokenUsage,
+}
+
+/// Streams the LLM's answer into `live` until it ends, the user stops it, or the output
+/// check rejects it. Returns the text that arrived and how it ended.
+async fn stream(
+    turn: &Turn<'_>,
+    live: &mut LiveReply,
+    request: CompletionRequest,
+    mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> (String, Ending) {
+    let deps = turn.deps;
+    let settings = &deps.settings;
+    let completion = deps.llm.complete(request);
+    tokio::pin!(completion);
+    let interval = settings.edit_interval.max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut text = String::new();
+    let mut shown_chars = 0;
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            () = turn.generation.cancel.cancelled() => return (text, Ending::Stopped),
+            result = &mut completion => {
+                while let Ok(piece) = pieces.try_recv() {
+                    text.push_str(&piece);
+                }
+                if !deps.safety.output_allowed(&text) {
+                    return (text, Ending::Withheld);
+                }
+                return (text, Ending::Finished(result));
+            }
+            Some(piece) = pieces.recv() => {
+                if text.is_empty() {
+                    deps.metrics
+                        .ai_time_to_first_token_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                text.push_str(&piece);
+                if !deps.safety.output_allowed(&text) {
+                    return (text, Ending::Withheld);
+                }
+            }
+            _ = ticker.tick() => {
+                let chars = text.chars().count();
+                if chars >= shown_chars + settings.min_edit_chars.max(1) {
+                    // /stop must not wait for Telegram; an edit cut short changes nothing.
+                    tokio::select! {
+                        biased;
+                        () = turn.generation.cancel.cancelled() => {
+                            return (text, Ending::Stopped);
+                        }
+                        () = live.show_draft(deps, text.trim()) => {}
+                    }
+                    shown_chars = chars;
+                }
+            }
+        }
+    }
+}
+
+/// The output check rejected the reply: the user sees a notice instead (a regenerated reply
+/// shows the earlier version again), and the text is stored as withheld, outside the dialog.
+async fn withhold(
+    turn: &Turn<'_>,
+    dialog: &mut Dialog,
+    live: &mut LiveReply,
+    text: String,
+    directive: &Directive,
+) {
+    let deps = turn.deps;
+    let texts = turn.texts;
+    deps.metrics
+        .safety_interventions_total
+        .with_label_values(&["output_withheld"])
+        .inc();
+    deps.metrics
+        .replies_total
+        .with_label_values(&["withheld"])
+        .inc();
+    tracing::info!("a reply was withheld by the output check");
+    match directive {
+        Directive::Regenerate { .. } => {
+            restore_or_notice(turn, dialog, live, directive, texts.reply_withheld).await;
+        }
+        // The user's message stays unanswered: "Retry" asks again.
+        Directive::Reply | Directive::ReplyAfterAbsence { .. } => {
+            live.show(deps, texts.reply_withheld, Some(&retry_keyboard(texts)))
+                .await;
+        }
+        // Nothing to retry: the persona may try going on again.
+        Directive::ContinueStory | Directive::WelcomeBack { .. } => {
+            let keyboard = Keyboard {
+                rows: vec![vec![Button {
+                    label: texts.continue_story_button.to_owned(),
+                    data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
+                }]],
+            };
+            live.show(deps, texts.reply_withheld, Some(&keyboard)).await;
+        }
+    }
+    let extras = Extras {
+        status: MessageStatus::Withheld,
+        ..Extras::default()
+    };
+    record(deps, dialog, Role::Assistant, text, extras).await;
+}
+
+/// Nothing usable came: for a regenerated reply the previous one is shown again (and
+/// `notice` as a message of its own, unless the user stopped it); otherwise the placeholder
+/// becomes `notice`.
+async fn restore_or_notice(
+    turn: &Turn<'_>,
+    dialog: &mut Dialog,
+    live: &mut LiveReply,
+    directive: &Directive,
+    notice: &str,
+) -> bool {
+    if let Directive::Regenerate { previous } = directive {
+        let keyboard = reply_keyboard(turn.texts, dialog.persona_messages + 1, 0);
+        live.show(turn.deps, &previous.content, Some(&keyboard))
+            .await;
+        dialog.history.push_back(previous.clone());
+        dialog.persona_messages += 1;
+        if notice != turn.texts.reply_stopped {
+            send(turn.deps, turn.chat(), notice, None).await;
+        }
+        return true;
+    }
+    live.show(turn.deps, notice, None).await;
+    false
+}
+
+/// The LLM gave nothing: the user's message is kept as unanswered with a "Retry" button; a
+/// welcome back falls back to a plain one that quotes the story's last message.
+async fn fail(
+    turn: &Turn<'_>,
+    dialog: &mut Dialog,
+    live: &mut LiveReply,
+    directive: &Directive,
+    error: Option<LlmError>,
+) {
+    let deps = turn.deps;
+    let texts = turn.texts;
+    match &error {
+        Some(error) => tracing::warn!(%error, "no LLM answer"),
+        None => tracing::warn!("the LLM answered with empty text"),
+    }
+    deps.metrics.count_error("llm");
+    deps.metrics
+        .replies_total
+        .with_label_values(&["failed"])
+        .inc();
+    let notice = match &error {
+        Some(LlmError::CircuitOpen { .. }) => texts.llm_unavailable,
+        Some(LlmError::RateLimited { .. }) => {
+            deps.metrics.count_error("rate_limited");
+            texts.rate_limited
+        }
+        _ => texts.llm_failed,
+    };
+    match directive {
+        Directive::Reply | Directive::ReplyAfterAbsence { .. } => {
+            if let Err(error) = deps
+                .store
+                .mark_last_user_message_unanswered(dialog.id)
+                .await
+            {
+                tracing::warn!(%error, "could not mark a message unanswered");
+            }
+            let keyboard = retry_keyboard(texts);
+            live.show(deps, notice, Some(&keyboard)).await;
+        }
+        Directive::WelcomeBack { .. } => {
+            let last = dialog
+                .history
+                .iter()
+                .rev()
+                .find(|entry| entry.role == Role::Assistant)
+                .map(|entry| crate::conversation::excerpt(&entry.content, 200))
+                .unwrap_or_default();
+            let greeting = fill(
+                texts.welcome_back,
+                &[("name", &dialog.persona.name), ("last", &last)],
+            );
+            let keyboard = reply_keyboard(texts, dialog.persona_messages + 1, 0);
+            let delivered = live.show(deps, &greeting, Some(&keyboard)).await;
+            let extras = Extras {
+                status: if delivered {
+                    MessageStatus::Complete
+                } else {
+                    MessageStatus::Undelivered
+                },
+                telegram_message_id: live.last_message_id(),
+                ..Extras::default()
+            };
+            record(deps, dialog, Role::Assistant, greeting, extras).await;
+        }
+        Directive::Regenerate { .. } | Directive::ContinueStory => {
+            restore_or_notice(turn, dialog, live, directive, notice).await;
+        }
+    }
+}

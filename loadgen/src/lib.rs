@@ -112,7 +112,7 @@ impl Poster {
                 "id": format!("cb{update_id}"),
                 "from": Poster::sender(user_id),
                 "chat_instance": "load",
-                "data": "p:mira",
+                "data": START_STORY,
             }
         }))
         .await;
@@ -133,6 +133,9 @@ impl Poster {
         .await;
     }
 }
+
+/// The button that starts Mira's first story (the persona the load talks to).
+const START_STORY: &str = "s:mira:storm-night";
 
 struct Run {
     tracker: Arc<Tracker>,
@@ -530,6 +533,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             + tracker.greetings_missing.load(Ordering::SeqCst),
         duplicated: outcome.duplicated,
         unexpected_texts: outcome.unexpected,
+        notices: tracker.notices.load(Ordering::SeqCst),
         llm_requests: tracker.llm_requests.load(Ordering::SeqCst),
         llm_failures_injected: tracker.llm_failures.load(Ordering::SeqCst),
         answered_per_second: rate,

@@ -182,11 +182,15 @@ async fn bot_api(
             let chat_id = payload["chat_id"].as_i64().unwrap_or(0);
             let text = payload["text"].as_str().unwrap_or("");
             let edited = method == "editmessagetext";
-            // A streamed reply grows by edits; it is complete when it is the whole answer.
-            let complete = text
+            // A streamed reply grows by edits; it is complete when it is the whole answer in
+            // its final form. vitte edits drafts in plain text and the final text with
+            // Markdown, so a draft that happens to hold the whole answer is not a second reply.
+            let whole = text
                 .split_whitespace()
                 .next()
                 .is_some_and(|tag| text.trim_end() == full_answer(tag));
+            let draft = edited && payload.get("parse_mode").is_none();
+            let complete = whole && !draft;
             state.tracker.text_seen(chat_id, text, complete);
             let id = payload["message_id"].as_i64().filter(|_| edited);
             ok(message(&state, chat_id, text, id))

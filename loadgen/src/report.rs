@@ -53,6 +53,8 @@ pub struct Report {
     pub lost: u64,
     pub duplicated: u64,
     pub unexpected_texts: u64,
+    /// Messages answered with a notice (LLM failed, queue full, …) instead of a reply.
+    pub notices: u64,
     pub llm_requests: u64,
     pub llm_failures_injected: u64,
     pub answered_per_second: f64,
@@ -120,9 +122,11 @@ impl Report {
             self.scenario, self.backend, self.duration_seconds
         );
         out += &format!(
-            "  messages sent {} answered {} lost {} duplicated {} (unexpected texts {})\n",
+            "  messages sent {} answered {} (with a notice {}) lost {} duplicated {} \
+             (unexpected texts {})\n",
             self.messages_sent,
             self.messages_answered,
+            self.notices,
             self.lost,
             self.duplicated,
             self.unexpected_texts

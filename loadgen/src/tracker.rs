@@ -64,6 +64,9 @@ pub struct Tracker {
 }
 
 /// Parses a tag `t<user>.<seq>` at the start of a text.
+/// What a streamed reply shows before its first text (vitte's English and Russian).
+const PLACEHOLDERS: [&str; 2] = ["… typing", "… печатает"];
+
 pub fn parse_tag(text: &str) -> Option<(usize, u64)> {
     let rest = text.strip_prefix('t')?;
     let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -139,6 +142,10 @@ impl Tracker {
             return;
         };
         let now = self.now_us();
+        if PLACEHOLDERS.contains(&text) {
+            // A streamed reply's placeholder: the reply itself follows as edits.
+            return;
+        }
         let Some((tagged_user, seq)) = parse_tag(text) else {
             // Untagged: the persona's greeting, or a notice answering an awaited message.
             if slot.greeted.swap(true, Ordering::SeqCst) {

@@ -87,7 +87,12 @@ impl VitteProcess {
                 "VITTE__SUPERVISION__SESSION__IDLE_TIMEOUT",
                 humantime::format_duration(options.idle_timeout).to_string(),
             ),
-            ("VITTE__LOG__LEVEL", "warn".into()),
+            // LOADGEN_VITTE_LOG (RUST_LOG syntax) looks deeper, e.g.
+            // "warn,vitte_actors::gateway=debug" to see what the gateway retried.
+            (
+                "VITTE__LOG__LEVEL",
+                std::env::var("LOADGEN_VITTE_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         ];
         // Raise the open-files limit for the many connections a large run holds.
         let mut command = tokio::process::Command::new("sh");

@@ -504,8 +504,10 @@ impl Application {
             // which was logged already.
             let _ = ingress.await;
         }
+        tracing::debug!("ingress stopped");
         server_handle.stop(true).await;
         let _ = server_task.await;
+        tracing::debug!("HTTP server stopped");
         let shutdown_timeout = core.supervisor.policy(ActorKind::Session).shutdown_timeout;
         if !core.router.drain(shutdown_timeout).await {
             tracing::warn!(

@@ -333,16 +333,31 @@ async fn stop_cancels_the_reply_being_written(backend: Backend) {
 }
 
 async fn messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(
+        backend,
+        TestOptions {
+            // The first reply is held as long as the test needs.
+            adjust: Some(Box::new(|settings| {
+                settings.llm.request_timeout = Duration::from_secs(60);
+            })),
+            ..TestOptions::default()
+        },
+    )
+    .await;
     app.start_dialog(20501, "zephyr").await;
-    app.llm.set_latency(Duration::from_millis(1200));
     // One is being answered, five wait (the default capacity), the seventh is refused.
+    app.llm.hold();
     for index in 1..=7 {
         app.user_says(20501, &format!("riddle {index}")).await;
     }
-    // Six replies of 1.2 s each, one after the other: more than the usual patience on a
-    // loaded machine.
-    let texts = wait_until_within(Duration::from_secs(30), "six replies and a notice", || {
+    let notice = "I am still answering your earlier messages";
+    wait_until("the seventh refused", || {
+        let texts = app.telegram.sent_texts(20501);
+        texts.iter().any(|t| t.starts_with(notice)).then_some(())
+    })
+    .await;
+    app.llm.release();
+    let texts = wait_until("six replies", || {
         let texts = app.telegram.sent_texts(20501);
         let replies = texts.iter().filter(|t| t.starts_with("echo: ")).count();
         (replies == 6).then_some(texts)
@@ -351,12 +366,6 @@ async fn messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told(b
     let replies: Vec<&String> = texts.iter().filter(|t| t.starts_with("echo: ")).collect();
     let expected: Vec<String> = (1..=6).map(|i| format!("echo: riddle {i}")).collect();
     assert_eq!(replies, expected.iter().collect::<Vec<_>>(), "in order");
-    assert!(
-        texts
-            .iter()
-            .any(|t| t.starts_with("I am still answering your earlier messages")),
-        "the seventh was refused politely: {texts:?}"
-    );
     let stored = app.database.dialog_messages(20501).await.expect("messages");
     assert!(
         !stored.iter().any(|(_, text, _)| text == "riddle 7"),

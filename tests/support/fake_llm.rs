@@ -55,12 +55,15 @@ struct Inner {
     default: Option<LlmBehaviour>,
     latency: Duration,
     down: bool,
+    /// Requests wait (after the latency) until [`FakeLlm::release`].
+    held: bool,
     next_id: u64,
 }
 
 #[derive(Debug)]
 struct State {
     inner: Mutex<Inner>,
+    released: tokio::sync::Notify,
 }
 
 impl State {
@@ -90,8 +93,10 @@ impl FakeLlm {
                 default: None,
                 latency: Duration::ZERO,
                 down: false,
+                held: false,
                 next_id: 1,
             }),
+            released: tokio::sync::Notify::new(),
         });
 
         let listener =
@@ -157,6 +162,18 @@ impl FakeLlm {
     /// until `set_down(false)`.
     pub fn set_down(&self, down: bool) {
         self.state.lock().down = down;
+    }
+
+    /// Holds every request (answered or not yet received) until [`FakeLlm::release`]: a
+    /// reply that is being written for as long as the test needs.
+    pub fn hold(&self) {
+        self.state.lock().held = true;
+    }
+
+    /// Lets held requests go on.
+    pub fn release(&self) {
+        self.state.lock().held = false;
+        self.state.released.notify_waiters();
     }
 
     /// Stops the server (without waiting for open requests).
@@ -403,6 +420,14 @@ async fn chat_completions(state: web::Data<State>, body: web::Bytes) -> HttpResp
 
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    loop {
+        // Created before the check, so a release in between is not missed.
+        let released = state.released.notified();
+        if !state.lock().held {
+            break;
+        }
+        released.await;
     }
 
     match behaviour {

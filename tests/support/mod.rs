@@ -141,6 +141,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: TestOptions) -> TestApp {
+        // `TEST_LOG=debug cargo nextest run …` shows the application's logs of a failing test.
+        if let Ok(level) = std::env::var("TEST_LOG") {
+            vitte::telemetry::init(vitte::config::LogFormat::Pretty, &level);
+        }
         let telegram = FakeTelegram::start().await;
         let llm = FakeLlm::start().await;
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
@@ -234,6 +238,8 @@ impl TestApp {
             // No idle keep-alive connections: the server's graceful stop would wait for them.
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
+                // A request the application never answers fails the test instead of hanging it.
+                .timeout(Duration::from_secs(30))
                 .build()
                 .expect("an HTTP client"),
             next_update_id,
@@ -264,10 +270,15 @@ impl TestApp {
 
     /// Stops the application and the fakes, and drops the test's PostgreSQL database.
     pub async fn stop(&self) {
+        tracing::info!("test: stopping the application");
         self.handle.stop().await;
+        tracing::info!("test: stopping the fake Telegram");
         self.telegram.stop().await;
+        tracing::info!("test: stopping the fake LLM");
         self.llm.stop().await;
+        tracing::info!("test: dropping the test database");
         self.drop_postgres_database().await;
+        tracing::info!("test: stopped");
     }
 
     /// Drops the test's PostgreSQL database, ending its connections (also while the app runs,
@@ -514,18 +525,8 @@ pub fn ai_requests(status: &str) -> String {
 }
 
 /// Waits until `probe` returns something, failing the test after [`PATIENCE`].
-pub async fn wait_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
-    wait_until_within(PATIENCE, what, probe).await
-}
-
-/// Waits until `probe` returns something, failing the test after `patience` (for waits
-/// that take several seconds by design).
-pub async fn wait_until_within<T>(
-    patience: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + patience;
+pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(value) = probe() {
             return value;

@@ -394,12 +394,24 @@ impl TestApp {
         self.start_story(user_id, persona_id, &story).await;
     }
 
-    /// Starts a story and waits for its opening (under the slot's header).
+    /// Starts a story and waits for its opening (under the slot's header), shown and stored:
+    /// storing it is the last thing the session does for the button, so the next message
+    /// finds the session idle.
     pub async fn start_story(&self, user_id: i64, persona_id: &str, story_id: &str) {
         let before = self.telegram.sent_texts(user_id).len();
+        let stored_before = self
+            .database
+            .dialog_messages(user_id)
+            .await
+            .expect("stored messages")
+            .len();
         self.user_presses(user_id, &format!("s:{persona_id}:{story_id}"))
             .await;
         self.wait_for_texts(user_id, before + 1).await;
+        self.stored_when(user_id, "the story's opening stored", |stored| {
+            stored.len() > stored_before
+        })
+        .await;
     }
 
     /// The user presses a button on the bot's message `message_id`.

@@ -250,15 +250,9 @@ async fn clear_asks_first_and_reset_clears_every_slot(backend: Backend) {
 }
 
 async fn returning_after_a_while_opens_with_a_greeting_that_recalls_the_story(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        TestOptions {
-            adjust: Some(Box::new(|settings| {
-                settings.session.welcome_back_after = Duration::from_millis(800);
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(backend, |settings| {
+        settings.session.welcome_back_after = Duration::from_millis(800);
+    })
     .await;
     let user = 30201;
     app.start_dialog(user, "mira").await;

@@ -102,15 +102,9 @@ async fn llm_down_gives_an_apology_and_keeps_the_message(backend: Backend) {
 
 #[actix_rt::test]
 async fn an_llm_timeout_is_retried() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        TestOptions {
-            adjust: Some(Box::new(|settings| {
-                settings.llm.request_timeout = Duration::from_millis(500)
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(Backend::Sqlite, |settings| {
+        settings.llm.request_timeout = Duration::from_millis(500)
+    })
     .await;
     app.start_dialog(8101, "mira").await;
     app.llm.script([LlmBehaviour::Hang(Duration::from_secs(3))]);

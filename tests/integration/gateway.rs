@@ -56,14 +56,7 @@ async fn breaker_state(app: &TestApp) -> String {
 on_both_backends!(the_breaker_opens_answers_at_once_and_a_probe_closes_it);
 
 async fn the_breaker_opens_answers_at_once_and_a_probe_closes_it(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        TestOptions {
-            adjust: Some(Box::new(quick_breaker)),
-            ..TestOptions::default()
-        },
-    )
-    .await;
+    let app = TestApp::spawn_adjusted(backend, quick_breaker).await;
     app.start_dialog(11001, "mira").await;
     app.llm.set_down(true);
     for index in 1..=4 {
@@ -139,25 +132,19 @@ on_both_backends!(a_failing_primary_falls_back_and_the_reply_records_who_served)
 async fn a_failing_primary_falls_back_and_the_reply_records_who_served(backend: Backend) {
     let backup = FakeLlm::start().await;
     let backup_url = backup.base_url();
-    let app = TestApp::spawn_with(
-        backend,
-        TestOptions {
-            adjust: Some(Box::new(move |settings| {
-                settings.llm.retry.max_attempts = 2;
-                settings.llm.retry.backoff.min_ms = 10;
-                settings.llm.fallbacks = vec![FallbackProvider {
-                    name: "backup".into(),
-                    base_url: backup_url,
-                    api_key: SecretString::from("sk-backup"),
-                    model: "backup-model".into(),
-                    breaker: BreakerSettings::default(),
-                    rate_limit: RateLimit::default(),
-                    retry: Default::default(),
-                }];
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(backend, move |settings| {
+        settings.llm.retry.max_attempts = 2;
+        settings.llm.retry.backoff.min_ms = 10;
+        settings.llm.fallbacks = vec![FallbackProvider {
+            name: "backup".into(),
+            base_url: backup_url,
+            api_key: SecretString::from("sk-backup"),
+            model: "backup-model".into(),
+            breaker: BreakerSettings::default(),
+            rate_limit: RateLimit::default(),
+            retry: Default::default(),
+        }];
+    })
     .await;
     app.start_dialog(11201, "nova").await;
     app.llm.set_down(true);
@@ -219,19 +206,13 @@ async fn tokens_are_accounted_per_user_slot_and_day(backend: Backend) {
 
 #[actix_rt::test]
 async fn a_user_over_the_rate_limit_is_told_and_nothing_is_lost() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        TestOptions {
-            adjust: Some(Box::new(|settings| {
-                settings.llm.user_rate_limit = RateLimit {
-                    per_minute: 1,
-                    burst: 1,
-                };
-                settings.llm.max_queue_wait = Duration::ZERO;
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(Backend::Sqlite, |settings| {
+        settings.llm.user_rate_limit = RateLimit {
+            per_minute: 1,
+            burst: 1,
+        };
+        settings.llm.max_queue_wait = Duration::ZERO;
+    })
     .await;
     app.start_dialog(11401, "arlo").await;
     app.user_says(11401, "first").await;
@@ -417,15 +398,9 @@ async fn redis_going_away_degrades_and_coming_back_recovers() {
         .expect("del");
     let proxy = TcpProxy::start(redis).await;
     let proxied = format!("redis://{}", proxy.address());
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        TestOptions {
-            adjust: Some(Box::new(move |settings| {
-                settings.redis.url = SecretString::from(proxied)
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(Backend::Sqlite, move |settings| {
+        settings.redis.url = SecretString::from(proxied)
+    })
     .await;
     app.start_dialog(11701, "arlo").await;
     app.user_says(11701, "with redis").await;

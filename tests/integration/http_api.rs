@@ -121,15 +121,9 @@ async fn metrics_are_exported_without_user_ids() {
 
 #[actix_rt::test]
 async fn idle_sessions_leave_memory_and_come_back_with_their_history() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        TestOptions {
-            adjust: Some(Box::new(|settings| {
-                settings.supervision.session.idle_timeout = std::time::Duration::from_millis(200)
-            })),
-            ..TestOptions::default()
-        },
-    )
+    let app = TestApp::spawn_adjusted(Backend::Sqlite, |settings| {
+        settings.supervision.session.idle_timeout = std::time::Duration::from_millis(200)
+    })
     .await;
     app.start_dialog(9101, "arlo").await;
     app.user_says(9101, "the clue is the clock").await;

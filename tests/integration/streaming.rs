@@ -333,14 +333,11 @@ async fn stop_cancels_the_reply_being_written(backend: Backend) {
 }
 
 async fn messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told(backend: Backend) {
-    let app = TestApp::spawn_with(
+    let app = TestApp::spawn_adjusted(
         backend,
-        TestOptions {
-            // The first reply is held as long as the test needs.
-            adjust: Some(Box::new(|settings| {
-                settings.llm.request_timeout = Duration::from_secs(60);
-            })),
-            ..TestOptions::default()
+        // The first reply is held as long as the test needs.
+        |settings| {
+            settings.llm.request_timeout = Duration::from_secs(60);
         },
     )
     .await;
@@ -484,14 +481,8 @@ async fn regenerating_a_long_reply_rewrites_all_of_its_messages(backend: Backend
 }
 
 async fn every_nth_persona_message_offers_continue(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        TestOptions {
-            adjust: Some(Box::new(|settings| settings.session.continue_every = 3)),
-            ..TestOptions::default()
-        },
-    )
-    .await;
+    let app =
+        TestApp::spawn_adjusted(backend, |settings| settings.session.continue_every = 3).await;
     // The opening is persona message 1; the replies are 2 and 3.
     app.start_dialog(20701, "iris").await;
     app.user_says(20701, "hello").await;

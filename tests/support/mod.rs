@@ -140,6 +140,18 @@ impl TestApp {
         TestApp::spawn_with(backend, TestOptions::default()).await
     }
 
+    /// The app with its configuration changed by `adjust` before it starts.
+    pub async fn spawn_adjusted(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings) + 'static,
+    ) -> TestApp {
+        let options = TestOptions {
+            adjust: Some(Box::new(adjust)),
+            ..TestOptions::default()
+        };
+        TestApp::spawn_with(backend, options).await
+    }
+
     pub async fn spawn_with(backend: Backend, options: TestOptions) -> TestApp {
         // `TEST_LOG=debug cargo nextest run …` shows the application's logs of a failing test.
         if let Ok(level) = std::env::var("TEST_LOG") {

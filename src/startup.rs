@@ -108,9 +108,6 @@ fn gateway_tuning(settings: &Settings) -> GatewayTuning {
     }
 }
 
-/// Idle keep-alive connections kept to the Telegram Bot API.
-const TELEGRAM_IDLE_CONNECTIONS: usize = 256;
-
 impl Core {
     /// Loads personas, opens and migrates the database, builds the LLM gateway and starts
     /// the session shards with `messenger` as the way out. Call inside an actix system.
@@ -332,7 +329,7 @@ impl Application {
         // open-file limit). Telegram serves about 30 messages/s per bot anyway.
         let telegram_client = teloxide::net::default_reqwest_settings()
             .timeout(settings.telegram.polling_timeout + polling::CLIENT_TIMEOUT_MARGIN)
-            .pool_max_idle_per_host(TELEGRAM_IDLE_CONNECTIONS)
+            .pool_max_idle_per_host(crate::telegram::outbox::MAX_CONCURRENT_CALLS)
             .build()
             .context("creating the Telegram HTTP client")?;
         let bot = Bot::with_client(settings.telegram.token.expose_secret(), telegram_client)

@@ -334,31 +334,33 @@ fn persona_label(persona: &Persona, texts: &Texts) -> String {
 
 /// The persona gallery: each persona's name and tagline, and a button per persona (two per
 /// row).
-pub(crate) fn gallery(deps: &SessionDeps, lang: Lang) -> (String, Keyboard) {
+/// The persona buttons, two to a row.
+pub(crate) fn gallery_keyboard(deps: &SessionDeps, lang: Lang) -> Keyboard {
     let texts = lang.texts();
-    let mut text = String::from(texts.choose_persona);
-    text.push('\n');
-    for persona in deps.personas.all() {
-        text.push_str(&format!(
-            "\n• {} — {}",
-            persona_label(persona, texts),
-            persona.tagline_in(lang)
-        ));
-    }
     let buttons: Vec<Button> = deps
         .personas
         .all()
         .iter()
         .map(|persona| button(&persona_label(persona, texts), format!("p:{}", persona.id)))
         .collect();
-    let keyboard = Keyboard {
+    Keyboard {
         rows: buttons.chunks(2).map(<[Button]>::to_vec).collect(),
-    };
-    (text, keyboard)
+    }
 }
 
+/// The gallery: every persona with its tagline, and a button each.
 async fn show_gallery(turn: &Turn<'_>) {
-    let (text, keyboard) = gallery(turn.deps, turn.lang);
+    let texts = turn.texts;
+    let mut text = String::from(texts.choose_persona);
+    text.push('\n');
+    for persona in turn.deps.personas.all() {
+        text.push_str(&format!(
+            "\n• {} — {}",
+            persona_label(persona, texts),
+            persona.tagline_in(turn.lang)
+        ));
+    }
+    let keyboard = gallery_keyboard(turn.deps, turn.lang);
     turn.say(&text, Some(&keyboard)).await;
 }
 
@@ -366,7 +368,7 @@ async fn show_gallery(turn: &Turn<'_>) {
 async fn show_persona(turn: &Turn<'_>, persona_id: &str) {
     let texts = turn.texts;
     let Some(persona) = turn.deps.personas.get(persona_id) else {
-        let (_, keyboard) = gallery(turn.deps, turn.lang);
+        let keyboard = gallery_keyboard(turn.deps, turn.lang);
         turn.say(texts.unknown_persona, Some(&keyboard)).await;
         return;
     };
@@ -423,7 +425,7 @@ async fn start_story(
     let texts = turn.texts;
     let deps = turn.deps;
     let Some(persona) = deps.personas.get(persona_id) else {
-        let (_, keyboard) = gallery(deps, turn.lang);
+        let keyboard = gallery_keyboard(deps, turn.lang);
         turn.say(texts.unknown_persona, Some(&keyboard)).await;
         return;
     };
@@ -859,7 +861,7 @@ async fn answer_text(
         return;
     }
     let Some(dialog) = state.active() else {
-        let (_, keyboard) = gallery(deps, turn.lang);
+        let keyboard = gallery_keyboard(deps, turn.lang);
         turn.say(texts.choose_persona_first, Some(&keyboard)).await;
         return;
     };
@@ -919,12 +921,11 @@ async fn regenerate(turn: &Turn<'_>, state: &mut SessionState, message_id: Optio
         turn.say(texts.nothing_to_regenerate, None).await;
         return;
     };
-    let last = dialog.history.back().cloned();
     // Any persona message but the story's opening (it has nothing before it to answer).
-    let regenerable = last.as_ref().filter(|entry| {
+    let regenerable = dialog.history.back().filter(|entry| {
         entry.role == Role::Assistant && entry.message_id != 0 && dialog.history.len() > 1
     });
-    let Some(last) = regenerable.cloned() else {
+    let Some(last) = regenerable else {
         turn.say(texts.nothing_to_regenerate, None).await;
         return;
     };
@@ -932,7 +933,9 @@ async fn regenerate(turn: &Turn<'_>, state: &mut SessionState, message_id: Optio
         turn.say(texts.only_last_reply, None).await;
         return;
     }
-    dialog.history.pop_back();
+    let Some(last) = dialog.history.pop_back() else {
+        return;
+    };
     dialog.persona_messages = dialog.persona_messages.saturating_sub(1);
     write_reply(turn, dialog, Directive::Regenerate { previous: last }).await;
 }
@@ -942,7 +945,7 @@ async fn continue_story(turn: &Turn<'_>, state: &mut SessionState) {
     match state.active() {
         Some(dialog) => write_reply(turn, dialog, Directive::ContinueStory).await,
         None => {
-            let (_, keyboard) = gallery(turn.deps, turn.lang);
+            let keyboard = gallery_keyboard(turn.deps, turn.lang);
             turn.say(turn.texts.choose_persona_first, Some(&keyboard))
                 .await;
         }

@@ -348,9 +348,15 @@ impl MessageStatus {
         }
     }
 
+    /// Statuses of messages kept in storage but out of the dialog the persona sees.
+    pub const OUT_OF_DIALOG: [MessageStatus; 2] =
+        [MessageStatus::Replaced, MessageStatus::Withheld];
+
     /// Whether a message with this status belongs to the dialog the persona sees.
     pub fn in_dialog(status: &str) -> bool {
-        !matches!(status, "replaced" | "withheld")
+        !MessageStatus::OUT_OF_DIALOG
+            .iter()
+            .any(|hidden| hidden.as_str() == status)
     }
 }
 

@@ -112,6 +112,13 @@ pub(crate) struct Dialog {
 }
 
 impl Dialog {
+    /// Puts the reply being regenerated back as the dialog's last word (its replacement
+    /// did not take its place).
+    pub(crate) fn restore(&mut self, previous: HistoryEntry) {
+        self.history.push_back(previous);
+        self.persona_messages += 1;
+    }
+
     /// Builds a dialog's in-memory state; `None` when its persona (file removed) is gone.
     pub(crate) fn new(deps: &SessionDeps, stored: StoredDialog, user_name: &str) -> Option<Dialog> {
         let persona = deps.personas.get(&stored.persona_id)?;
@@ -219,8 +226,6 @@ impl SessionState {
 #[derive(Debug, Default)]
 pub(crate) struct Generation {
     pub(crate) cancel: CancellationToken,
-    /// Set while an LLM reply is being written.
-    pub(crate) active: AtomicBool,
     /// Set once the event started writing a reply (a /stop that came before saw nothing
     /// being written yet; the reply then stops at once).
     pub(crate) wrote_reply: AtomicBool,

@@ -185,8 +185,7 @@ impl LiveReply {
             match edited {
                 Ok(()) => *shown = part,
                 Err(DeliveryError::Throttled { retry_after }) => {
-                    self.throttled_until =
-                        Some(tokio::time::Instant::now() + retry_after.min(MAX_THROTTLE));
+                    self.throttle(retry_after);
                     return;
                 }
                 Err(error) => tracing::debug!(%error, "could not edit a draft"),
@@ -277,12 +276,16 @@ fn reply_keyboard(texts: &Texts, persona_message_number: u32, continue_every: u3
         data: crate::conversation::REGENERATE_BUTTON.to_owned(),
     }];
     if continue_every > 0 && persona_message_number % continue_every == 0 {
-        row.push(Button {
-            label: texts.continue_story_button.to_owned(),
-            data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
-        });
+        row.push(continue_story_button(texts));
     }
     Keyboard { rows: vec![row] }
+}
+
+fn continue_story_button(texts: &Texts) -> Button {
+    Button {
+        label: texts.continue_story_button.to_owned(),
+        data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
+    }
 }
 
 fn retry_keyboard(texts: &Texts) -> Keyboard {
@@ -300,11 +303,11 @@ fn retry_keyboard(texts: &Texts) -> Keyboard {
 pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive: Directive) {
     let deps = turn.deps;
     let texts = turn.texts;
-    let history: Vec<HistoryEntry> = dialog.history.iter().cloned().collect();
     let instruction = directive.instruction(dialog, &turn.sender.first_name);
-    let prompt =
-        deps.prompts
-            .build_with_directive(&dialog.prompt, &history, instruction.as_deref());
+    let history: &[HistoryEntry] = dialog.history.make_contiguous();
+    let prompt = deps
+        .prompts
+        .build_with_directive(&dialog.prompt, history, instruction.as_deref());
     let prompt_estimate = prompt.estimated_tokens;
     let (sink, pieces) = TextSink::channel();
     let mut request = CompletionRequest::companion(prompt.messages, turn.sender.user_id);
@@ -317,16 +320,10 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
     // From here /stop finds a reply being written (it may come while the placeholder is
     // still on its way).
     turn.generation
-        .active
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    turn.generation
         .wrote_reply
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let mut live = LiveReply::open(deps, turn.chat(), texts.typing, reuse).await;
     let (streamed, ending) = stream(turn, &mut live, request, pieces).await;
-    turn.generation
-        .active
-        .store(false, std::sync::atomic::Ordering::SeqCst);
 
     let number = dialog.persona_messages + 1;
     let keyboard = reply_keyboard(texts, number, deps.settings.continue_every);
@@ -450,8 +447,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
     let recorded = record(deps, dialog, Role::Assistant, text, extras).await;
     if let (Directive::Regenerate { previous }, Recorded::Failed) = (&directive, recorded) {
         // Storage still has the earlier reply as the dialog's last word; so does memory.
-        dialog.history.push_back(previous.clone());
-        dialog.persona_messages += 1;
+        dialog.restore(previous.clone());
     }
 }
 
@@ -561,10 +557,7 @@ async fn withhold(
         // Nothing to retry: the persona may try going on again.
         Directive::ContinueStory | Directive::WelcomeBack { .. } => {
             let keyboard = Keyboard {
-                rows: vec![vec![Button {
-                    label: texts.continue_story_button.to_owned(),
-                    data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
-                }]],
+                rows: vec![vec![continue_story_button(texts)]],
             };
             live.show(deps, texts.reply_withheld, Some(&keyboard)).await;
         }
@@ -585,20 +578,18 @@ async fn restore_or_notice(
     live: &mut LiveReply,
     directive: &Directive,
     notice: &str,
-) -> bool {
+) {
     if let Directive::Regenerate { previous } = directive {
         let keyboard = reply_keyboard(turn.texts, dialog.persona_messages + 1, 0);
         live.show(turn.deps, &previous.content, Some(&keyboard))
             .await;
-        dialog.history.push_back(previous.clone());
-        dialog.persona_messages += 1;
+        dialog.restore(previous.clone());
         if notice != turn.texts.reply_stopped {
             send(turn.deps, turn.chat(), notice, None).await;
         }
-        return true;
+        return;
     }
     live.show(turn.deps, notice, None).await;
-    false
 }
 
 /// The LLM gave nothing: the user's message is kept as unanswered with a "Retry" button; a

@@ -63,10 +63,10 @@ pub struct Tracker {
     pub llm_failures: AtomicU64,
 }
 
-/// Parses a tag `t<user>.<seq>` at the start of a text.
 /// What a streamed reply shows before its first text (vitte's English and Russian).
 const PLACEHOLDERS: [&str; 2] = ["… typing", "… печатает"];
 
+/// Parses a tag `t<user>.<seq>` at the start of a text.
 pub fn parse_tag(text: &str) -> Option<(usize, u64)> {
     let rest = text.strip_prefix('t')?;
     let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;

@@ -407,10 +407,7 @@ impl Database {
         history_limit: usize,
     ) -> Result<Option<StoredSession>, StorageError> {
         let limit = i64::try_from(history_limit).unwrap_or(i64::MAX);
-        let hidden = [
-            MessageStatus::Replaced.as_str(),
-            MessageStatus::Withheld.as_str(),
-        ];
+        let hidden = MessageStatus::OUT_OF_DIALOG.map(MessageStatus::as_str);
         with_connection!(self, |conn| {
             let user = users::table
                 .find(user_id)

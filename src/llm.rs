@@ -65,6 +65,8 @@ pub struct OpenAiClient {
     model: String,
     temperature: f32,
     max_tokens: u32,
+    /// The whole answer of a plain request; for a streamed one, the longest silence.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for OpenAiClient {
@@ -130,8 +132,11 @@ struct Usage {
 
 impl OpenAiClient {
     pub fn new(endpoint: &ProviderEndpoint) -> Result<OpenAiClient, reqwest::Error> {
+        // A streamed answer may take longer than `request_timeout` in all, as long as it
+        // keeps coming: the stream is bounded by silence (no byte for that long), a plain
+        // answer as a whole (see `complete`).
         let http = reqwest::Client::builder()
-            .timeout(endpoint.request_timeout)
+            .read_timeout(endpoint.request_timeout)
             .connect_timeout(endpoint.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
@@ -145,6 +150,7 @@ impl OpenAiClient {
             model: endpoint.model.clone(),
             temperature: endpoint.temperature,
             max_tokens: endpoint.max_tokens,
+            request_timeout: endpoint.request_timeout,
         })
     }
 }
@@ -160,6 +166,9 @@ impl LanguageModel for OpenAiClient {
             stream: request.stream.is_some(),
         };
         let mut call = self.http.post(&self.endpoint).json(&body);
+        if request.stream.is_none() {
+            call = call.timeout(self.request_timeout);
+        }
         let key = self.api_key.expose_secret();
         if !key.is_empty() {
             call = call.bearer_auth(key);

@@ -19,6 +19,7 @@ on_both_backends!(
     flood_control_on_a_draft_pauses_drafts_without_holding_the_reply,
     a_reply_whose_placeholder_cannot_be_edited_arrives_as_a_new_message,
     a_long_streamed_reply_is_split_over_several_messages,
+    a_reply_streaming_longer_than_the_request_timeout_arrives_whole,
     messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told,
 );
 
@@ -214,6 +215,30 @@ async fn a_long_streamed_reply_is_split_over_several_messages(backend: Backend) 
     );
     app.stored_when(20201, "the whole reply stored", |stored| {
         stored.last().is_some_and(|m| m.1 == whole.trim())
+    })
+    .await;
+    app.stop().await;
+}
+
+async fn a_reply_streaming_longer_than_the_request_timeout_arrives_whole(backend: Backend) {
+    let app = TestApp::spawn_adjusted(backend, |settings| {
+        settings.llm.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    app.start_dialog(20251, "pavel").await;
+    // 2.4 s of writing in all, never silent for longer than 300 ms.
+    let parts = pieces(8, 30);
+    let whole: String = parts.concat();
+    app.llm.script([LlmBehaviour::Stream {
+        pieces: parts,
+        delay: Duration::from_millis(300),
+    }]);
+    app.user_says(20251, "tell me the whole recipe").await;
+    app.wait_for_last_text(20251, whole.trim()).await;
+    app.stored_when(20251, "the whole reply stored as complete", |stored| {
+        stored
+            .last()
+            .is_some_and(|m| m.1 == whole.trim() && m.2 == "complete")
     })
     .await;
     app.stop().await;

@@ -495,7 +495,7 @@ async fn open_story(
     let deps = turn.deps;
     let dialog_id = match deps
         .store
-        .open_dialog(turn.sender.user_id, slot, &persona.id, &story.id)
+        .open_dialog(turn.sender.user_id, slot, &persona.id, &story.id, modes)
         .await
     {
         Ok(id) => id,
@@ -506,11 +506,6 @@ async fn open_story(
             return;
         }
     };
-    if modes != DialogModes::default() {
-        if let Err(error) = deps.store.set_dialog_modes(dialog_id, modes).await {
-            tracing::warn!(%error, "could not keep a cleared dialog's modes");
-        }
-    }
     let stored = StoredDialog {
         dialog_id,
         slot,

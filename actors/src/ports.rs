@@ -462,14 +462,16 @@ pub trait SessionStore: Send + Sync + 'static {
         preferences: &UserPreferences,
     ) -> Result<(), StoreError>;
 
-    /// Starts a new dialog with `persona_id` playing `story_id` in `slot` (closing the one
-    /// there, whose messages stay stored) and makes the slot active.
+    /// Starts a new dialog with `persona_id` playing `story_id` in `slot` with `modes`
+    /// (closing the one there, whose messages stay stored) and makes the slot active, in one
+    /// transaction.
     async fn open_dialog(
         &self,
         user_id: UserId,
         slot: u8,
         persona_id: &str,
         story_id: &str,
+        modes: DialogModes,
     ) -> Result<DialogId, StoreError>;
 
     /// Makes `slot` the one the user's messages go to.

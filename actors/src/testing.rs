@@ -288,6 +288,7 @@ impl SessionStore for MemoryStore {
         slot: u8,
         persona_id: &str,
         story_id: &str,
+        modes: DialogModes,
     ) -> Result<DialogId, StoreError> {
         let mut data = lock(&self.data);
         for dialog in data.dialogs.iter_mut() {
@@ -303,7 +304,7 @@ impl SessionStore for MemoryStore {
             persona_id: persona_id.to_owned(),
             story_id: story_id.to_owned(),
             open: true,
-            modes: DialogModes::default(),
+            modes,
         });
         data.active_slot.insert(user_id, slot);
         Ok(id)

@@ -693,6 +693,7 @@ impl SessionStore for Database {
         slot: u8,
         persona_id: &str,
         story_id: &str,
+        modes: DialogModes,
     ) -> Result<DialogId, StoreError> {
         let persona_id = persona_id.to_owned();
         let story_id = story_id.to_owned();
@@ -714,6 +715,8 @@ impl SessionStore for Database {
                             dialogs::slot.eq(slot),
                             dialogs::persona_id.eq(persona_id),
                             dialogs::story_id.eq(Some(story_id)),
+                            dialogs::intense_mode.eq(modes.intense_mode),
+                            dialogs::fantasy_scenes.eq(modes.fantasy_scenes),
                             dialogs::created_at.eq(now),
                             dialogs::last_active_at.eq(now),
                         ))

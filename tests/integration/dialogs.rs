@@ -378,6 +378,29 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     app.wait_for_last_text(user, "echo: still here?").await;
     let (system, _) = last_request(&app);
     assert!(system.contains("Intense mode is on"), "{system}");
+
+    // Clearing slot 1 starts its story again with the same modes, stored with it.
+    let before = app.telegram.sent_texts(user).len();
+    app.user_presses(user, "k:1").await;
+    let question = newest_message(&app, user, before + 1).await;
+    let confirm = button_data(&question)[0].clone();
+    let stored_before = app
+        .database
+        .dialog_messages(user)
+        .await
+        .expect("stored")
+        .len();
+    app.user_presses(user, &confirm).await;
+    app.wait_for_texts(user, before + 2).await;
+    app.stored_when(user, "the cleared slot's opening stored", |stored| {
+        stored.len() > stored_before
+    })
+    .await;
+    let app = app.restart().await;
+    app.user_says(user, "after the clear").await;
+    app.wait_for_last_text(user, "echo: after the clear").await;
+    let (system, _) = last_request(&app);
+    assert!(system.contains("Intense mode is on"), "{system}");
     app.stop().await;
 }
 

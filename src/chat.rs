@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use tokio::io::AsyncBufReadExt;
-use vitte_actors::event::{Inbound, InboundKind, Sender};
-use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger, Render};
+use vitte_actors::domain::event::{Inbound, InboundKind, Sender};
+use vitte_actors::ports::{ChatId, DeliveryError, Keyboard, Messenger, Render, SystemClock};
 
 use crate::config::{Purpose, Settings};
 use crate::startup::Core;
@@ -77,10 +77,6 @@ impl Messenger for TerminalMessenger {
         Ok(())
     }
 
-    async fn show_typing(&self, _chat: ChatId) -> Result<(), DeliveryError> {
-        Ok(())
-    }
-
     async fn acknowledge_button(&self, _callback_id: &str) -> Result<(), DeliveryError> {
         Ok(())
     }
@@ -92,7 +88,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     let messenger = Arc::new(TerminalMessenger {
         keyboard: Mutex::new(None),
     });
-    let core = Core::start(&settings, messenger.clone(), None).await?;
+    let core = Core::start(&settings, messenger.clone(), None, Arc::new(SystemClock)).await?;
     let Some(persona) = core.personas.get(persona_id) else {
         let known: Vec<&str> = core.personas.all().iter().map(|p| p.id.as_str()).collect();
         anyhow::bail!(

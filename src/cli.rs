@@ -6,13 +6,14 @@ use clap::{Parser, Subcommand};
 
 use std::path::{Path, PathBuf};
 
-use vitte_actors::persona::{PersonaCatalog, import_character_card};
-use vitte_actors::safety::SafetyPolicy;
+use vitte_actors::domain::persona::{PersonaCatalog, import_character_card};
+use vitte_actors::domain::safety::SafetyPolicy;
 
 use crate::config::{ConfigError, ConfigSource, Purpose, Settings};
 use crate::startup::{Application, Customization};
 use crate::storage::Database;
 use crate::telemetry;
+use vitte_actors::ports::SystemClock;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +109,7 @@ pub fn run() -> anyhow::Result<()> {
                 let database = Database::connect(
                     &settings.database_target()?,
                     settings.database.max_connections,
+                    std::sync::Arc::new(SystemClock),
                 )?;
                 let applied = database.migrate().await.context("applying migrations")?;
                 println!("{applied} migration(s) applied; the database is up to date");

@@ -4,6 +4,7 @@
 //! Secrets are [`SecretString`]s: `Debug` redacts them, and [`Settings::to_redacted_toml`]
 //! prints `[redacted]` in their place.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -138,21 +139,13 @@ pub struct CacheSettings {
     pub max_entries: usize,
 }
 
-/// Supervision policies per actor kind.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Supervision policies: a `[supervision.<kind>]` section per kind of supervised component
+/// (see `vitte_actors::supervision::kinds`). A kind without a section gets the defaults; a
+/// section naming no kind is an error, so a typo never passes silently.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct SupervisionSettings {
-    #[serde(default)]
-    pub session: KindSection,
-    #[serde(default)]
-    pub llm: KindSection,
-    #[serde(default)]
-    pub memory: KindSection,
-    #[serde(default)]
-    pub payments: KindSection,
-    #[serde(default)]
-    pub scheduler: KindSection,
-    #[serde(default)]
-    pub outbox: KindSection,
+    #[serde(flatten)]
+    sections: BTreeMap<String, KindSection>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -219,27 +212,39 @@ impl KindSection {
 }
 
 impl SupervisionSettings {
-    pub fn sections(&self) -> [(ActorKind, &KindSection); 6] {
-        [
-            (ActorKind::Session, &self.session),
-            (ActorKind::Llm, &self.llm),
-            (ActorKind::Memory, &self.memory),
-            (ActorKind::Payments, &self.payments),
-            (ActorKind::Scheduler, &self.scheduler),
-            (ActorKind::Outbox, &self.outbox),
-        ]
+    /// The section of `kind` (its defaults when the configuration has none).
+    pub fn kind(&self, kind: ActorKind) -> KindSection {
+        self.sections
+            .get(kind.as_str())
+            .cloned()
+            .unwrap_or_default()
     }
 
-    pub fn policies(&self) -> std::collections::HashMap<ActorKind, KindPolicy> {
-        self.sections()
-            .into_iter()
-            .map(|(kind, section)| (kind, section.policy()))
+    /// The section of `kind`, to change it (tests, tools).
+    pub fn kind_mut(&mut self, kind: ActorKind) -> &mut KindSection {
+        self.sections.entry(kind.as_str().to_owned()).or_default()
+    }
+
+    /// Every kind's policy.
+    pub fn policies(&self) -> HashMap<ActorKind, KindPolicy> {
+        ActorKind::ALL
+            .iter()
+            .map(|kind| (*kind, self.kind(*kind).policy()))
             .collect()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (kind, section) in self.sections() {
-            section.validate(kind.as_str())?;
+        for (name, section) in &self.sections {
+            if ActorKind::parse(name).is_none() {
+                return Err(ConfigError::invalid(
+                    &format!("supervision.{name}"),
+                    format!(
+                        "no such kind of component (the kinds are {})",
+                        ActorKind::names().join(", ")
+                    ),
+                ));
+            }
+            section.validate(name)?;
         }
         Ok(())
     }
@@ -700,7 +705,7 @@ mod tests {
             "production overlay"
         );
         assert_eq!(
-            settings.supervision.session.idle_timeout,
+            settings.supervision.kind(ActorKind::Session).idle_timeout,
             Duration::from_secs(900)
         );
         let error = settings.validate(Purpose::Serve).expect_err("no token");
@@ -742,6 +747,28 @@ mod tests {
         assert!(
             printed.contains("postgres://vitte:%5Bredacted%5D@db/vitte")
                 || printed.contains("[redacted]")
+        );
+    }
+
+    #[test]
+    fn a_supervision_section_for_no_kind_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let default = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
+        )
+        .expect("default.toml");
+        std::fs::write(
+            dir.path().join("default.toml"),
+            default + "\n[supervision.memroy]\nmailbox_capacity = 3\n",
+        )
+        .expect("write");
+        let settings = Settings::load_from(dir.path(), "local").expect("it parses");
+        let error = settings.validate(Purpose::Chat).expect_err("no such kind");
+        assert!(
+            error
+                .to_string()
+                .starts_with("supervision.memroy: no such kind"),
+            "{error}"
         );
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod llm;
 pub mod redis_backend;
+pub mod reload;
 pub mod startup;
 pub mod storage;
 pub mod telegram;

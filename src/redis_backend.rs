@@ -6,15 +6,16 @@
 //! fallbacks serve until it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use vitte_actors::gateway::{MemoryCache, MemoryRateLimiter};
 use vitte_actors::metrics::Metrics;
-use vitte_actors::ports::{Completion, RateLimiter, ResponseCache};
+use vitte_actors::ports::{Clock, Completion, RateLimiter, ResponseCache, SystemClock};
 use vitte_actors::resilience::limiter::RateLimit;
+use vitte_actors::sync::lock;
 
 /// How long Redis is left alone after it failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
@@ -23,23 +24,18 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A token bucket per key, the same model as the in-process limiter, shared by replicas.
-/// KEYS[1] is the bucket; ARGV: capacity, refill per second, now (ms), cost (1 to take, -1 to
-/// give back). Returns 0 when a token was taken, else the milliseconds until one is available.
+/// KEYS[1] is the bucket; ARGV: capacity, refill per second, now (ms). Takes a token: returns
+/// 0 when one was taken, else the milliseconds until one is available.
 const TOKEN_BUCKET: &str = r#"
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or capacity
 local at = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate / 1000)
 local wait = 0
-if cost > 0 then
-  if tokens >= cost then tokens = tokens - cost else wait = math.ceil((cost - tokens) * 1000 / rate) end
-else
-  tokens = math.min(capacity, tokens - cost)
-end
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 60000)
 return wait
@@ -62,14 +58,10 @@ struct Shared {
     metrics: Metrics,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+/// The buckets' time: the system's clock, shared by every replica (so not the injected one,
+/// which may be a test's).
+fn unix_millis() -> i64 {
+    SystemClock.now_millis()
 }
 
 impl RedisBackend {
@@ -119,8 +111,9 @@ impl RedisBackend {
         self.shared.metrics.redis_fallback_active.get() != 0
     }
 
-    /// Runs the bucket script; `None` if Redis is not connected or failed.
-    async fn bucket(&self, key: &str, limit: &RateLimit, cost: i64) -> Option<u64> {
+    /// Takes a token from the bucket `key` in Redis: `Some(0)` when taken, `Some(ms)` to
+    /// wait; `None` if Redis is not connected or failed.
+    async fn take_token(&self, key: &str, limit: &RateLimit) -> Option<u64> {
         let mut connection = self.connection()?;
         let result: redis::RedisResult<u64> = self
             .shared
@@ -129,7 +122,6 @@ impl RedisBackend {
             .arg(limit.burst)
             .arg(f64::from(limit.per_minute) / 60.0)
             .arg(unix_millis())
-            .arg(cost)
             .invoke_async(&mut connection)
             .await;
         match result {
@@ -188,16 +180,10 @@ impl Shared {
 #[async_trait]
 impl RateLimiter for RedisBackend {
     async fn acquire(&self, key: &str, limit: &RateLimit) -> Result<(), Duration> {
-        match self.bucket(key, limit, 1).await {
+        match self.take_token(key, limit).await {
             Some(0) => Ok(()),
             Some(wait_ms) => Err(Duration::from_millis(wait_ms)),
             None => self.shared.fallback_limiter.acquire(key, limit).await,
-        }
-    }
-
-    async fn release(&self, key: &str, limit: &RateLimit) {
-        if self.bucket(key, limit, -1).await.is_none() {
-            self.shared.fallback_limiter.release(key, limit).await;
         }
     }
 }

@@ -11,32 +11,26 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use teloxide::Bot;
-use teloxide::payloads::setters::*;
-use teloxide::prelude::Requester;
 use tokio::sync::watch;
+use vitte_actors::domain::persona::PersonaCatalog;
+use vitte_actors::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
+use vitte_actors::domain::safety::SafetyPolicy;
+use vitte_actors::gateway::{LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec};
 use vitte_actors::metrics::Metrics;
-use vitte_actors::persona::PersonaCatalog;
-use vitte_actors::ports::{LanguageModel, Messenger};
-use vitte_actors::prompt::{PromptBuilder, TokenBudget, TokenCounter};
-use vitte_actors::router::SessionRouter;
-use vitte_actors::safety::SafetyPolicy;
-use vitte_actors::session::{SessionDeps, SessionSettings};
-
-use std::collections::HashMap;
-
-use vitte_actors::gateway::{
-    GatewayTuning, LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec, ProviderTuning,
+use vitte_actors::ports::{
+    Clock, LanguageModel, Messenger, RateLimiter, ResponseCache, SystemClock,
 };
-use vitte_actors::ports::{RateLimiter, ResponseCache};
+use vitte_actors::session::{SessionDeps, SessionRouter, SessionSettings};
 use vitte_actors::supervision::{ActorKind, Supervisor};
 
-use crate::config::{ConfigError, ConfigSource, Purpose, Settings, TelegramMode};
+use crate::config::{ConfigSource, Purpose, Settings, TelegramMode};
 use crate::http::{self, HttpState};
 use crate::llm::OpenAiClient;
 use crate::llm::ProviderEndpoint;
 use crate::redis_backend::RedisBackend;
+use crate::reload::{ReloadError, Reloader, gateway_tuning, provider_tuning};
 use crate::storage::Database;
-use crate::telegram::outbox::TelegramOutbox;
+use crate::telegram::bot_api::BotApiClient;
 use crate::telegram::{UpdateSink, polling};
 
 /// Wraps what sessions call the LLM through (fault injection in tests).
@@ -49,6 +43,8 @@ pub struct Customization {
     /// Where to read the configuration again on a live reload; without it, reloads are
     /// refused.
     pub config_source: Option<ConfigSource>,
+    /// The time of day; the system's clock when `None` (tests move a manual one).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM gateway,
@@ -63,51 +59,6 @@ pub struct Core {
     pub router: SessionRouter,
 }
 
-/// Why a live reload was refused (the running settings stay).
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("no configuration source to reload from")]
-    NoSource,
-    #[error("configuration error: {0}")]
-    Invalid(#[from] ConfigError),
-    #[error("the reload was interrupted")]
-    Interrupted,
-}
-
-fn provider_tuning(
-    breaker: &vitte_actors::resilience::breaker::BreakerSettings,
-    rate_limit: &vitte_actors::resilience::limiter::RateLimit,
-    retry: &vitte_actors::gateway::RetrySettings,
-) -> ProviderTuning {
-    ProviderTuning {
-        breaker: breaker.clone(),
-        rate_limit: rate_limit.clone(),
-        retry: retry.clone(),
-    }
-}
-
-/// The gateway's reloadable settings, from the configuration.
-fn gateway_tuning(settings: &Settings) -> GatewayTuning {
-    let llm = &settings.llm;
-    let mut providers = HashMap::from([(
-        llm.name.clone(),
-        provider_tuning(&llm.breaker, &llm.rate_limit, &llm.retry),
-    )]);
-    for fallback in &llm.fallbacks {
-        providers.insert(
-            fallback.name.clone(),
-            provider_tuning(&fallback.breaker, &fallback.rate_limit, &fallback.retry),
-        );
-    }
-    GatewayTuning {
-        user_rate_limit: llm.user_rate_limit.clone(),
-        max_queue_wait: llm.max_queue_wait,
-        cache_enabled: llm.cache.enabled,
-        cache_ttl: llm.cache.ttl,
-        providers,
-    }
-}
-
 impl Core {
     /// Loads personas, opens and migrates the database, builds the LLM gateway and starts
     /// the session shards with `messenger` as the way out. Call inside an actix system.
@@ -115,12 +66,14 @@ impl Core {
         settings: &Settings,
         messenger: Arc<dyn Messenger>,
         wrap_llm: Option<LlmWrapper>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
         let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
         let safety = Arc::new(SafetyPolicy::load(&settings.safety.file)?);
         let database = Database::connect(
             &settings.database_target()?,
             settings.database.max_connections,
+            clock.clone(),
         )
         .context("opening the database")?;
         let applied = database
@@ -214,6 +167,7 @@ impl Core {
                 continue_every: settings.session.continue_every,
                 welcome_back_after: settings.session.welcome_back_after,
             },
+            clock,
             in_flight: AtomicUsize::new(0),
         };
         let shards = match settings.session.shards {
@@ -230,50 +184,6 @@ impl Core {
             redis,
             router,
         })
-    }
-}
-
-/// Re-reads the configuration and applies its reloadable parts (supervision, breakers, rate
-/// limits, retries, cache) to the running components. Shared by SIGHUP and the admin endpoint.
-pub struct Reloader {
-    source: Option<ConfigSource>,
-    /// The settings the process started with: what a reload cannot change is compared to
-    /// them.
-    running: Settings,
-    supervisor: Arc<Supervisor>,
-    gateway: Arc<LlmGateway>,
-}
-
-/// What a successful reload did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReloadReport {
-    /// Changed keys that only a restart applies.
-    pub needs_restart: Vec<String>,
-}
-
-impl Reloader {
-    /// Applies the new settings, or changes nothing and says why.
-    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
-        let settings = source.load()?;
-        settings.validate_reloadable()?;
-        let names = |settings: &Settings| -> Vec<String> {
-            std::iter::once(settings.llm.name.clone())
-                .chain(settings.llm.fallbacks.iter().map(|f| f.name.clone()))
-                .collect()
-        };
-        if names(&settings) != names(&self.running) {
-            return Err(ReloadError::Invalid(ConfigError::Invalid {
-                key: "llm.fallbacks".into(),
-                problem: "adding, removing, renaming or reordering providers needs a restart"
-                    .into(),
-            }));
-        }
-        self.supervisor.reconfigure(settings.supervision.policies());
-        self.gateway.reconfigure(gateway_tuning(&settings));
-        let needs_restart = settings.restart_only_differences(&self.running);
-        tracing::info!(?needs_restart, "supervision and LLM settings reloaded");
-        Ok(ReloadReport { needs_restart })
     }
 }
 
@@ -329,23 +239,27 @@ impl Application {
         // open-file limit). Telegram serves about 30 messages/s per bot anyway.
         let telegram_client = teloxide::net::default_reqwest_settings()
             .timeout(settings.telegram.polling_timeout + polling::CLIENT_TIMEOUT_MARGIN)
-            .pool_max_idle_per_host(crate::telegram::outbox::MAX_CONCURRENT_CALLS)
+            .pool_max_idle_per_host(crate::telegram::bot_api::MAX_CONCURRENT_CALLS)
             .build()
             .context("creating the Telegram HTTP client")?;
         let bot = Bot::with_client(settings.telegram.token.expose_secret(), telegram_client)
             .set_api_url(api_url);
+        let clock = customization
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>);
         let core = Core::start(
             &settings,
-            Arc::new(TelegramOutbox::new(bot.clone())),
+            Arc::new(BotApiClient::new(bot.clone())),
             customization.wrap_llm,
+            clock,
         )
         .await?;
-        let reloader = Arc::new(Reloader {
-            source: customization.config_source,
-            running: settings.clone(),
-            supervisor: core.supervisor.clone(),
-            gateway: core.gateway.clone(),
-        });
+        let reloader = Arc::new(Reloader::new(
+            customization.config_source,
+            settings.clone(),
+            core.supervisor.clone(),
+            core.gateway.clone(),
+        ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stopped, _) = watch::channel(false);
@@ -385,7 +299,13 @@ impl Application {
         })
         .workers(workers)
         .disable_signals()
-        .shutdown_timeout(settings.supervision.session.shutdown_timeout.as_secs())
+        .shutdown_timeout(
+            settings
+                .supervision
+                .kind(ActorKind::Session)
+                .shutdown_timeout
+                .as_secs(),
+        )
         .listen(listener)?
         .run();
         let server_handle = server.handle();
@@ -402,7 +322,7 @@ impl Application {
                 settings.telegram.polling_timeout,
                 shutdown_rx,
             ))),
-            TelegramMode::Webhook => Some(actix_rt::spawn(register_webhook(
+            TelegramMode::Webhook => Some(actix_rt::spawn(crate::telegram::webhook::register(
                 bot,
                 settings.telegram.webhook_url.clone(),
                 webhook_secret,
@@ -538,43 +458,6 @@ async fn prune_processed_updates(database: Database, mut shutdown: watch::Receiv
             Ok(pruned) => tracing::debug!(pruned, "old update ids forgotten"),
             Err(error) => tracing::warn!(%error, "could not prune old update ids"),
         }
-    }
-}
-
-/// Registers the webhook with Telegram, retrying with backoff until it succeeds (readiness
-/// stays false until then) or shutdown.
-async fn register_webhook(
-    bot: Bot,
-    url: String,
-    secret: SecretString,
-    sink: UpdateSink,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Ok(url) = reqwest::Url::parse(&url) else {
-        tracing::error!("telegram.webhook_url is not a URL");
-        return;
-    };
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let request = bot
-            .set_webhook(url.clone())
-            .secret_token(secret.expose_secret().to_owned());
-        match request.await {
-            Ok(_) => {
-                tracing::info!("webhook registered");
-                sink.set_ready(true);
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "setWebhook failed; retrying in {backoff:?}");
-                sink.metrics.count_error("telegram");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 

@@ -1,29 +1,56 @@
 //! vitte's actors and the domain logic they run.
 //!
 //! Everything here talks to the outside world only through the traits in [`ports`]
-//! (Telegram, the LLM, storage); the binary crate implements them. That keeps this crate
-//! testable with in-memory fakes, without a network.
+//! (Telegram, the LLM, storage, the clock); the binary crate implements them. That keeps this
+//! crate testable with in-memory fakes, without a network.
 //!
-//! The main pieces:
-//! - [`router::SessionRouter`] shards users over N arbiters and activates sessions on demand;
-//! - [`session::SessionActor`] handles one user's events strictly one at a time, survives
-//!   panics in its own work and passivates when idle;
-//! - [`persona`] and [`prompt`] turn a persona and a history into an LLM request.
+//! # Topology
+//!
+//! ```text
+//!  ingress (Telegram webhook / polling, terminal chat)
+//!     │ Inbound
+//!     ▼
+//!  SessionRouter ── RouteEvent ──► SessionShard (one per arbiter, user_id → shard)
+//!                                     │ Deliver            ▲ SessionIdle
+//!                                     ▼                    │
+//!                                  SessionActor (one per user, one event at a time)
+//!                                     │ Passivate ◄────────┘ (when nothing is on its way)
+//!        ┌────────────────────────────┼──────────────────────────┐
+//!        ▼                            ▼                          ▼
+//!  LlmGateway (a service:       Messenger port              SessionStore port
+//!  breaker, limits, retries,    (Telegram Bot API,          (SQLite / PostgreSQL)
+//!  cache, per-provider guard)    the terminal)
+//!        │
+//!        ▼
+//!  LanguageModel port (OpenAI-compatible providers)
+//! ```
+//!
+//! Every supervised component (sessions, the gateway's providers) runs its work through a
+//! [`supervision::Guard`]; the [`supervision::Supervisor`] keeps each kind's policy and
+//! restart history and tells readiness when a kind is escalated.
+//!
+//! # Layout
+//!
+//! Imports point downward in this list: a file uses what is below it, never above.
+//!
+//! - [`session`]: the session actors, their router and their handlers (one folder per
+//!   actor kind: the actor, its messages, its handlers and its tests);
+//! - [`gateway`]: the LLM gateway, a supervised service;
+//! - [`supervision`]: the kinds, their policies, and the guard every actor runs under;
+//! - [`metrics`]: every Prometheus metric;
+//! - [`domain`]: what several actors share: events, personas, prompts, safety, texts;
+//! - [`resilience`]: breaker, token bucket, backoff, restart intensity (pure, no clock);
+//! - [`ports`]: the traits the outside world is reached through;
+//! - [`sync`]: locks that survive a panic elsewhere.
 
-pub mod conversation;
-pub mod event;
+pub mod domain;
 pub mod gateway;
 pub mod metrics;
-pub mod persona;
 pub mod ports;
-pub mod prompt;
 pub mod resilience;
-pub mod router;
-pub mod safety;
 pub mod session;
-pub mod streaming;
 pub mod supervision;
-pub mod texts;
+pub mod sync;
 
 #[cfg(test)]
 mod testing;

@@ -7,17 +7,62 @@ use prometheus::{
     Registry,
 };
 
-/// The kinds of `errors_total`.
-pub const ERROR_KINDS: [&str; 8] = [
-    "llm",
-    "storage",
-    "telegram",
-    "panic",
-    "queue_full",
-    "rate_limited",
-    "webhook_auth",
-    "webhook_body",
-];
+use crate::supervision::kinds::{ActorKind, Shape};
+
+/// Declares a set of label values as an enum with their label strings.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $label:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+label_values! {
+    /// The kinds of `errors_total`.
+    ErrorKind {
+        Llm = "llm",
+        Storage = "storage",
+        Telegram = "telegram",
+        Panic = "panic",
+        QueueFull = "queue_full",
+        RateLimited = "rate_limited",
+        WebhookAuth = "webhook_auth",
+        WebhookBody = "webhook_body",
+    }
+}
+
+label_values! {
+    /// The kinds of `vitte_safety_interventions_total`.
+    SafetyKind {
+        Refused = "refused",
+        Crisis = "crisis",
+        OutputWithheld = "output_withheld",
+    }
+}
+
+label_values! {
+    /// The outcomes of `vitte_replies_total`.
+    ReplyOutcome {
+        Complete = "complete",
+        Partial = "partial",
+        Stopped = "stopped",
+        Failed = "failed",
+        Withheld = "withheld",
+    }
+}
 
 const LATENCY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0];
 
@@ -41,25 +86,25 @@ pub struct Metrics {
     pub llm_cache_hits_total: IntCounter,
     /// Requests refused or delayed by a rate limit.
     pub llm_rate_limited_total: IntCounter,
+    /// LLM requests waiting for a rate limit's turn (the gateway's bounded queue).
+    pub llm_requests_waiting: IntGauge,
     /// 1 while Redis is configured but unreachable and in-process fallbacks serve.
     pub redis_fallback_active: IntGauge,
     pub sessions_active: IntGauge,
     pub session_panics_total: IntCounter,
+    /// Live actors of mailbox kinds.
     pub actors_live: IntGaugeVec,
+    /// Restarts after a panic, of every supervised kind.
     pub actor_restarts_total: IntCounterVec,
+    /// Messages waiting in the mailboxes of mailbox kinds.
     pub actor_mailbox_depth: IntGaugeVec,
-    /// Errors by kind, one of [`ERROR_KINDS`].
+    /// Errors by kind, one of [`ErrorKind`].
     pub errors_total: IntCounterVec,
     /// Safety checks that stepped in, by kind (`refused`, `crisis`, `output_withheld`).
     pub safety_interventions_total: IntCounterVec,
     /// Persona replies by outcome (`complete`, `partial`, `stopped`, `failed`, `withheld`).
     pub replies_total: IntCounterVec,
 }
-
-/// The kinds of `vitte_safety_interventions_total`.
-pub const SAFETY_KINDS: [&str; 3] = ["refused", "crisis", "output_withheld"];
-/// The outcomes of `vitte_replies_total`.
-pub const REPLY_OUTCOMES: [&str; 5] = ["complete", "partial", "stopped", "failed", "withheld"];
 
 impl Metrics {
     /// Creates the metrics in a fresh registry.
@@ -115,6 +160,10 @@ impl Metrics {
                 "llm_rate_limited_total",
                 "LLM requests delayed or refused by a rate limit",
             )?,
+            llm_requests_waiting: IntGauge::new(
+                "llm_requests_waiting",
+                "LLM requests waiting in the gateway's queue for a rate limit's turn",
+            )?,
             redis_fallback_active: IntGauge::new(
                 "redis_fallback_active",
                 "1 while Redis is unreachable and in-process caches and limits serve",
@@ -166,6 +215,7 @@ impl Metrics {
         r.register(Box::new(self.llm_breaker_state.clone()))?;
         r.register(Box::new(self.llm_cache_hits_total.clone()))?;
         r.register(Box::new(self.llm_rate_limited_total.clone()))?;
+        r.register(Box::new(self.llm_requests_waiting.clone()))?;
         r.register(Box::new(self.redis_fallback_active.clone()))?;
         r.register(Box::new(self.sessions_active.clone()))?;
         r.register(Box::new(self.session_panics_total.clone()))?;
@@ -175,11 +225,12 @@ impl Metrics {
         r.register(Box::new(self.errors_total.clone()))?;
         r.register(Box::new(self.safety_interventions_total.clone()))?;
         r.register(Box::new(self.replies_total.clone()))?;
-        for kind in SAFETY_KINDS {
-            self.safety_interventions_total.with_label_values(&[kind]);
+        for kind in SafetyKind::ALL {
+            self.safety_interventions_total
+                .with_label_values(&[kind.as_str()]);
         }
-        for outcome in REPLY_OUTCOMES {
-            self.replies_total.with_label_values(&[outcome]);
+        for outcome in ReplyOutcome::ALL {
+            self.replies_total.with_label_values(&[outcome.as_str()]);
         }
         // Pre-create the fixed label values so dashboards see zeros rather than gaps.
         for direction in ["in", "out"] {
@@ -188,14 +239,17 @@ impl Metrics {
         for kind in ["prompt", "completion"] {
             self.ai_tokens_used_total.with_label_values(&[kind]);
         }
-        for kind in ERROR_KINDS {
-            self.errors_total.with_label_values(&[kind]);
+        for kind in ErrorKind::ALL {
+            self.errors_total.with_label_values(&[kind.as_str()]);
         }
-        for kind in crate::supervision::ActorKind::ALL {
-            self.actors_live.with_label_values(&[kind.as_str()]);
-            self.actor_restarts_total
-                .with_label_values(&[kind.as_str()]);
-            self.actor_mailbox_depth.with_label_values(&[kind.as_str()]);
+        for kind in ActorKind::ALL {
+            let label = [kind.as_str()];
+            self.actor_restarts_total.with_label_values(&label);
+            // A service has no actors and no mailbox: no series pretends otherwise.
+            if kind.shape() == Shape::Mailbox {
+                self.actors_live.with_label_values(&label);
+                self.actor_mailbox_depth.with_label_values(&label);
+            }
         }
         Ok(())
     }
@@ -205,7 +259,19 @@ impl Metrics {
         &self.registry
     }
 
-    pub fn count_error(&self, kind: &str) {
-        self.errors_total.with_label_values(&[kind]).inc();
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors_total.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    pub fn count_reply(&self, outcome: ReplyOutcome) {
+        self.replies_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    pub fn count_safety(&self, kind: SafetyKind) {
+        self.safety_interventions_total
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 }

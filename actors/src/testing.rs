@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{Inbound, InboundKind, Sender};
+use crate::domain::event::{Inbound, InboundKind, Sender};
 use crate::ports::*;
 
-/// Locks a test mutex; a poisoned lock means another assertion already failed.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().expect("test mutex poisoned")
-}
+use crate::sync::lock;
 
 /// One message as the chat shows it now.
 #[derive(Debug, Clone)]
@@ -90,10 +87,6 @@ impl Messenger for RecordingMessenger {
 
     async fn delete_message(&self, chat: ChatId, message_id: i64) -> Result<(), DeliveryError> {
         lock(&self.sent).retain(|message| !(message.chat == chat && message.id == message_id));
-        Ok(())
-    }
-
-    async fn show_typing(&self, _chat: ChatId) -> Result<(), DeliveryError> {
         Ok(())
     }
 

@@ -1,16 +1,27 @@
 //! Telegram: turning updates into session events (ingress, by long polling or webhook) and
-//! sending messages (the [`outbox::TelegramOutbox`] implementation of the `Messenger` port).
+//! calling the Bot API (the [`bot_api::BotApiClient`], which implements the `Messenger` port).
 
-pub mod outbox;
+pub mod bot_api;
 pub mod polling;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use teloxide::types::{Update, UpdateKind};
-use vitte_actors::event::{Inbound, InboundKind, Sender};
+use vitte_actors::domain::event::{Inbound, InboundKind, Sender};
 use vitte_actors::metrics::Metrics;
-use vitte_actors::router::SessionRouter;
+use vitte_actors::resilience::backoff::BackoffSettings;
+use vitte_actors::session::SessionRouter;
+
+/// Pauses between failed attempts to reach Telegram for updates (`getUpdates`,
+/// `setWebhook`): from half a second, doubling up to a minute.
+pub const RETRY: BackoffSettings = BackoffSettings {
+    min_ms: 500,
+    max_ms: 60_000,
+    jitter: 0.2,
+    reset_after_ms: 60_000,
+};
 
 /// Converts an update into a session event; `None` for updates the bot does not handle
 /// (group chats, edits, channel posts, messages from bots, …).
@@ -73,7 +84,7 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
 pub async fn register_commands(bot: teloxide::Bot) {
     use teloxide::payloads::SetMyCommandsSetters;
     use teloxide::prelude::Requester;
-    use vitte_actors::texts::Lang;
+    use vitte_actors::domain::texts::Lang;
     for (lang, language_code) in [(Lang::En, None), (Lang::Ru, Some("ru"))] {
         let commands =
             lang.texts().commands.iter().map(|(command, description)| {

@@ -7,11 +7,10 @@ use teloxide::payloads::setters::*;
 use teloxide::prelude::Requester;
 use tokio::sync::watch;
 
-use super::UpdateSink;
+use vitte_actors::metrics::ErrorKind;
 
-/// Pause after a failed `getUpdates` before trying again (doubles up to a minute).
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+use super::{RETRY, UpdateSink};
+
 /// How much longer than the long-poll wait the HTTP client waits for Telegram's answer.
 pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
 
@@ -32,7 +31,7 @@ pub async fn run(
     }
     let timeout_secs = u32::try_from(timeout.as_secs()).unwrap_or(25);
     let mut offset: i32 = 0;
-    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0;
     tracing::info!("long polling started");
     loop {
         let request = bot.get_updates().offset(offset).timeout(timeout_secs);
@@ -44,7 +43,7 @@ pub async fn run(
             Ok(updates) => {
                 // Ready once Telegram has answered: a bad token never makes us ready.
                 sink.set_ready(true);
-                backoff = FIRST_BACKOFF;
+                failures = 0;
                 for update in updates {
                     sink.accept(&update);
                     offset = i32::try_from(update.id.0)
@@ -53,13 +52,14 @@ pub async fn run(
                 }
             }
             Err(error) => {
+                failures += 1;
+                let backoff = RETRY.delay(failures, fastrand::f64());
                 tracing::warn!(%error, "getUpdates failed; retrying in {backoff:?}");
-                sink.metrics.count_error("telegram");
+                sink.metrics.count_error(ErrorKind::Telegram);
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -26,10 +26,9 @@ async fn newest_message(app: &TestApp, chat: i64, count: usize) -> Value {
 
 /// The title of a persona's story.
 fn story_title(persona: &str, story: &str) -> String {
-    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/personas"
-    )))
+    let catalog = vitte_actors::domain::persona::PersonaCatalog::load_dir(std::path::Path::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/personas"),
+    ))
     .expect("personas load");
     let persona = catalog.get(persona).expect("a persona");
     persona.story(story).expect("a story").title.clone()
@@ -159,7 +158,7 @@ async fn three_slots_hold_separate_dialogs_and_a_fourth_asks_which_to_replace(ba
     assert!(
         stored
             .iter()
-            .any(|(slot, _, text, _)| *slot == 2 && text == "lamp one")
+            .any(|message| message.slot == 2 && message.content == "lamp one")
     );
     app.stop().await;
 }
@@ -244,23 +243,22 @@ async fn clear_asks_first_and_reset_clears_every_slot(backend: Backend) {
     assert!(
         stored
             .iter()
-            .any(|(_, _, text, _)| text == "the first clue")
+            .any(|message| message.content == "the first clue")
     );
     app.stop().await;
 }
 
 async fn returning_after_a_while_opens_with_a_greeting_that_recalls_the_story(backend: Backend) {
-    let app = TestApp::spawn_adjusted(backend, |settings| {
-        settings.session.welcome_back_after = Duration::from_millis(800);
-    })
-    .await;
+    // The default welcome_back_after is 6 hours, on the app's clock.
+    let app = TestApp::spawn(backend).await;
+    let seven_hours = Duration::from_secs(7 * 3600);
     let user = 30201;
     app.start_dialog(user, "mira").await;
     app.user_says(user, "I hid the map under the stairs").await;
     app.wait_for_last_text(user, "echo: I hid the map under the stairs")
         .await;
     app.start_dialog(user, "arlo").await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    app.clock.advance(seven_hours);
 
     let welcome = "*Mira looks up from the logbook.* The map is still under the stairs.";
     app.llm.script([LlmBehaviour::Reply(welcome.into())]);
@@ -287,7 +285,7 @@ async fn returning_after_a_while_opens_with_a_greeting_that_recalls_the_story(ba
     .await;
 
     // Writing after a while (no "Continue"): the reply greets first.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    app.clock.advance(seven_hours);
     app.user_says(user, "I am back").await;
     app.wait_for_last_text(user, "echo: I am back").await;
     let (_, messages) = last_request(&app);
@@ -298,7 +296,7 @@ async fn returning_after_a_while_opens_with_a_greeting_that_recalls_the_story(ba
     );
 
     // Without the LLM the persona still greets, quoting where the story stopped.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    app.clock.advance(seven_hours);
     app.llm.set_down(true);
     app.user_presses(user, "c:2").await;
     let texts = wait_until("a welcome back without the LLM", || {
@@ -384,12 +382,7 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     app.user_presses(user, "k:1").await;
     let question = newest_message(&app, user, before + 1).await;
     let confirm = button_data(&question)[0].clone();
-    let stored_before = app
-        .database
-        .dialog_messages(user)
-        .await
-        .expect("stored")
-        .len();
+    let stored_before = app.dialog_messages(user).await.len();
     app.user_presses(user, &confirm).await;
     app.wait_for_texts(user, before + 2).await;
     app.stored_when(user, "the cleared slot's opening stored", |stored| {
@@ -435,10 +428,9 @@ async fn an_adult_persona_asks_for_an_age_confirmation_once(backend: Backend) {
     assert!(texts[2].starts_with("Dialog 1: Sable — "), "{}", texts[2]);
     // Asked once: another of her stories starts at once, also after a restart.
     let app = app.restart().await;
-    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/personas"
-    )))
+    let catalog = vitte_actors::domain::persona::PersonaCatalog::load_dir(std::path::Path::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/personas"),
+    ))
     .expect("personas");
     let second = catalog.get("sable").expect("sable").stories[1].id.clone();
     app.user_presses(user, &format!("s:sable:{second}")).await;

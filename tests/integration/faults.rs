@@ -77,7 +77,7 @@ async fn llm_down_gives_an_apology_and_keeps_the_message(backend: Backend) {
         "{}",
         texts[1]
     );
-    let stored = app.database.dialog_messages(8001).await.expect("messages");
+    let stored = app.dialog_messages(8001).await;
     assert!(
         stored.iter().any(|(role, text, status)| role == "user"
             && text == "please remember the blue key"
@@ -205,14 +205,14 @@ async fn a_reply_is_resent_when_telegram_was_briefly_unreachable() {
         .expect("a free port")
         .port();
     let api_url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
-    let outbox = vitte::telegram::outbox::TelegramOutbox::new(
+    let client = vitte::telegram::bot_api::BotApiClient::new(
         teloxide::Bot::new("123:TEST").set_api_url(api_url),
     );
     let comes_back = actix_rt::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         FakeTelegram::start_on(port).await
     });
-    let sent = outbox.send_text(31337, "still delivered", None).await;
+    let sent = client.send_text(31337, "still delivered", None).await;
     let telegram = comes_back.await.expect("the fake started");
     assert!(sent.is_ok(), "{sent:?}");
     assert_eq!(telegram.sent_texts(31337), ["still delivered"]);

@@ -17,7 +17,7 @@ use vitte_actors::ports::{
 use vitte_actors::resilience::breaker::BreakerSettings;
 use vitte_actors::resilience::intensity::IntensitySettings;
 use vitte_actors::resilience::limiter::RateLimit;
-use vitte_actors::supervision::Supervisor;
+use vitte_actors::supervision::{ActorKind, Supervisor};
 
 use crate::on_both_backends;
 use crate::support::tcp_proxy::TcpProxy;
@@ -79,7 +79,7 @@ async fn the_breaker_opens_answers_at_once_and_a_probe_closes_it(backend: Backen
     );
     let notice = app.telegram.sent_messages(11001).pop().expect("the notice");
     assert_eq!(retry_button_of(&notice).as_deref(), Some("retry"));
-    let stored = app.database.dialog_messages(11001).await.expect("messages");
+    let stored = app.dialog_messages(11001).await;
     assert!(
         stored
             .iter()
@@ -160,11 +160,12 @@ async fn a_failing_primary_falls_back_and_the_reply_records_who_served(backend: 
     assert_eq!(backup.requests()[0]["model"], "backup-model");
     // The reply is stored just after it is shown.
     wait_until_async("the reply stored with its provider", || async {
-        let providers = app
-            .database
-            .reply_providers(11201)
-            .await
-            .expect("providers");
+        let messages = app.database.user_messages(11201).await.expect("messages");
+        let providers: Vec<Option<String>> = messages
+            .into_iter()
+            .filter(|message| message.role == "assistant")
+            .map(|message| message.provider)
+            .collect();
         providers.last() == Some(&Some("backup".to_owned()))
     })
     .await;
@@ -224,7 +225,7 @@ async fn a_user_over_the_rate_limit_is_told_and_nothing_is_lost() {
         "{}",
         texts[2]
     );
-    let stored = app.database.dialog_messages(11401).await.expect("messages");
+    let stored = app.dialog_messages(11401).await;
     assert!(
         stored
             .iter()
@@ -333,11 +334,18 @@ async fn exceeding_the_restart_intensity_fails_readiness() {
                 })
             })),
             adjust: Some(Box::new(|settings| {
-                settings.supervision.session.restart_intensity = IntensitySettings {
+                settings
+                    .supervision
+                    .kind_mut(ActorKind::Session)
+                    .restart_intensity = IntensitySettings {
                     max_restarts: 1,
                     within_ms: 60_000,
                 };
-                settings.supervision.session.backoff.min_ms = 10;
+                settings
+                    .supervision
+                    .kind_mut(ActorKind::Session)
+                    .backoff
+                    .min_ms = 10;
             })),
             ..TestOptions::default()
         },

@@ -121,13 +121,15 @@ async fn metrics_are_exported_without_user_ids() {
 
 #[actix_rt::test]
 async fn idle_sessions_leave_memory_and_come_back_with_their_history() {
-    let app = TestApp::spawn_adjusted(Backend::Sqlite, |settings| {
-        settings.supervision.session.idle_timeout = std::time::Duration::from_millis(200)
-    })
-    .await;
+    let app = TestApp::spawn(Backend::Sqlite).await;
     app.start_dialog(9101, "arlo").await;
     app.user_says(9101, "the clue is the clock").await;
     app.wait_for_texts(9101, 2).await;
+    // The default idle timeout is 15 minutes, on the app's clock.
+    app.stored_when(9101, "the reply stored", |stored| stored.len() == 3)
+        .await;
+    app.clock
+        .advance(std::time::Duration::from_secs(15 * 60 + 1));
     let deadline = std::time::Instant::now() + PATIENCE;
     while app.metric("vitte_sessions_active").await != 0.0 {
         assert!(

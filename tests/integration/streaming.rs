@@ -388,7 +388,7 @@ async fn messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told(b
     let replies: Vec<&String> = texts.iter().filter(|t| t.starts_with("echo: ")).collect();
     let expected: Vec<String> = (1..=6).map(|i| format!("echo: riddle {i}")).collect();
     assert_eq!(replies, expected.iter().collect::<Vec<_>>(), "in order");
-    let stored = app.database.dialog_messages(20501).await.expect("messages");
+    let stored = app.dialog_messages(20501).await;
     assert!(
         !stored.iter().any(|(_, text, _)| text == "riddle 7"),
         "the refused one was not half-handled"

@@ -20,7 +20,10 @@ use serde_json::Value;
 use vitte::config::{ConfigSource, Settings, TelegramMode};
 use vitte::startup::{AppHandle, Application, Customization, LlmWrapper};
 use vitte::storage::Database;
-use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError, Role};
+use vitte_actors::ports::{
+    Completion, CompletionRequest, LanguageModel, LlmError, ManualClock, Role,
+};
+use vitte_actors::supervision::ActorKind;
 
 pub use fake_llm::{FakeLlm, LlmBehaviour};
 pub use fake_telegram::{FakeTelegram, callback_update, text_update};
@@ -100,6 +103,8 @@ pub struct TestApp {
     pub handle: AppHandle,
     pub settings: Settings,
     pub http: reqwest::Client,
+    /// The app's clock: it moves only when a test moves it.
+    pub clock: Arc<ManualClock>,
     next_update_id: Arc<AtomicI64>,
     /// The server URL and name of the test's own PostgreSQL database, dropped by `stop`.
     postgres: Option<(String, String)>,
@@ -194,7 +199,10 @@ impl TestApp {
         settings.http.address = "127.0.0.1:0".into();
         settings.http.workers = 1;
         settings.session.shards = 2;
-        settings.supervision.session.shutdown_timeout = Duration::from_secs(5);
+        settings
+            .supervision
+            .kind_mut(ActorKind::Session)
+            .shutdown_timeout = Duration::from_secs(5);
         settings.personas.dir = repo_path("personas");
         settings.safety.file = repo_path("config/safety.toml");
         settings.admin.token = SecretString::from(ADMIN_TOKEN);
@@ -208,6 +216,7 @@ impl TestApp {
             data_dir,
             options.wrap_llm,
             Arc::new(AtomicI64::new(1)),
+            ManualClock::starting_now(),
         )
         .await;
         app.postgres = postgres;
@@ -221,8 +230,10 @@ impl TestApp {
         data_dir: Arc<tempfile::TempDir>,
         wrap_llm: Option<LlmWrapper>,
         next_update_id: Arc<AtomicI64>,
+        clock: Arc<ManualClock>,
     ) -> TestApp {
         let customization = Customization {
+            clock: Some(clock.clone()),
             wrap_llm,
             config_source: Some(ConfigSource {
                 dir: data_dir.path().join("config"),
@@ -257,6 +268,7 @@ impl TestApp {
             next_update_id,
             postgres: None,
             data_dir,
+            clock,
         };
         app.wait_until_ready().await;
         app
@@ -272,10 +284,19 @@ impl TestApp {
             next_update_id,
             postgres,
             data_dir,
+            clock,
             ..
         } = self;
-        let mut app =
-            TestApp::launch(settings, telegram, llm, data_dir, None, next_update_id).await;
+        let mut app = TestApp::launch(
+            settings,
+            telegram,
+            llm,
+            data_dir,
+            None,
+            next_update_id,
+            clock,
+        )
+        .await;
         app.postgres = postgres;
         app
     }
@@ -411,12 +432,7 @@ impl TestApp {
     /// finds the session idle.
     pub async fn start_story(&self, user_id: i64, persona_id: &str, story_id: &str) {
         let before = self.telegram.sent_texts(user_id).len();
-        let stored_before = self
-            .database
-            .dialog_messages(user_id)
-            .await
-            .expect("stored messages")
-            .len();
+        let stored_before = self.dialog_messages(user_id).await.len();
         self.user_presses(user_id, &format!("s:{persona_id}:{story_id}"))
             .await;
         self.wait_for_texts(user_id, before + 1).await;
@@ -439,6 +455,17 @@ impl TestApp {
         assert_eq!(self.post_update(&update).await, reqwest::StatusCode::OK);
     }
 
+    /// The user's stored messages as (role, content, status), oldest first.
+    pub async fn dialog_messages(&self, user_id: i64) -> Vec<(String, String, String)> {
+        self.database
+            .user_messages(user_id)
+            .await
+            .expect("stored messages")
+            .into_iter()
+            .map(|message| (message.role, message.content, message.status))
+            .collect()
+    }
+
     /// Waits until the user's stored messages — (role, content, status), oldest first —
     /// pass `check` (a reply is stored just after its final edit is shown); returns them.
     pub async fn stored_when(
@@ -449,11 +476,7 @@ impl TestApp {
     ) -> Vec<(String, String, String)> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let stored = self
-                .database
-                .dialog_messages(user_id)
-                .await
-                .expect("stored messages");
+            let stored = self.dialog_messages(user_id).await;
             if check(&stored) {
                 return stored;
             }
@@ -528,7 +551,7 @@ fn buttons(message: &Value, field: &str) -> Vec<String> {
 
 /// The id of a persona's first story (as the shipped files define it).
 pub fn first_story(persona_id: &str) -> String {
-    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(&repo_path("personas"))
+    let catalog = vitte_actors::domain::persona::PersonaCatalog::load_dir(&repo_path("personas"))
         .expect("the shipped personas load");
     let persona = catalog.get(persona_id).expect("a shipped persona");
     persona.stories[0].id.clone()
@@ -536,7 +559,7 @@ pub fn first_story(persona_id: &str) -> String {
 
 /// The opening message of a persona's story for `user_name`.
 pub fn story_opening(persona_id: &str, story_id: &str, user_name: &str) -> String {
-    let catalog = vitte_actors::persona::PersonaCatalog::load_dir(&repo_path("personas"))
+    let catalog = vitte_actors::domain::persona::PersonaCatalog::load_dir(&repo_path("personas"))
         .expect("the shipped personas load");
     let persona = catalog.get(persona_id).expect("a shipped persona");
     let story = persona.story(story_id).expect("a shipped story");

@@ -108,12 +108,6 @@ impl TokenBucket {
         Err(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
     }
 
-    /// Gives a token back (a request that was admitted but not sent), capped at capacity.
-    pub fn give_back(&mut self, now: Instant) {
-        self.refill(now);
-        self.tokens = (self.tokens + 1.0).min(self.limit.capacity());
-    }
-
     /// Adds the tokens earned since the last update. Time never runs backwards here: an
     /// earlier `now` than already seen adds nothing.
     fn refill(&mut self, now: Instant) {
@@ -213,21 +207,6 @@ mod tests {
         let wait = bucket.try_take(start).expect_err("empty");
         assert!(wait.abs_diff(ms(600)) < ms(1), "{wait:?}");
         assert_eq!(bucket.try_take(start + ms(600)), Ok(()));
-    }
-
-    #[test]
-    fn give_back_returns_a_token_up_to_capacity() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(limit(), start);
-        for _ in 0..3 {
-            assert_eq!(bucket.try_take(start), Ok(()));
-        }
-        bucket.give_back(start);
-        assert_eq!(bucket.try_take(start), Ok(()));
-
-        let mut full = TokenBucket::new(limit(), start);
-        full.give_back(start);
-        assert_close(full.available(start), 3.0);
     }
 
     #[test]

@@ -13,13 +13,16 @@
 
 use std::time::Duration;
 
-use crate::conversation::{Extras, Recorded, Turn, delivery_status, record, send};
+use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, excerpt, fill, split_message};
+use crate::metrics::{ErrorKind, ReplyOutcome, SafetyKind};
 use crate::ports::{
-    Button, ChatId, Completion, CompletionRequest, DeliveryError, HistoryEntry, Keyboard, LlmError,
+    ChatId, Completion, CompletionRequest, DeliveryError, HistoryEntry, Keyboard, LlmError,
     MessageStatus, Render, Role, TextSink, TokenUsage,
 };
-use crate::session::{Dialog, SessionDeps};
-use crate::texts::{TELEGRAM_MESSAGE_LIMIT, Texts, fill, split_message};
+use crate::session::delivery::{Extras, Recorded, delivery_status, record, send};
+use crate::session::keyboards::{continue_story_button, reply_keyboard, retry_keyboard, row};
+use crate::session::state::{Dialog, SessionDeps};
+use crate::session::turn::Turn;
 
 /// What the reply is for.
 #[derive(Debug, Clone)]
@@ -224,7 +227,7 @@ impl LiveReply {
                         Ok(()) => *shown = part,
                         Err(error) => {
                             tracing::warn!(%error, "could not edit a reply");
-                            deps.metrics.count_error("telegram");
+                            deps.metrics.count_error(ErrorKind::Telegram);
                             // The final text must arrive: as a new message if need be, and
                             // the draft it replaces goes (if Telegram lets us).
                             match send(deps, self.chat, &part, keyboard).await {
@@ -268,35 +271,6 @@ impl LiveReply {
     }
 }
 
-/// The buttons of the newest reply: "Regenerate", and "Continue" on every n-th persona
-/// message.
-fn reply_keyboard(texts: &Texts, persona_message_number: u32, continue_every: u32) -> Keyboard {
-    let mut row = vec![Button {
-        label: texts.regenerate_button.to_owned(),
-        data: crate::conversation::REGENERATE_BUTTON.to_owned(),
-    }];
-    if continue_every > 0 && persona_message_number % continue_every == 0 {
-        row.push(continue_story_button(texts));
-    }
-    Keyboard { rows: vec![row] }
-}
-
-fn continue_story_button(texts: &Texts) -> Button {
-    Button {
-        label: texts.continue_story_button.to_owned(),
-        data: crate::conversation::CONTINUE_STORY_BUTTON.to_owned(),
-    }
-}
-
-fn retry_keyboard(texts: &Texts) -> Keyboard {
-    Keyboard {
-        rows: vec![vec![Button {
-            label: texts.retry_button.to_owned(),
-            data: crate::conversation::RETRY_BUTTON.to_owned(),
-        }]],
-    }
-}
-
 /// Writes the persona's next message for `directive`: streams it into a placeholder, then
 /// stores it (complete, partial or withheld) with its token usage. Any failure ends in a
 /// short notice, never silence.
@@ -304,10 +278,10 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
     let deps = turn.deps;
     let texts = turn.texts;
     let instruction = directive.instruction(dialog, &turn.sender.first_name);
-    let history: &[HistoryEntry] = dialog.history.make_contiguous();
+    let (fixed, history) = dialog.prompt_parts(&deps.prompts, &turn.sender.first_name);
     let prompt = deps
         .prompts
-        .build_with_directive(&dialog.prompt, history, instruction.as_deref());
+        .build_with_directive(fixed, history, instruction.as_deref());
     let prompt_estimate = prompt.estimated_tokens;
     let (sink, pieces) = TextSink::channel();
     let mut request = CompletionRequest::companion(prompt.messages, turn.sender.user_id);
@@ -319,9 +293,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
     };
     // From here /stop finds a reply being written (it may come while the placeholder is
     // still on its way).
-    turn.generation
-        .wrote_reply
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    turn.generation.start_reply();
     let mut live = LiveReply::open(deps, turn.chat(), texts.typing, reuse).await;
     let (streamed, ending) = stream(turn, &mut live, request, pieces).await;
 
@@ -365,7 +337,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
                 provider: Some(completion.provider),
                 text,
                 status: MessageStatus::Complete,
-                outcome: "complete",
+                outcome: ReplyOutcome::Complete,
                 note: None,
             }
         }
@@ -377,10 +349,10 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
             let (outcome, note) = match &ending {
                 Ending::Finished(Err(error)) => {
                     tracing::warn!(%error, "the reply broke off");
-                    deps.metrics.count_error("llm");
-                    ("partial", texts.reply_cut_off)
+                    deps.metrics.count_error(ErrorKind::Llm);
+                    (ReplyOutcome::Partial, texts.reply_cut_off)
                 }
-                _ => ("stopped", texts.reply_stopped),
+                _ => (ReplyOutcome::Stopped, texts.reply_stopped),
             };
             let text = streamed.trim().to_owned();
             let tokens = deps.prompts.counter().count(&text);
@@ -395,10 +367,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
             }
         }
         Ending::Stopped => {
-            deps.metrics
-                .replies_total
-                .with_label_values(&["stopped"])
-                .inc();
+            deps.metrics.count_reply(ReplyOutcome::Stopped);
             restore_or_notice(turn, dialog, &mut live, &directive, texts.reply_stopped).await;
             return;
         }
@@ -421,10 +390,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
         None => text.clone(),
     };
     let delivered = live.show(deps, &shown, Some(&keyboard)).await;
-    deps.metrics
-        .replies_total
-        .with_label_values(&[outcome])
-        .inc();
+    deps.metrics.count_reply(outcome);
     let status = if delivered {
         status
     } else {
@@ -455,8 +421,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
 struct FinishedReply {
     text: String,
     status: MessageStatus,
-    /// The `vitte_replies_total` outcome.
-    outcome: &'static str,
+    outcome: ReplyOutcome,
     provider: Option<String>,
     /// Shown under a cut-short reply (not stored).
     note: Option<&'static str>,
@@ -482,6 +447,7 @@ async fn stream(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut text = String::new();
     let mut shown_chars = 0;
+    let mut output_check = deps.safety.output_scan();
     let started = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -503,7 +469,7 @@ async fn stream(
                         .observe(started.elapsed().as_secs_f64());
                 }
                 text.push_str(&piece);
-                if !deps.safety.output_allowed(&text) {
+                if !output_check.allows(&text) {
                     return (text, Ending::Withheld);
                 }
             }
@@ -536,14 +502,8 @@ async fn withhold(
 ) {
     let deps = turn.deps;
     let texts = turn.texts;
-    deps.metrics
-        .safety_interventions_total
-        .with_label_values(&["output_withheld"])
-        .inc();
-    deps.metrics
-        .replies_total
-        .with_label_values(&["withheld"])
-        .inc();
+    deps.metrics.count_safety(SafetyKind::OutputWithheld);
+    deps.metrics.count_reply(ReplyOutcome::Withheld);
     tracing::info!("a reply was withheld by the output check");
     match directive {
         Directive::Regenerate { .. } => {
@@ -556,9 +516,7 @@ async fn withhold(
         }
         // Nothing to retry: the persona may try going on again.
         Directive::ContinueStory | Directive::WelcomeBack { .. } => {
-            let keyboard = Keyboard {
-                rows: vec![vec![continue_story_button(texts)]],
-            };
+            let keyboard = row(vec![continue_story_button(texts)]);
             live.show(deps, texts.reply_withheld, Some(&keyboard)).await;
         }
     }
@@ -607,15 +565,12 @@ async fn fail(
         Some(error) => tracing::warn!(%error, "no LLM answer"),
         None => tracing::warn!("the LLM answered with empty text"),
     }
-    deps.metrics.count_error("llm");
-    deps.metrics
-        .replies_total
-        .with_label_values(&["failed"])
-        .inc();
+    deps.metrics.count_error(ErrorKind::Llm);
+    deps.metrics.count_reply(ReplyOutcome::Failed);
     let notice = match &error {
         Some(LlmError::CircuitOpen { .. }) => texts.llm_unavailable,
         Some(LlmError::RateLimited { .. }) => {
-            deps.metrics.count_error("rate_limited");
+            deps.metrics.count_error(ErrorKind::RateLimited);
             texts.rate_limited
         }
         _ => texts.llm_failed,
@@ -638,7 +593,7 @@ async fn fail(
                 .iter()
                 .rev()
                 .find(|entry| entry.role == Role::Assistant)
-                .map(|entry| crate::conversation::excerpt(&entry.content, 200))
+                .map(|entry| excerpt(&entry.content, 200))
                 .unwrap_or_default();
             let greeting = fill(
                 texts.welcome_back,

@@ -1,5 +1,6 @@
-//! Sending to Telegram through teloxide: Markdown with a plain-text fallback, flood-control
-//! waits honoured.
+//! The Bot API client: every call vitte makes to Telegram, through teloxide. Markdown with a
+//! plain-text fallback, flood-control waits honoured, at most [`MAX_CONCURRENT_CALLS`] calls
+//! at once. It implements the actors' `Messenger` port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,7 @@ use async_trait::async_trait;
 use teloxide::payloads::setters::*;
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    CallbackQueryId, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId,
-    ParseMode,
+    CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode,
 };
 use teloxide::{ApiError, Bot, RequestError};
 use vitte_actors::ports::{DeliveryError, Keyboard, Messenger, Render};
@@ -31,14 +31,14 @@ pub const MAX_CONCURRENT_CALLS: usize = 256;
 
 /// The `Messenger` port over the Telegram Bot API.
 #[derive(Clone)]
-pub struct TelegramOutbox {
+pub struct BotApiClient {
     bot: Bot,
     calls: Arc<Semaphore>,
 }
 
-impl TelegramOutbox {
-    pub fn new(bot: Bot) -> TelegramOutbox {
-        TelegramOutbox {
+impl BotApiClient {
+    pub fn new(bot: Bot) -> BotApiClient {
+        BotApiClient {
             bot,
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
         }
@@ -118,7 +118,7 @@ fn delivery_error(error: RequestError) -> DeliveryError {
 }
 
 #[async_trait]
-impl Messenger for TelegramOutbox {
+impl Messenger for BotApiClient {
     async fn send_text(
         &self,
         chat: i64,
@@ -207,15 +207,6 @@ impl Messenger for TelegramOutbox {
         let _turn = self.turn().await;
         self.bot
             .delete_message(ChatId(chat), id)
-            .await
-            .map(|_| ())
-            .map_err(delivery_error)
-    }
-
-    async fn show_typing(&self, chat: i64) -> Result<(), DeliveryError> {
-        let _turn = self.turn().await;
-        self.bot
-            .send_chat_action(ChatId(chat), ChatAction::Typing)
             .await
             .map(|_| ())
             .map_err(delivery_error)

@@ -1,51 +1,30 @@
-//! Supervision policy and bookkeeping per actor kind.
+//! Supervision: policy and bookkeeping per kind of component, and the [`Guard`] every
+//! supervised component runs its work under.
 //!
-//! actix restarts nothing on a panic (the actor just disappears), so supervision is ours: the
-//! places that run actor work catch panics and report a restart here. Each kind has a
+//! actix restarts nothing on a panic (the actor just disappears, and its senders get
+//! `MailboxError::Closed`), so supervision is ours. Each component runs its work through a
+//! [`Guard`] (see [`guard`] for the template a new actor follows), which catches a panic,
+//! counts it, and says how long to rest before restarting from storage. Each kind has a
 //! [`KindPolicy`] that operators tune and reload without a restart. When a kind restarts more
 //! often than its restart intensity allows, it is *escalated*: it reports unhealthy, the
 //! readiness check fails, and Kubernetes can act.
 
+pub mod guard;
+pub mod kinds;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use guard::{Crash, Guard};
+pub use kinds::{ActorKind, Shape};
 
 use crate::metrics::Metrics;
 use crate::resilience::backoff::BackoffSettings;
 use crate::resilience::intensity::{IntensitySettings, RestartIntensity};
-
-/// The kinds of supervised actors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActorKind {
-    Session,
-    Llm,
-    Memory,
-    Payments,
-    Scheduler,
-    Outbox,
-}
-
-impl ActorKind {
-    pub const ALL: [ActorKind; 6] = [
-        ActorKind::Session,
-        ActorKind::Llm,
-        ActorKind::Memory,
-        ActorKind::Payments,
-        ActorKind::Scheduler,
-        ActorKind::Outbox,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::Session => "session",
-            ActorKind::Llm => "llm",
-            ActorKind::Memory => "memory",
-            ActorKind::Payments => "payments",
-            ActorKind::Scheduler => "scheduler",
-            ActorKind::Outbox => "outbox",
-        }
-    }
-}
+use crate::sync::{lock, read, write};
 
 /// What happens to a message that arrives when a mailbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -97,10 +76,16 @@ pub struct Supervisor {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KindReport {
     pub kind: &'static str,
-    pub live: i64,
+    pub shape: Shape,
+    /// Actors alive now (mailbox kinds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<i64>,
     pub restarts: u64,
+    /// Restarts within the restart-intensity window.
     pub recent_restarts: usize,
-    pub mailbox_depth: i64,
+    /// Messages waiting in the kind's mailboxes (mailbox kinds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_depth: Option<i64>,
     pub healthy: bool,
 }
 
@@ -117,12 +102,7 @@ impl Supervisor {
 
     /// The current policy of `kind` (the default for kinds not configured).
     pub fn policy(&self, kind: ActorKind) -> Arc<KindPolicy> {
-        self.policies
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&kind)
-            .cloned()
-            .unwrap_or_default()
+        read(&self.policies).get(&kind).cloned().unwrap_or_default()
     }
 
     /// Replaces the policies (a live reload). Restart history is kept.
@@ -131,10 +111,7 @@ impl Supervisor {
             .into_iter()
             .map(|(kind, policy)| (kind, Arc::new(policy)))
             .collect();
-        *self
-            .policies
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = policies;
+        *write(&self.policies) = policies;
     }
 
     /// Records a restart of an actor of `kind`. Returns true if the kind now exceeds its
@@ -145,13 +122,10 @@ impl Supervisor {
             .with_label_values(&[kind.as_str()])
             .inc();
         let policy = self.policy(kind);
-        let exceeded = self
-            .intensity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let exceeded = lock(&self.intensity)
             .entry(kind)
             .or_default()
-            .record(&policy.intensity, Instant::now());
+            .record(&policy.intensity, Instant::now().into_std());
         if exceeded {
             tracing::error!(
                 kind = kind.as_str(),
@@ -165,13 +139,11 @@ impl Supervisor {
 
     /// Kinds currently over their restart intensity.
     pub fn escalated_kinds(&self) -> Vec<ActorKind> {
-        let now = Instant::now();
-        let mut intensity = self
-            .intensity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now().into_std();
+        let mut intensity = lock(&self.intensity);
         ActorKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|kind| {
                 let policy = self.policy(*kind);
                 intensity
@@ -181,35 +153,36 @@ impl Supervisor {
             .collect()
     }
 
-    /// Figures for the kinds that run in this process.
-    pub fn report(&self, kinds: &[ActorKind]) -> Vec<KindReport> {
+    /// Figures for every kind. Live actors and mailbox depth are given for mailbox kinds
+    /// only: a service has neither (its waiting calls are its own figure).
+    pub fn report(&self) -> Vec<KindReport> {
         let escalated = self.escalated_kinds();
-        let now = Instant::now();
-        kinds
+        let now = Instant::now().into_std();
+        ActorKind::ALL
             .iter()
             .map(|kind| {
                 let label = [kind.as_str()];
                 let policy = self.policy(*kind);
-                let recent_restarts = self
-                    .intensity
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
+                let recent_restarts = lock(&self.intensity)
                     .get_mut(kind)
                     .map_or(0, |history| history.recent(&policy.intensity, now));
+                let mailbox = kind.shape() == Shape::Mailbox;
                 KindReport {
                     kind: kind.as_str(),
-                    live: self.metrics.actors_live.with_label_values(&label).get(),
+                    shape: kind.shape(),
+                    live: mailbox.then(|| self.metrics.actors_live.with_label_values(&label).get()),
                     restarts: self
                         .metrics
                         .actor_restarts_total
                         .with_label_values(&label)
                         .get(),
                     recent_restarts,
-                    mailbox_depth: self
-                        .metrics
-                        .actor_mailbox_depth
-                        .with_label_values(&label)
-                        .get(),
+                    mailbox_depth: mailbox.then(|| {
+                        self.metrics
+                            .actor_mailbox_depth
+                            .with_label_values(&label)
+                            .get()
+                    }),
                     healthy: !escalated.contains(kind),
                 }
             })
@@ -219,15 +192,6 @@ impl Supervisor {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
-}
-
-/// The message of a caught panic (its `&str` or `String` payload).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]
@@ -253,7 +217,7 @@ mod tests {
         assert!(supervisor.escalated_kinds().is_empty());
         assert!(supervisor.record_restart(ActorKind::Session));
         assert_eq!(supervisor.escalated_kinds(), [ActorKind::Session]);
-        let report = supervisor.report(&[ActorKind::Session, ActorKind::Llm]);
+        let report = supervisor.report();
         assert_eq!(report[0].restarts, 3);
         assert!(!report[0].healthy);
         assert!(report[1].healthy);

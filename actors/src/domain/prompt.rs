@@ -1,9 +1,9 @@
 //! Prompt building: a persona playing a story, the safety rules and modes, and a dialog's
 //! history become an LLM request that fits the model's context window.
 
-use crate::persona::{Persona, Story};
+use crate::domain::persona::{Persona, Story};
+use crate::domain::safety::PromptRules;
 use crate::ports::{ChatMessage, DialogModes, HistoryEntry, Role};
-use crate::safety::PromptRules;
 
 /// Tokens the chat format adds to every message (role markers and separators).
 const TOKENS_PER_MESSAGE: usize = 4;

@@ -8,7 +8,7 @@
 use regex::RegexSet;
 use serde::Deserialize;
 
-use crate::texts::Lang;
+use crate::domain::texts::Lang;
 
 /// A text in both of the bot's languages.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,11 +67,28 @@ struct CrisisFile {
     message: Localized,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OutputFile {
     #[serde(default)]
     patterns: Vec<String>,
+    /// The longest text (in bytes) an output pattern is expected to match; a streamed reply
+    /// is checked piece by piece, each new piece with this much of the text before it.
+    #[serde(default = "default_match_span")]
+    match_span: usize,
+}
+
+impl Default for OutputFile {
+    fn default() -> Self {
+        OutputFile {
+            patterns: Vec::new(),
+            match_span: default_match_span(),
+        }
+    }
+}
+
+fn default_match_span() -> usize {
+    512
 }
 
 /// A safety file that cannot be used.
@@ -108,6 +125,8 @@ pub struct SafetyPolicy {
     crisis_keywords: Vec<String>,
     crisis_message: Localized,
     output: RegexSet,
+    /// See `OutputFile::match_span`.
+    match_span: usize,
 }
 
 impl SafetyPolicy {
@@ -157,6 +176,7 @@ impl SafetyPolicy {
             crisis_keywords,
             crisis_message: raw.crisis.message,
             output,
+            match_span: raw.output.match_span.max(1),
         })
     }
 
@@ -198,10 +218,59 @@ impl SafetyPolicy {
         Verdict::Allow
     }
 
-    /// Whether the LLM's text may be shown (checked on drafts too, as they stream in).
+    /// Whether the LLM's whole text may be shown.
     pub fn output_allowed(&self, text: &str) -> bool {
         !self.output.is_match(text)
     }
+
+    /// A check of a reply as it streams in, which reads each new piece once (with a little
+    /// of the text before it) instead of the whole reply again on every piece.
+    pub fn output_scan(&self) -> OutputScan<'_> {
+        OutputScan {
+            policy: self,
+            checked: 0,
+        }
+    }
+}
+
+/// The output check of one streamed reply; see [`SafetyPolicy::output_scan`].
+///
+/// A match is found when it lies within the new text and the `match_span` bytes before it
+/// (moved back to the start of a word, so `\b` reads as it would on the whole text). A
+/// pattern that can match more than `match_span` bytes is still caught by the check of the
+/// whole reply once it is complete.
+#[derive(Debug)]
+pub struct OutputScan<'a> {
+    policy: &'a SafetyPolicy,
+    /// Bytes of the reply checked so far.
+    checked: usize,
+}
+
+impl OutputScan<'_> {
+    /// Whether `text`, the reply so far (what was checked before plus what came since), may
+    /// be shown.
+    pub fn allows(&mut self, text: &str) -> bool {
+        let start = if self.checked > text.len() {
+            0
+        } else {
+            window_start(text, self.checked.saturating_sub(self.policy.match_span))
+        };
+        self.checked = text.len();
+        self.policy.output_allowed(&text[start..])
+    }
+}
+
+/// Where a window that should begin at `at` begins: at a character boundary, moved back to
+/// just after a white space within 64 bytes (else the boundary itself).
+fn window_start(text: &str, at: usize) -> usize {
+    let mut start = at.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let floor = start.saturating_sub(64);
+    text[floor..start]
+        .rfind(char::is_whitespace)
+        .map_or(start, |space| floor + space)
 }
 
 #[cfg(test)]
@@ -222,7 +291,8 @@ keywords = ["kill myself", "покончить с собой"]
 message = { en = "You are not alone. Call 112.", ru = "Вы не одни. Позвоните 112." }
 
 [output]
-patterns = ["(?i)forbidden-word"]
+patterns = ["(?i)forbidden-word", "(?i)\\bsecret\\b.{0,20}\\bplan\\b"]
+match_span = 64
 "#;
 
 #[cfg(test)]
@@ -277,5 +347,49 @@ mod tests {
         let missing = TEST_POLICY.replace("[crisis]", "[crisis_typo]");
         let error = SafetyPolicy::parse("safety.toml", &missing).expect_err("missing");
         assert!(error.to_string().contains("safety.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_streamed_reply_is_checked_piece_by_piece_across_piece_boundaries() {
+        let policy = policy();
+        let mut scan = policy.output_scan();
+        let mut reply = String::new();
+        for piece in [
+            "The old map ",
+            "hid a sec",
+            "ret ",
+            "— and then the ",
+            "plan began.",
+        ] {
+            reply.push_str(piece);
+            if !scan.allows(&reply) {
+                assert!(reply.ends_with("plan began."), "caught too early: {reply}");
+                return;
+            }
+        }
+        panic!("a match across pieces was missed: {reply}");
+    }
+
+    #[test]
+    fn a_long_reply_is_read_once_and_old_text_is_not_rescanned() {
+        let policy = policy();
+        let mut scan = policy.output_scan();
+        // A match far behind the window is the whole-text check's job, not the stream's.
+        let mut reply = String::from("forbidden-word ") + &"calm. ".repeat(20);
+        scan.checked = reply.len();
+        for _ in 0..100 {
+            reply.push_str("a calm sentence without trouble. ");
+            assert!(scan.allows(&reply), "the old match was read again");
+        }
+        assert!(
+            !policy.output_allowed(&reply),
+            "the whole-text check still finds it"
+        );
+        // A word cut by the window's start is read whole: "unsecret" is no match of \bsecret.
+        let mut scan = policy.output_scan();
+        scan.checked = 68;
+        let text = format!("a unsecret plan{}", "z".repeat(60));
+        assert!(policy.output_allowed(&text));
+        assert!(scan.allows(&text), "a word cut by the window is read whole");
     }
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::event::Inbound;
+use crate::domain::event::Inbound;
 use crate::ports::UserId;
-use crate::session::{Deliver, Passivate, SessionActor, SessionDeps, SessionIdle};
+use crate::session::actor::SessionActor;
+use crate::session::messages::{Deliver, Passivate, RouteEvent, SessionIdle};
+use crate::session::state::SessionDeps;
 
 /// Routes events to sessions; cheap to clone and share between HTTP workers.
 #[derive(Clone)]
@@ -101,11 +103,6 @@ struct ShardEntry {
 impl Actor for SessionShard {
     type Context = Context<Self>;
 }
-
-/// An event to deliver to its user's session, activating the session if needed.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct RouteEvent(pub Inbound);
 
 impl Handler<RouteEvent> for SessionShard {
     type Result = ();

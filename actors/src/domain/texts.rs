@@ -367,6 +367,15 @@ impl Texts {
     }
 }
 
+/// The first `max_chars` characters of `text`, with "…" when cut.
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    let mut out: String = text.chars().take(max_chars).collect();
+    if text.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
 /// Splits `text` into parts of at most `limit` UTF-16 code units, preferring to cut at a
 /// paragraph break, then a line break, then a space; never inside a character.
 pub fn split_message(text: &str, limit: usize) -> Vec<String> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::texts::Lang;
+use crate::domain::texts::Lang;
 
 /// Longest accepted value of any text field, in characters.
 const MAX_FIELD_CHARS: usize = 20_000;

@@ -1,0 +1,73 @@
+//! The way out to the user: Telegram in production, the terminal in `vitte chat`.
+
+use async_trait::async_trait;
+
+use super::ChatId;
+
+/// An inline keyboard: rows of buttons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keyboard {
+    pub rows: Vec<Vec<Button>>,
+}
+
+/// One inline button: the label the user sees and the data the bot gets back when pressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    pub label: String,
+    pub data: String,
+}
+
+/// Why a message could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The user blocked the bot or deleted the chat; retrying will not help.
+    #[error("the user has blocked the bot")]
+    Blocked,
+    /// Telegram (or the network) failed; the message was not delivered.
+    #[error("delivery failed: {0}")]
+    Failed(String),
+    /// Telegram asks to wait this long (flood control); returned for drafts, which are not
+    /// worth waiting for.
+    #[error("Telegram asks to wait {retry_after:?}")]
+    Throttled { retry_after: std::time::Duration },
+}
+
+/// How an edited message is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// A draft of a reply still being written: plain text (half-written Markdown would be
+    /// rejected), possibly shown again later.
+    Draft,
+    /// The finished text: Markdown, falling back to plain text when Telegram rejects it.
+    Final,
+}
+
+/// Outgoing messages to the user (Telegram in production, the terminal in `vitte chat`).
+#[async_trait]
+pub trait Messenger: Send + Sync + 'static {
+    /// Sends one message of at most 4096 characters, with an optional inline keyboard.
+    /// Returns the id of the sent message.
+    async fn send_text(
+        &self,
+        chat: ChatId,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) -> Result<i64, DeliveryError>;
+
+    /// Replaces the text (and the inline keyboard: none removes it) of a message sent
+    /// before. Editing to the text it already has is not an error.
+    async fn edit_text(
+        &self,
+        chat: ChatId,
+        message_id: i64,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+        render: Render,
+    ) -> Result<(), DeliveryError>;
+
+    /// Removes a message the bot sent (a leftover part of a reply that got shorter).
+    async fn delete_message(&self, chat: ChatId, message_id: i64) -> Result<(), DeliveryError>;
+
+    /// Acknowledges a pressed inline button (stops its loading spinner).
+    async fn acknowledge_button(&self, callback_id: &str) -> Result<(), DeliveryError>;
+}

@@ -1,0 +1,349 @@
+//! The session actor: one per Telegram user, a virtual actor in the Orleans sense.
+//!
+//! Nobody creates sessions explicitly: the [router](super::router) activates one on a user's
+//! first event and passivates it after the `session` policy's idle timeout without events (on
+//! the injected clock). Its state is loaded from storage on activation and every change is
+//! written through, so passivation (or a crash) loses nothing.
+//!
+//! Events are handled strictly one at a time in arrival order: they wait in a bounded queue
+//! while the previous one is being answered. The work for one event runs under the session's
+//! [`Guard`] as a future that *owns* the session state; if it panics the guard catches, counts
+//! and logs it, the user is told, and the state is thrown away and reloaded from storage
+//! after the kind's backoff. Other sessions on the same arbiter never notice.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::prelude::*;
+
+use crate::domain::event::{Command, Inbound, InboundKind, Sender};
+use crate::domain::texts::{Lang, Texts};
+use crate::metrics::ErrorKind;
+use crate::ports::{ChatId, UserId};
+use crate::session::delivery::send;
+use crate::session::handlers::handle_event;
+use crate::session::messages::{Deliver, Passivate, SessionIdle};
+use crate::session::state::{Generation, SessionDeps, SessionState};
+use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
+
+/// Where a session is in its life; exactly one piece of work runs at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No state in memory: it must be loaded before the next event (at activation, after a
+    /// failed load).
+    Unloaded,
+    /// Waiting out the restart backoff after a panic; then [`Phase::Unloaded`].
+    Restarting,
+    /// Loading the state from storage.
+    Loading,
+    /// Handling an event; the work owns the state.
+    Handling,
+    /// State in memory, nothing running.
+    Ready,
+}
+
+/// One user's session.
+pub struct SessionActor {
+    user_id: UserId,
+    deps: Arc<SessionDeps>,
+    shard: Recipient<SessionIdle>,
+    phase: Phase,
+    /// Present in [`Phase::Ready`] only.
+    state: Option<SessionState>,
+    queue: VecDeque<Inbound>,
+    /// The work in progress's reply, for /stop.
+    generation: Option<Arc<Generation>>,
+    /// The user's language as of the last finished event, for notices sent outside the work.
+    lang: Option<Lang>,
+    events_received: u64,
+    idle_timer: Option<SpawnHandle>,
+    /// Runs each event's work under supervision (and remembers this session's crashes).
+    guard: Arc<Guard>,
+}
+
+impl SessionActor {
+    pub fn new(user_id: UserId, deps: Arc<SessionDeps>, shard: Recipient<SessionIdle>) -> Self {
+        SessionActor {
+            user_id,
+            shard,
+            phase: Phase::Unloaded,
+            state: None,
+            queue: VecDeque::new(),
+            generation: None,
+            lang: None,
+            events_received: 0,
+            idle_timer: None,
+            guard: Arc::new(Guard::new(ActorKind::Session, deps.supervisor.clone())),
+            deps,
+        }
+    }
+
+    fn set_mailbox_depth(&self, change: i64) {
+        self.deps
+            .metrics
+            .actor_mailbox_depth
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .add(change);
+    }
+
+    /// The user's texts for notices sent outside the work (the work itself knows better).
+    fn texts_for(&self, sender: &Sender) -> &'static Texts {
+        self.lang
+            .unwrap_or_else(|| Lang::from_telegram(sender.language_code.as_deref()))
+            .texts()
+    }
+
+    /// /stop does not wait in the queue: it cancels the reply being written at once (after
+    /// checking that Telegram is not redelivering an old /stop). With nothing being
+    /// handled, the user is told so.
+    fn stop_generation(&mut self, event: &Inbound) {
+        let deps = self.deps.clone();
+        let generation = self.generation.clone();
+        let texts = self.texts_for(&event.sender);
+        let chat = event.sender.chat_id;
+        let update_id = event.update_id;
+        actix::spawn(async move {
+            let fresh = match update_id {
+                // If storage cannot tell, stopping is the safer guess.
+                Some(update_id) => deps.store.claim_update(update_id).await.unwrap_or(true),
+                None => true,
+            };
+            match (fresh, generation) {
+                (false, _) => deps.metrics.duplicate_updates_total.inc(),
+                // An event is being handled: if it writes a reply (now or later), the reply
+                // stops; if it never does, the user is told when it is done.
+                (true, Some(generation)) => {
+                    generation.cancel.cancel();
+                    // The work may have ended while the update was being claimed.
+                    if generation.stop_found_nothing() {
+                        send(&deps, chat, texts.nothing_to_stop, None).await;
+                    }
+                }
+                (true, None) => {
+                    send(&deps, chat, texts.nothing_to_stop, None).await;
+                }
+            }
+            deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    fn pop_event(&mut self) -> Option<Inbound> {
+        let event = self.queue.pop_front()?;
+        self.set_mailbox_depth(-1);
+        Some(event)
+    }
+
+    /// Starts the next piece of work if none is running: the load from storage first, then
+    /// queued events in order; with nothing to do, arms the idle timer.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Loading | Phase::Handling | Phase::Restarting => {}
+            Phase::Unloaded => self.start_load(ctx),
+            Phase::Ready => match self.pop_event() {
+                Some(event) => self.start_event(event, ctx),
+                None => self.arm_idle_timer(ctx),
+            },
+        }
+    }
+
+    fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let idle_timeout = self.deps.supervisor.policy(ActorKind::Session).idle_timeout;
+        let idle = self.deps.clock.sleep(idle_timeout).into_actor(self);
+        self.idle_timer = Some(ctx.spawn(idle.map(|(), session, _ctx| {
+            session.idle_timer = None;
+            session.shard.do_send(SessionIdle {
+                user_id: session.user_id,
+                events_received: session.events_received,
+            });
+        })));
+    }
+
+    fn start_load(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Loading;
+        let deps = self.deps.clone();
+        let user_id = self.user_id;
+        let load = async move {
+            deps.store
+                .load_session(user_id, deps.settings.history_limit)
+                .await
+                .map(|stored| SessionState::from_stored(stored, &deps.personas))
+        };
+        ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| match loaded {
+            Ok(state) => {
+                session.state = Some(state);
+                session.phase = Phase::Ready;
+                session.pump(ctx);
+            }
+            Err(error) => {
+                // Without its state the session cannot answer: tell everyone waiting, and
+                // load again on the next event (or passivate if none comes).
+                tracing::error!(user_id = session.user_id, %error, "could not load session");
+                session.deps.metrics.count_error(ErrorKind::Storage);
+                session.phase = Phase::Unloaded;
+                while let Some(event) = session.pop_event() {
+                    let texts = session.texts_for(&event.sender);
+                    refuse(&session.deps, &event, texts.storage_failed);
+                }
+                session.arm_idle_timer(ctx);
+            }
+        }));
+    }
+
+    fn start_event(&mut self, event: Inbound, ctx: &mut Context<Self>) {
+        self.phase = Phase::Handling;
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let deps = self.deps.clone();
+        let mut state = self.state.take().unwrap_or_default();
+        let sender = event.sender.clone();
+        let generation = Arc::new(Generation::default());
+        self.generation = Some(generation.clone());
+        let guard = self.guard.clone();
+        let work = async move {
+            let outcome = guard
+                .run(handle_event(&deps, &mut state, event, &generation))
+                .await;
+            outcome.map(|()| state)
+        };
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(generation) = session.generation.take() {
+                generation.finish();
+                if generation.stop_found_nothing() {
+                    let texts = session.texts_for(&sender);
+                    spawn_notice(&session.deps, sender.chat_id, texts.nothing_to_stop);
+                }
+            }
+            match outcome {
+                Ok(state) => {
+                    session.lang = Some(state.lang(&sender));
+                    session.state = Some(state);
+                    session.phase = Phase::Ready;
+                }
+                Err(crash) => session.restart_after(&crash, &sender, ctx),
+            }
+            session.pump(ctx);
+        }));
+    }
+
+    /// The work for one event panicked (the guard has logged and counted it): apologise, and
+    /// restart the session from storage (its in-memory state may be half-updated) after the
+    /// guard's backoff.
+    fn restart_after(&mut self, crash: &Crash, sender: &Sender, ctx: &mut Context<Self>) {
+        tracing::warn!(user_id = self.user_id, restart_in = ?crash.restart_in, "session restarts from storage");
+        self.deps.metrics.session_panics_total.inc();
+        self.state = None;
+        self.phase = Phase::Restarting;
+        spawn_notice(
+            &self.deps,
+            sender.chat_id,
+            self.texts_for(sender).internal_error,
+        );
+        ctx.run_later(crash.restart_in, |session, ctx| {
+            session.phase = Phase::Unloaded;
+            session.pump(ctx);
+        });
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.deps.metrics.sessions_active.inc();
+        self.deps
+            .metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .inc();
+        self.pump(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.deps.metrics.sessions_active.dec();
+        self.deps
+            .metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .dec();
+        self.set_mailbox_depth(-(self.queue.len() as i64));
+    }
+}
+
+impl Handler<Deliver> for SessionActor {
+    type Result = ();
+
+    /// Queues the event behind the one in progress. When the mailbox is full, the overflow
+    /// policy refuses either this event or the oldest waiting one, with a notice to the user
+    /// (who is asked to resend it; nothing disappears silently).
+    fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
+        self.events_received += 1;
+        if event.kind == InboundKind::Command(Command::Stop) {
+            self.stop_generation(&event);
+            return;
+        }
+        let policy = self.deps.supervisor.policy(ActorKind::Session);
+        // One event in progress plus `mailbox_capacity` waiting behind it.
+        let accepted = self.queue.len() + usize::from(self.phase == Phase::Handling);
+        if accepted > policy.mailbox_capacity {
+            self.deps.metrics.count_error(ErrorKind::QueueFull);
+            match (policy.overflow, self.queue.is_empty()) {
+                (OverflowPolicy::DropOldest, false) => {
+                    if let Some(oldest) = self.pop_event() {
+                        let texts = self.texts_for(&oldest.sender);
+                        refuse(&self.deps, &oldest, texts.dropped_for_newer);
+                    }
+                }
+                _ => {
+                    let texts = self.texts_for(&event.sender);
+                    refuse(&self.deps, &event, texts.queue_full);
+                    return;
+                }
+            }
+        }
+        self.queue.push_back(event);
+        self.set_mailbox_depth(1);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Passivate> for SessionActor {
+    type Result = ();
+
+    /// Stops the session; its state is already in storage.
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Answers an event that will not be handled with `notice`, acknowledging its button, and
+/// counts it as finished.
+fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
+    if let InboundKind::Button { callback_id, .. } = &event.kind {
+        spawn_acknowledge(deps, callback_id.clone());
+    }
+    spawn_notice(deps, event.sender.chat_id, notice);
+    deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Sends a short notice without waiting for it (used outside the ordered work).
+fn spawn_notice(deps: &Arc<SessionDeps>, chat: ChatId, text: &'static str) {
+    let deps = deps.clone();
+    actix::spawn(async move {
+        send(&deps, chat, text, None).await;
+    });
+}
+
+fn spawn_acknowledge(deps: &Arc<SessionDeps>, callback_id: String) {
+    let deps = deps.clone();
+    actix::spawn(async move {
+        if let Err(error) = deps.messenger.acknowledge_button(&callback_id).await {
+            tracing::debug!(%error, "could not acknowledge a button");
+        }
+    });
+}

@@ -1,0 +1,199 @@
+//! What a session does with one event: commands, buttons and messages, with exclusive
+//! access to the session's state (see [`actor`](super::actor) for the ordering and the
+//! panics). This file dispatches; each concern has its own file:
+//!
+//! - [`gallery`]: the persona gallery and story cards, starting a story (asking which slot
+//!   to replace when all three are in use, and for 18+ personas the age first);
+//! - [`slots`]: the three slots: opening a story in one, /dialogs, "Continue", clearing one
+//!   slot or all;
+//! - [`settings`]: the active slot's modes and the language;
+//! - [`reply`]: the user's text, "Retry", "Regenerate" and "Continue the story", written by
+//!   [`streaming`](super::streaming).
+
+mod gallery;
+mod reply;
+mod settings;
+mod slots;
+
+use crate::domain::event::{Command, Inbound, InboundKind, Sender};
+use crate::metrics::ErrorKind;
+use crate::ports::UserProfile;
+use crate::session::buttons::ButtonData;
+use crate::session::delivery::claim_update;
+use crate::session::keyboards::menu_keyboard;
+use crate::session::state::{Generation, SessionDeps, SessionState};
+use crate::session::turn::Turn;
+use gallery::StartOptions;
+
+/// Handles one event with exclusive access to the session's state.
+pub(crate) async fn handle_event(
+    deps: &SessionDeps,
+    state: &mut SessionState,
+    event: Inbound,
+    generation: &Generation,
+) {
+    // A text for an open dialog claims its update in the same call that stores it; every
+    // other event claims it here, before anything happens.
+    let has_dialog = state
+        .active_slot
+        .and_then(|slot| state.slot(slot))
+        .is_some();
+    let claimed_with_message = matches!(event.kind, InboundKind::Text(_)) && has_dialog;
+    if let Some(update_id) = event.update_id.filter(|_| !claimed_with_message) {
+        if !claim_update(deps, state, &event.sender, update_id).await {
+            return;
+        }
+    }
+    remember_sender(deps, state, &event.sender).await;
+    let lang = state.lang(&event.sender);
+    let turn = Turn {
+        deps,
+        sender: &event.sender,
+        lang,
+        texts: lang.texts(),
+        generation,
+    };
+    match event.kind {
+        InboundKind::Command(command) => run_command(&turn, state, command).await,
+        InboundKind::Button {
+            callback_id,
+            data,
+            message_id,
+        } => {
+            if let Err(error) = deps.messenger.acknowledge_button(&callback_id).await {
+                tracing::debug!(%error, "could not acknowledge a button");
+            }
+            press_button(&turn, state, &data, message_id).await;
+        }
+        InboundKind::Text(text) => {
+            // The update still to be claimed, if it was not above.
+            let unclaimed = event.update_id.filter(|_| claimed_with_message);
+            reply::answer_text(&turn, state, text, unclaimed).await;
+        }
+        InboundKind::Unsupported => {
+            turn.say(turn.texts.text_only, None).await;
+        }
+    }
+}
+
+async fn run_command(turn: &Turn<'_>, state: &mut SessionState, command: Command) {
+    let texts = turn.texts;
+    match command {
+        Command::Start => gallery::show_gallery(turn).await,
+        Command::Help | Command::Unknown(_) => {
+            turn.say(texts.help, Some(&menu_keyboard(texts))).await;
+        }
+        Command::Menu => {
+            turn.say(texts.menu_title, Some(&menu_keyboard(texts)))
+                .await;
+        }
+        Command::Dialogs => slots::show_dialogs(turn, state).await,
+        Command::Settings => settings::show_settings(turn, state, None).await,
+        Command::Language => settings::ask_language(turn).await,
+        // /stop normally never queues (the session handles it at once); one that did found
+        // nothing being written.
+        Command::Stop => {
+            turn.say(texts.nothing_to_stop, None).await;
+        }
+        Command::Reset => slots::ask_reset(turn, state).await,
+    }
+}
+
+/// A pressed button, decoded; stale, old or forged data is answered "Cancelled." and
+/// changes nothing.
+async fn press_button(
+    turn: &Turn<'_>,
+    state: &mut SessionState,
+    data: &str,
+    message_id: Option<i64>,
+) {
+    let texts = turn.texts;
+    match ButtonData::decode(data) {
+        ButtonData::Gallery => gallery::show_gallery(turn).await,
+        ButtonData::Persona { persona } => gallery::show_persona(turn, &persona).await,
+        ButtonData::Story { persona, story } => {
+            let options = StartOptions::default();
+            gallery::start_story(turn, state, &persona, &story, options).await;
+        }
+        ButtonData::AdultConfirmed { persona, story } => {
+            let options = StartOptions {
+                adult_confirmed: true,
+                ..StartOptions::default()
+            };
+            gallery::start_story(turn, state, &persona, &story, options).await;
+        }
+        ButtonData::ReplaceSlot {
+            slot,
+            dialog,
+            persona,
+            story,
+        } => {
+            // Only the dialog the question was about: a stale button replaces nothing.
+            if state.slot(slot).map(|current| current.id) == Some(dialog) {
+                let options = StartOptions {
+                    slot: Some(slot),
+                    ..StartOptions::default()
+                };
+                gallery::start_story(turn, state, &persona, &story, options).await;
+            } else {
+                turn.say(texts.cancelled, None).await;
+            }
+        }
+        ButtonData::ContinueSlot { slot } => slots::continue_slot(turn, state, slot).await,
+        ButtonData::AskClear { slot } => slots::ask_clear(turn, state, slot).await,
+        ButtonData::Clear { slot, dialog } => {
+            // Only the dialog the question was about: a stale button clears nothing.
+            if state.slot(slot).map(|current| current.id) == Some(dialog) {
+                slots::clear_slot(turn, state, slot).await;
+            } else {
+                turn.say(texts.cancelled, None).await;
+            }
+        }
+        ButtonData::ResetAll { newest } => {
+            if newest == slots::newest_dialog(state) {
+                slots::reset_all(turn, state).await;
+            } else {
+                turn.say(texts.cancelled, None).await;
+            }
+        }
+        ButtonData::Dialogs => slots::show_dialogs(turn, state).await,
+        ButtonData::Menu => {
+            turn.say(texts.menu_title, Some(&menu_keyboard(texts)))
+                .await;
+        }
+        ButtonData::Settings => settings::show_settings(turn, state, None).await,
+        ButtonData::LanguageMenu => settings::ask_language(turn).await,
+        ButtonData::Toggle(mode) => settings::toggle_mode(turn, state, mode, message_id).await,
+        ButtonData::Language(lang) => settings::choose_language(turn, state, lang).await,
+        ButtonData::Regenerate => reply::regenerate(turn, state, message_id).await,
+        ButtonData::ContinueStory => reply::continue_story(turn, state).await,
+        ButtonData::Retry => reply::retry_last(turn, state).await,
+        ButtonData::Cancel => {
+            turn.say(texts.cancelled, None).await;
+        }
+        ButtonData::Unknown => {
+            tracing::debug!(data, "unknown button data");
+            turn.say(texts.cancelled, None).await;
+        }
+    }
+}
+
+/// Stores the user's profile when it is new or Telegram reports a change.
+async fn remember_sender(deps: &SessionDeps, state: &mut SessionState, sender: &Sender) {
+    let profile = UserProfile {
+        user_id: sender.user_id,
+        chat_id: sender.chat_id,
+        first_name: sender.first_name.clone(),
+        language_code: sender.language_code.clone(),
+    };
+    if state.profile.as_ref() == Some(&profile) {
+        return;
+    }
+    match deps.store.save_profile(&profile).await {
+        Ok(()) => state.profile = Some(profile),
+        Err(error) => {
+            tracing::warn!(%error, "could not save a user profile");
+            deps.metrics.count_error(ErrorKind::Storage);
+        }
+    }
+}

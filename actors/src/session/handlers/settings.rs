@@ -1,0 +1,114 @@
+//! The active slot's modes (/settings) and the bot's language (/language).
+
+use crate::domain::texts::{Lang, fill};
+use crate::metrics::ErrorKind;
+use crate::ports::{Keyboard, Render};
+use crate::session::buttons::{ButtonData, Mode};
+use crate::session::keyboards::{button, language_keyboard};
+use crate::session::state::SessionState;
+use crate::session::turn::Turn;
+
+/// The active slot's modes as toggle buttons; shown anew, or in place of the message whose
+/// button was pressed.
+pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edit: Option<i64>) {
+    let texts = turn.texts;
+    let Some(dialog) = state.active() else {
+        turn.say(texts.settings_need_dialog, None).await;
+        return;
+    };
+    let state_label = |on: bool| if on { texts.on } else { texts.off };
+    let title = fill(
+        texts.settings_title,
+        &[
+            ("slot", &dialog.slot.to_string()),
+            ("persona", &dialog.persona.name),
+        ],
+    );
+    let keyboard = Keyboard {
+        rows: vec![
+            vec![button(
+                &format!(
+                    "{}: {}",
+                    texts.intense_mode_label,
+                    state_label(dialog.modes.intense_mode)
+                ),
+                ButtonData::Toggle(Mode::Intense),
+            )],
+            vec![button(
+                &format!(
+                    "{}: {}",
+                    texts.fantasy_scenes_label,
+                    state_label(dialog.modes.fantasy_scenes)
+                ),
+                ButtonData::Toggle(Mode::Fantasy),
+            )],
+        ],
+    };
+    if let Some(message_id) = edit {
+        let edited = turn
+            .deps
+            .messenger
+            .edit_text(
+                turn.chat(),
+                message_id,
+                &title,
+                Some(&keyboard),
+                Render::Final,
+            )
+            .await;
+        if edited.is_ok() {
+            return;
+        }
+    }
+    turn.say(&title, Some(&keyboard)).await;
+}
+
+pub(super) async fn toggle_mode(
+    turn: &Turn<'_>,
+    state: &mut SessionState,
+    mode: Mode,
+    message_id: Option<i64>,
+) {
+    let texts = turn.texts;
+    let Some(dialog) = state.active() else {
+        turn.say(texts.settings_need_dialog, None).await;
+        return;
+    };
+    let mut modes = dialog.modes;
+    match mode {
+        Mode::Intense => modes.intense_mode = !modes.intense_mode,
+        Mode::Fantasy => modes.fantasy_scenes = !modes.fantasy_scenes,
+    }
+    if let Err(error) = turn.deps.store.set_dialog_modes(dialog.id, modes).await {
+        tracing::error!(%error, "could not store a dialog's modes");
+        turn.deps.metrics.count_error(ErrorKind::Storage);
+        turn.say(texts.storage_failed, None).await;
+        return;
+    }
+    dialog.set_modes(modes);
+    show_settings(turn, state, message_id).await;
+}
+
+/// /language: which language should the bot speak?
+pub(super) async fn ask_language(turn: &Turn<'_>) {
+    turn.say(turn.texts.language_question, Some(&language_keyboard()))
+        .await;
+}
+
+pub(super) async fn choose_language(turn: &Turn<'_>, state: &mut SessionState, lang: Lang) {
+    let mut preferences = state.preferences.clone();
+    preferences.language = Some(lang.code().to_owned());
+    if let Err(error) = turn
+        .deps
+        .store
+        .save_preferences(turn.sender.user_id, &preferences)
+        .await
+    {
+        tracing::error!(%error, "could not store a language");
+        turn.deps.metrics.count_error(ErrorKind::Storage);
+        turn.say(turn.texts.storage_failed, None).await;
+        return;
+    }
+    state.preferences = preferences;
+    turn.say(lang.texts().language_set, None).await;
+}

@@ -1,0 +1,38 @@
+//! The messages of the session actors and their shards, at the top of the session's layer:
+//! who sends what to whom.
+//!
+//! - ingress → [`SessionRouter::route`](super::router::SessionRouter::route) →
+//!   [`RouteEvent`] → the user's shard;
+//! - shard → [`Deliver`] → the user's session (activated first if need be);
+//! - session → [`SessionIdle`] → its shard, after the idle timeout;
+//! - shard → [`Passivate`] → the session, when no event is on its way to it.
+
+use actix::prelude::*;
+
+use crate::domain::event::Inbound;
+use crate::ports::UserId;
+
+/// An event to deliver to its user's session, activating the session if needed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RouteEvent(pub Inbound);
+
+/// An event for this session, routed by its shard.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Inbound);
+
+/// Tells the session to stop: it has been idle and its shard has forgotten it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
+/// Sent by a session to its shard when it has been idle for the idle timeout.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionIdle {
+    pub user_id: UserId,
+    /// How many events the session had received; the shard passivates it only if it has
+    /// routed no more than that (no event is on its way).
+    pub events_received: u64,
+}

@@ -1,0 +1,288 @@
+//! The session's state and what every session shares: the bottom of the session's layer,
+//! importing nothing else of it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::event::Sender;
+use crate::domain::persona::{Persona, PersonaCatalog, Story};
+use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
+use crate::domain::safety::SafetyPolicy;
+use crate::domain::texts::Lang;
+use crate::metrics::Metrics;
+use crate::ports::{
+    Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, SessionStore,
+    StoredDialog, StoredSession, UserPreferences, UserProfile,
+};
+use crate::supervision::Supervisor;
+
+/// Dialog slots per user.
+pub const SLOT_COUNT: u8 = 3;
+
+/// How sessions behave; from the `[session]` and `[streaming]` configuration sections. Idle
+/// timeout, mailbox capacity and restart policy come from the supervisor's `session` policy
+/// (reloadable).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Messages of history kept in memory (and loaded on activation) per dialog.
+    pub history_limit: usize,
+    /// At most one edit of a reply being streamed per this interval (per chat: a session
+    /// streams one reply at a time).
+    pub edit_interval: Duration,
+    /// A draft is edited only when at least this many new characters arrived.
+    pub min_edit_chars: usize,
+    /// Every n-th persona message of a dialog carries a "Continue" button.
+    pub continue_every: u32,
+    /// A dialog resumed after this long opens with a greeting that recalls the story.
+    pub welcome_back_after: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            history_limit: 200,
+            edit_interval: Duration::from_secs(1),
+            min_edit_chars: 20,
+            continue_every: 7,
+            welcome_back_after: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// What every session needs: the ports, the personas, settings and metrics.
+pub struct SessionDeps {
+    pub messenger: Arc<dyn Messenger>,
+    pub llm: Arc<dyn LanguageModel>,
+    pub store: Arc<dyn SessionStore>,
+    pub personas: Arc<PersonaCatalog>,
+    pub prompts: PromptBuilder,
+    pub safety: Arc<SafetyPolicy>,
+    pub metrics: Metrics,
+    pub supervisor: Arc<Supervisor>,
+    pub settings: SessionSettings,
+    /// The time of day (stored times, idle timeouts, welcome-back greetings).
+    pub clock: Arc<dyn Clock>,
+    /// Events accepted by sessions and not finished yet (for draining at shutdown).
+    pub in_flight: AtomicUsize,
+}
+
+/// The session's in-memory state. It is owned by the work in progress while an event is
+/// handled, and by the actor in between.
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    pub(crate) profile: Option<UserProfile>,
+    pub(crate) preferences: UserPreferences,
+    /// Slot n lives at index n - 1.
+    pub(crate) slots: [Option<Dialog>; SLOT_COUNT as usize],
+    pub(crate) active_slot: Option<u8>,
+}
+
+/// One slot's dialog: a persona playing a story.
+#[derive(Debug)]
+pub(crate) struct Dialog {
+    pub(crate) id: DialogId,
+    pub(crate) slot: u8,
+    pub(crate) persona: Arc<Persona>,
+    pub(crate) story: Story,
+    pub(crate) modes: DialogModes,
+    /// The fixed part of every prompt, built on the dialog's first reply (a session
+    /// activates with three slots but usually writes in one) and again after the modes
+    /// change.
+    prompt: Option<FixedPrompt>,
+    /// Oldest first; at most `history_limit` entries.
+    pub(crate) history: VecDeque<HistoryEntry>,
+    /// Unix milliseconds of the last message.
+    pub(crate) last_active_at: i64,
+    pub(crate) persona_messages: u32,
+}
+
+impl Dialog {
+    /// Puts the reply being regenerated back as the dialog's last word (its replacement
+    /// did not take its place).
+    pub(crate) fn restore(&mut self, previous: HistoryEntry) {
+        self.history.push_back(previous);
+        self.persona_messages += 1;
+    }
+
+    /// A dialog just opened in `slot`, with no history yet.
+    pub(crate) fn opened(
+        id: DialogId,
+        slot: u8,
+        persona: Arc<Persona>,
+        story: Story,
+        modes: DialogModes,
+        now: i64,
+    ) -> Dialog {
+        Dialog {
+            id,
+            slot,
+            persona,
+            story,
+            modes,
+            prompt: None,
+            history: VecDeque::new(),
+            last_active_at: now,
+            persona_messages: 0,
+        }
+    }
+
+    /// A stored dialog's in-memory state; `None` when its persona (file removed) is gone.
+    pub(crate) fn from_stored(personas: &PersonaCatalog, stored: StoredDialog) -> Option<Dialog> {
+        let persona = personas.get(&stored.persona_id)?;
+        // A story removed from the file (or a dialog from before stories) plays the first.
+        let story = stored
+            .story_id
+            .as_deref()
+            .and_then(|id| persona.story(id))
+            .or_else(|| persona.stories.first())?
+            .clone();
+        Some(Dialog {
+            id: stored.dialog_id,
+            slot: stored.slot,
+            persona,
+            story,
+            modes: stored.modes,
+            prompt: None,
+            history: stored.history.into(),
+            last_active_at: stored.last_active_at,
+            persona_messages: stored.persona_messages,
+        })
+    }
+
+    /// What a request is built from: the fixed part of the prompt (built on first use) and
+    /// the history, oldest first.
+    pub(crate) fn prompt_parts(
+        &mut self,
+        prompts: &PromptBuilder,
+        user_name: &str,
+    ) -> (&FixedPrompt, &[HistoryEntry]) {
+        let (persona, story, modes) = (&self.persona, &self.story, self.modes);
+        let prompt = self.prompt.get_or_insert_with(|| {
+            prompts.fixed_prompt(&PromptContext {
+                persona,
+                story,
+                user_name,
+                modes,
+                // The memory issue fills this hook.
+                memory: "",
+            })
+        });
+        (prompt, self.history.make_contiguous())
+    }
+
+    /// How long the user has been away from this dialog, when it is longer than `after`
+    /// (time for the persona to greet them back).
+    pub(crate) fn away_longer_than(&self, after: Duration, now: i64) -> Option<i64> {
+        let away_ms = now - self.last_active_at;
+        (away_ms > crate::ports::clock::millis(after)).then_some(away_ms)
+    }
+
+    /// Changes the dialog's modes; its prompt is built anew on the next reply.
+    pub(crate) fn set_modes(&mut self, modes: DialogModes) {
+        self.modes = modes;
+        self.prompt = None;
+    }
+}
+
+impl SessionState {
+    /// The state a session resumes with; empty for a user never seen before.
+    pub(crate) fn from_stored(
+        stored: Option<StoredSession>,
+        personas: &PersonaCatalog,
+    ) -> SessionState {
+        let Some(stored) = stored else {
+            return SessionState::default();
+        };
+        let mut state = SessionState {
+            preferences: stored.preferences,
+            active_slot: stored.active_slot,
+            ..SessionState::default()
+        };
+        for dialog in stored.dialogs {
+            let index = usize::from(dialog.slot).wrapping_sub(1);
+            if index >= state.slots.len() {
+                continue;
+            }
+            // A dialog whose persona file was removed cannot go on; the slot shows empty.
+            state.slots[index] = Dialog::from_stored(personas, dialog);
+        }
+        state.profile = Some(stored.profile);
+        state
+    }
+
+    /// The language the bot speaks to this user: the one chosen with /language, else the
+    /// one Telegram reports.
+    pub(crate) fn lang(&self, sender: &Sender) -> Lang {
+        self.preferences
+            .language
+            .as_deref()
+            .and_then(Lang::parse)
+            .unwrap_or_else(|| Lang::from_telegram(sender.language_code.as_deref()))
+    }
+
+    pub(crate) fn slot(&self, slot: u8) -> Option<&Dialog> {
+        self.slots
+            .get(usize::from(slot).wrapping_sub(1))
+            .and_then(Option::as_ref)
+    }
+
+    pub(crate) fn slot_mut(&mut self, slot: u8) -> Option<&mut Dialog> {
+        self.slots
+            .get_mut(usize::from(slot).wrapping_sub(1))
+            .and_then(Option::as_mut)
+    }
+
+    /// The dialog messages go to.
+    pub(crate) fn active(&mut self) -> Option<&mut Dialog> {
+        let slot = self.active_slot?;
+        self.slot_mut(slot)
+    }
+
+    /// Puts a dialog into its slot (replacing what was there) and makes it active.
+    pub(crate) fn install(&mut self, dialog: Dialog) {
+        let slot = dialog.slot;
+        if let Some(place) = self.slots.get_mut(usize::from(slot).wrapping_sub(1)) {
+            *place = Some(dialog);
+            self.active_slot = Some(slot);
+        }
+    }
+}
+
+/// The reply being written for the event in progress, shared between the session actor and
+/// its work so that /stop can cancel it without waiting in the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Generation {
+    pub(crate) cancel: CancellationToken,
+    /// Set once the event started writing a reply (a /stop that came before saw nothing
+    /// being written yet; the reply then stops at once).
+    wrote_reply: AtomicBool,
+    /// Set when the event's work is done.
+    finished: AtomicBool,
+    /// Set by whoever tells the user that a /stop found nothing to stop (only one does).
+    stop_answered: AtomicBool,
+}
+
+impl Generation {
+    /// Marks the event's work as done.
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks that a reply is being written (a /stop now finds something to stop).
+    pub(crate) fn start_reply(&self) {
+        self.wrote_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the user must be told that /stop found nothing: the work is done, was asked
+    /// to stop, wrote no reply, and nobody has told them yet.
+    pub(crate) fn stop_found_nothing(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+            && self.cancel.is_cancelled()
+            && !self.wrote_reply.load(Ordering::SeqCst)
+            && !self.stop_answered.swap(true, Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,33 @@
+//! One event's turn: what every step of handling it needs.
+
+use crate::domain::event::Sender;
+use crate::domain::texts::{Lang, Texts};
+use crate::ports::{ChatId, Keyboard};
+use crate::session::delivery::send_long;
+use crate::session::state::{Generation, SessionDeps};
+
+/// What every step of handling one event needs: the dependencies, who it is for, in which
+/// language, and the reply being written (for /stop).
+pub(crate) struct Turn<'a> {
+    pub(crate) deps: &'a SessionDeps,
+    pub(crate) sender: &'a Sender,
+    pub(crate) lang: Lang,
+    pub(crate) texts: &'static Texts,
+    pub(crate) generation: &'a Generation,
+}
+
+impl Turn<'_> {
+    pub(crate) fn chat(&self) -> ChatId {
+        self.sender.chat_id
+    }
+
+    /// Sends a text (split past Telegram's limit; the keyboard goes on the last part).
+    pub(crate) async fn say(&self, text: &str, keyboard: Option<&Keyboard>) -> Option<i64> {
+        send_long(self.deps, self.chat(), text, keyboard).await
+    }
+
+    /// The wall-clock time now, in Unix milliseconds.
+    pub(crate) fn now(&self) -> i64 {
+        self.deps.clock.now_millis()
+    }
+}

@@ -1,0 +1,28 @@
+//! The HTTP server's routes: health checks for Kubernetes, Prometheus metrics, the Telegram
+//! webhook and the operators' endpoints. One file per concern; `state.rs` holds what they
+//! share.
+
+mod admin;
+mod health;
+pub mod state;
+pub mod webhook;
+
+use actix_web::web;
+
+pub use state::HttpState;
+pub use webhook::{MAX_UPDATE_BYTES, SECRET_HEADER};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/health/live", web::get().to(health::live))
+        .route("/health/ready", web::get().to(health::ready))
+        .route("/health", web::get().to(health::health))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::resource("/telegram/webhook")
+                .app_data(web::PayloadConfig::new(MAX_UPDATE_BYTES))
+                .route(web::post().to(webhook::telegram_webhook)),
+        )
+        .route("/admin/actors", web::get().to(admin::actors))
+        .route("/admin/supervision/reload", web::post().to(admin::reload));
+}

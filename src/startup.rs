@@ -371,19 +371,9 @@ impl Application {
     /// ingress stops first, replies in progress finish (up to `session.shutdown_timeout`),
     /// then the sessions stop.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application {
-            server,
-            server_handle,
-            core,
-            shutdown,
-            stopped,
-            ingress,
-            ingress_ready,
-            reloader,
-            ..
-        } = self;
+        let (core, shutdown, reloader) = (self.core, self.shutdown, self.reloader);
         let mut shutdown_rx = shutdown.subscribe();
-        let server_task = actix_rt::spawn(server);
+        let server_task = actix_rt::spawn(self.server);
         let mut reload_signals = reload_signals();
         // One future for the whole loop, so a SIGTERM during a reload is not missed.
         let terminated = termination_signal();
@@ -414,15 +404,15 @@ impl Application {
         }
         tracing::info!("shutting down");
         // Not ready from now on, so Kubernetes stops sending traffic.
-        ingress_ready.store(false, Ordering::SeqCst);
+        self.ingress_ready.store(false, Ordering::SeqCst);
         shutdown.send_replace(true);
-        if let Some(ingress) = ingress {
+        if let Some(ingress) = self.ingress {
             // The ingress task ends on the shutdown signal; a join error means it panicked,
             // which was logged already.
             let _ = ingress.await;
         }
         tracing::debug!("ingress stopped");
-        server_handle.stop(true).await;
+        self.server_handle.stop(true).await;
         let _ = server_task.await;
         tracing::debug!("HTTP server stopped");
         let shutdown_timeout = core.supervisor.policy(ActorKind::Session).shutdown_timeout;
@@ -433,7 +423,7 @@ impl Application {
             );
         }
         core.router.stop();
-        stopped.send_replace(true);
+        self.stopped.send_replace(true);
         tracing::info!("stopped");
         Ok(())
     }

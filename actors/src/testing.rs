@@ -1,8 +1,8 @@
 //! In-memory implementations of the ports, for unit tests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +10,13 @@ use async_trait::async_trait;
 use crate::domain::event::{Inbound, InboundKind, Sender};
 use crate::ports::*;
 
+use crate::domain::persona::{Persona, PersonaCatalog};
+use crate::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
+use crate::domain::safety::SafetyPolicy;
+use crate::metrics::Metrics;
+use crate::resilience::backoff::BackoffSettings;
+use crate::session::{SessionDeps, SessionRouter, SessionSettings};
+use crate::supervision::{ActorKind, KindPolicy, Supervisor};
 use crate::sync::lock;
 
 /// One message as the chat shows it now.
@@ -113,13 +120,7 @@ impl LanguageModel for EchoLlm {
             gate.acquire().await.expect("gate open").forget();
         }
         tokio::time::sleep(self.delay).await;
-        let last = request
-            .messages
-            .iter()
-            .rev()
-            .find(|message| message.role == Role::User)
-            .map(|message| message.content.clone())
-            .unwrap_or_default();
+        let last = request.last_user_text();
         assert!(last != "PANIC", "injected panic");
         let text = format!("reply to: {last}");
         if let Some(sink) = &request.stream {
@@ -146,6 +147,7 @@ struct MemoryDialog {
     story_id: String,
     open: bool,
     modes: DialogModes,
+    last_active_at: i64,
 }
 
 #[derive(Default)]
@@ -164,9 +166,23 @@ struct MemoryData {
 #[derive(Default)]
 pub struct MemoryStore {
     data: Mutex<MemoryData>,
+    /// Stamps dialogs' last activity (0 without a clock).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl MemoryStore {
+    /// A store whose times come from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore {
+            data: Mutex::default(),
+            clock: Some(clock),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.as_ref().map_or(0, |clock| clock.now_millis())
+    }
+
     pub fn message_count(&self) -> usize {
         lock(&self.data).messages.len()
     }
@@ -242,7 +258,7 @@ impl SessionStore for MemoryStore {
                     slot: dialog.slot,
                     persona_id: dialog.persona_id.clone(),
                     story_id: Some(dialog.story_id.clone()),
-                    last_active_at: 0,
+                    last_active_at: dialog.last_active_at,
                     modes: dialog.modes,
                     persona_messages,
                     history: all[all.len().saturating_sub(history_limit)..].to_vec(),
@@ -275,14 +291,14 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn open_dialog(
-        &self,
-        user_id: UserId,
-        slot: u8,
-        persona_id: &str,
-        story_id: &str,
-        modes: DialogModes,
-    ) -> Result<DialogId, StoreError> {
+    async fn open_dialog(&self, new: &NewDialog) -> Result<DialogId, StoreError> {
+        let NewDialog {
+            user_id,
+            slot,
+            modes,
+            ..
+        } = *new;
+        let now = self.now();
         let mut data = lock(&self.data);
         for dialog in data.dialogs.iter_mut() {
             if dialog.user_id == user_id && dialog.slot == slot {
@@ -294,10 +310,11 @@ impl SessionStore for MemoryStore {
             id,
             user_id,
             slot,
-            persona_id: persona_id.to_owned(),
-            story_id: story_id.to_owned(),
+            persona_id: new.persona_id.clone(),
+            story_id: new.story_id.clone(),
             open: true,
             modes,
+            last_active_at: now,
         });
         data.active_slot.insert(user_id, slot);
         Ok(id)
@@ -341,6 +358,7 @@ impl SessionStore for MemoryStore {
         message: &NewMessage,
         update_id: Option<i64>,
     ) -> Result<Appended, StoreError> {
+        let now = self.now();
         let mut data = lock(&self.data);
         if let Some(update_id) = update_id {
             if !data.claimed_updates.insert(update_id) {
@@ -359,6 +377,9 @@ impl SessionStore for MemoryStore {
             if let Some(old) = data.messages.iter_mut().find(|m| m.0 == replaced) {
                 old.3 = true;
             }
+        }
+        if let Some(dialog) = data.dialogs.iter_mut().find(|d| d.id == dialog_id) {
+            dialog.last_active_at = now;
         }
         let message_id = data.messages.len() as i64 + 1;
         data.messages
@@ -435,5 +456,126 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A session router on the in-memory ports, with a manual clock: the sessions' test bench.
+pub struct SessionHarness {
+    pub router: SessionRouter,
+    pub messenger: Arc<RecordingMessenger>,
+    pub llm: Arc<EchoLlm>,
+    pub store: Arc<MemoryStore>,
+    pub metrics: Metrics,
+    pub clock: Arc<ManualClock>,
+}
+
+/// Test personas: each with one story, `first`, whose opening greets the user.
+const TEST_PERSONAS: [(&str, &str, &str); 4] = [
+    ("mira", "Mira", "Keeps a lighthouse."),
+    ("arlo", "Arlo", "Runs a night train."),
+    ("nova", "Nova", "Maps the stars."),
+    ("kai", "Kai", "Carves boats."),
+];
+
+impl SessionHarness {
+    /// Sessions with `settings`, answered by `llm`, supervised by `policy` (with a short
+    /// restart backoff).
+    pub fn new(settings: SessionSettings, llm: EchoLlm, policy: KindPolicy) -> SessionHarness {
+        let messenger = Arc::new(RecordingMessenger::default());
+        let llm = Arc::new(llm);
+        let clock = ManualClock::starting_at(1_700_000_000_000);
+        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let metrics = Metrics::new().expect("metrics");
+        let safety = Arc::new(
+            SafetyPolicy::parse("safety.toml", crate::domain::safety::TEST_POLICY).expect("policy"),
+        );
+        let personas = TEST_PERSONAS
+            .iter()
+            .map(|(id, name, description)| {
+                let file = format!(
+                    "name = \"{name}\"\ndescription = \"{description}\"\nfirst_mes = \"Hi\"\n\
+                     [[stories]]\nid = \"first\"\ntitle = \"First\"\npremise = \"A storm.\"\n\
+                     opening_message = \"Hi {{{{user}}}}\"\n"
+                );
+                Persona::parse(std::path::Path::new(&format!("{id}.toml")), &file).expect("persona")
+            })
+            .collect();
+        let policy = KindPolicy {
+            backoff: BackoffSettings {
+                min_ms: 10,
+                max_ms: 50,
+                jitter: 0.0,
+                reset_after_ms: 1_000,
+            },
+            ..policy
+        };
+        let deps = SessionDeps {
+            messenger: messenger.clone(),
+            llm: llm.clone(),
+            store: store.clone(),
+            personas: Arc::new(PersonaCatalog::new(personas)),
+            prompts: PromptBuilder::new(
+                TokenCounter::new(),
+                TokenBudget {
+                    context_tokens: 4000,
+                    reply_tokens: 500,
+                },
+                Arc::new(safety.prompt().clone()),
+            ),
+            safety,
+            metrics: metrics.clone(),
+            supervisor: Arc::new(Supervisor::new(
+                HashMap::from([(ActorKind::Session, policy)]),
+                metrics.clone(),
+            )),
+            settings,
+            clock: clock.clone(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        };
+        SessionHarness {
+            router: SessionRouter::start(1, deps),
+            messenger,
+            llm,
+            store,
+            metrics,
+            clock,
+        }
+    }
+
+    /// The default settings and policy, and an LLM that echoes at once.
+    pub fn standard() -> SessionHarness {
+        SessionHarness::new(
+            SessionSettings::default(),
+            EchoLlm::default(),
+            KindPolicy::default(),
+        )
+    }
+
+    /// Routes `event` and waits until the session has finished it (and every event before).
+    pub async fn handle(&self, event: Inbound) {
+        self.router.route(event);
+        eventually("the event handled", || self.router.in_flight() == 0).await;
+    }
+
+    /// The last message the chat shows.
+    pub fn last_text(&self, chat: ChatId) -> String {
+        self.messenger.texts_to(chat).pop().unwrap_or_default()
+    }
+
+    /// The `callback_data` of the buttons of the chat's last message, row by row.
+    pub fn last_buttons(&self, chat: ChatId) -> Vec<String> {
+        self.messenger
+            .messages_to(chat)
+            .pop()
+            .and_then(|message| message.keyboard)
+            .map(|keyboard| {
+                keyboard
+                    .rows
+                    .into_iter()
+                    .flatten()
+                    .map(|button| button.data)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

@@ -114,6 +114,20 @@ macro_rules! with_connection {
     }};
 }
 
+/// Records a Telegram update as handled, on `$conn`: a future of the rows inserted (0 when it
+/// was recorded before, a redelivery). Needs `processed_updates` in scope.
+macro_rules! insert_claim {
+    ($conn:expr, $update_id:expr, $now:expr) => {
+        diesel::insert_into(processed_updates::table)
+            .values((
+                processed_updates::update_id.eq($update_id),
+                processed_updates::processed_at.eq($now),
+            ))
+            .on_conflict_do_nothing()
+            .execute($conn)
+    };
+}
+
 mod sessions;
 
 impl Database {
@@ -217,14 +231,7 @@ impl Database {
     async fn insert_update_id(&self, update_id: i64) -> Result<bool, StorageError> {
         let now = self.now();
         with_connection!(self, |conn| {
-            let inserted = diesel::insert_into(processed_updates::table)
-                .values((
-                    processed_updates::update_id.eq(update_id),
-                    processed_updates::processed_at.eq(now),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
+            let inserted = insert_claim!(conn, update_id, now).await?;
             Ok(inserted == 1)
         })
     }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use vitte_actors::ports::{
-    Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewMessage, Role, SessionStore,
-    StoreError, StoredDialog, StoredSession, UserId, UserPreferences, UserProfile,
+    Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewDialog, NewMessage, Role,
+    SessionStore, StoreError, StoredDialog, StoredSession, UserId, UserPreferences, UserProfile,
 };
 
 use super::schema::{dialogs, messages, processed_updates, token_usage, users};
@@ -21,14 +21,7 @@ macro_rules! append_statements {
             let (dialog_id, message, update_id, now) = (&$dialog_id, &$message, $update_id, $now);
             let dialog_id = *dialog_id;
             if let Some(update_id) = update_id {
-                let claimed = diesel::insert_into(processed_updates::table)
-                    .values((
-                        processed_updates::update_id.eq(update_id),
-                        processed_updates::processed_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
+                let claimed = insert_claim!(conn, update_id, now).await?;
                 if claimed == 0 {
                     return Ok(Appended::Duplicate);
                 }
@@ -349,16 +342,14 @@ impl SessionStore for Database {
         .map_err(StoreError::from)
     }
 
-    async fn open_dialog(
-        &self,
-        user_id: UserId,
-        slot: u8,
-        persona_id: &str,
-        story_id: &str,
-        modes: DialogModes,
-    ) -> Result<DialogId, StoreError> {
-        let persona_id = persona_id.to_owned();
-        let story_id = story_id.to_owned();
+    async fn open_dialog(&self, new: &NewDialog) -> Result<DialogId, StoreError> {
+        let NewDialog {
+            user_id,
+            slot,
+            modes,
+            ..
+        } = *new;
+        let (persona_id, story_id) = (new.persona_id.clone(), new.story_id.clone());
         let slot = i32::from(slot);
         let now = self.now();
         with_connection!(self, |conn| {
@@ -444,7 +435,7 @@ impl SessionStore for Database {
                 .optional()?;
             if let Some(id) = last_user_message {
                 diesel::update(messages::table.find(id))
-                    .set(messages::status.eq("unanswered"))
+                    .set(messages::status.eq(MessageStatus::Unanswered.as_str()))
                     .execute(conn)
                     .await?;
             }

@@ -23,6 +23,24 @@ pub const RETRY: BackoffSettings = BackoffSettings {
     reset_after_ms: 60_000,
 };
 
+/// After a failed call to Telegram for updates (attempt number `attempt` in a row): logs and
+/// counts it, then waits out [`RETRY`]'s backoff. Returns false if shutdown came first.
+pub(crate) async fn pause_after_failure(
+    call: &str,
+    error: &teloxide::RequestError,
+    attempt: u32,
+    metrics: &Metrics,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let backoff = RETRY.delay(attempt, fastrand::f64());
+    tracing::warn!(%error, "{call} failed; retrying in {backoff:?}");
+    metrics.count_error(vitte_actors::metrics::ErrorKind::Telegram);
+    tokio::select! {
+        _ = shutdown.changed() => false,
+        () = tokio::time::sleep(backoff) => true,
+    }
+}
+
 /// Converts an update into a session event; `None` for updates the bot does not handle
 /// (group chats, edits, channel posts, messages from bots, …).
 pub fn to_inbound(update: &Update) -> Option<Inbound> {

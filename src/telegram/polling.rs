@@ -7,9 +7,7 @@ use teloxide::payloads::setters::*;
 use teloxide::prelude::Requester;
 use tokio::sync::watch;
 
-use vitte_actors::metrics::ErrorKind;
-
-use super::{RETRY, UpdateSink};
+use super::{UpdateSink, pause_after_failure};
 
 /// How much longer than the long-poll wait the HTTP client waits for Telegram's answer.
 pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
@@ -53,12 +51,11 @@ pub async fn run(
             }
             Err(error) => {
                 failures += 1;
-                let backoff = RETRY.delay(failures, fastrand::f64());
-                tracing::warn!(%error, "getUpdates failed; retrying in {backoff:?}");
-                sink.metrics.count_error(ErrorKind::Telegram);
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                let metrics = &sink.metrics;
+                if !pause_after_failure("getUpdates", &error, failures, metrics, &mut shutdown)
+                    .await
+                {
+                    break;
                 }
             }
         }

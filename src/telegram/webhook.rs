@@ -6,9 +6,8 @@ use teloxide::Bot;
 use teloxide::payloads::setters::*;
 use teloxide::prelude::Requester;
 use tokio::sync::watch;
-use vitte_actors::metrics::ErrorKind;
 
-use super::{RETRY, UpdateSink};
+use super::{UpdateSink, pause_after_failure};
 
 /// Registers the webhook with Telegram, retrying with backoff until it succeeds (readiness
 /// stays false until then) or shutdown.
@@ -36,12 +35,10 @@ pub async fn register(
                 return;
             }
             Err(error) => {
-                let backoff = RETRY.delay(attempt, fastrand::f64());
-                tracing::warn!(%error, "setWebhook failed; retrying in {backoff:?}");
-                sink.metrics.count_error(ErrorKind::Telegram);
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                let metrics = &sink.metrics;
+                if !pause_after_failure("setWebhook", &error, attempt, metrics, &mut shutdown).await
+                {
+                    return;
                 }
             }
         }

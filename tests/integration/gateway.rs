@@ -97,6 +97,14 @@ async fn the_breaker_opens_answers_at_once_and_a_probe_closes_it(backend: Backen
         texts[6], "echo: are you there?",
         "the probe answered the saved message"
     );
+    // The text shows while it streams; the probe's outcome is recorded when the stream ends,
+    // just before the reply is stored.
+    app.stored_when(11001, "the probe's reply stored", |stored| {
+        stored
+            .last()
+            .is_some_and(|(role, text, _)| role == "assistant" && text == "echo: are you there?")
+    })
+    .await;
     assert_eq!(breaker_state(&app).await, "closed");
     assert_eq!(
         app.metric("llm_breaker_state{provider=\"primary\"}").await,
@@ -374,25 +382,27 @@ async fn exceeding_the_restart_intensity_fails_readiness() {
     app.stop().await;
 }
 
-fn redis_address() -> Option<(String, std::net::SocketAddr)> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())?;
-    let parsed = url::Url::parse(&url).ok()?;
-    let host = parsed.host_str()?.to_owned();
+/// `REDIS_URL` and the address it names (the test fails without it: such tests are compiled
+/// as ignored when `REDIS_URL` is unset outside CI).
+fn redis_address() -> (String, std::net::SocketAddr) {
+    let url = required_env("REDIS_URL");
+    let parsed = url::Url::parse(&url).expect("REDIS_URL is a URL");
+    let host = parsed
+        .host_str()
+        .expect("REDIS_URL names a host")
+        .to_owned();
     let port = parsed.port().unwrap_or(6379);
     let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-        .ok()?
-        .next()?;
-    Some((url, address))
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .expect("REDIS_URL's host resolves");
+    (url, address)
 }
 
 #[actix_rt::test]
+#[cfg_attr(skip_redis_tests, ignore = "REDIS_URL is not set")]
 async fn redis_going_away_degrades_and_coming_back_recovers() {
-    let Some((_, redis)) = redis_address() else {
-        eprintln!("REDIS_URL is not set: Redis test not run");
-        return;
-    };
+    let (_, redis) = redis_address();
     // Forget this user's bucket from earlier runs.
     let client = redis::Client::open(format!("redis://{redis}")).expect("client");
     let mut connection = client
@@ -514,22 +524,31 @@ fn gateway_over(
 type CacheBackend = (&'static str, Arc<dyn ResponseCache>, Arc<dyn RateLimiter>);
 
 #[actix_rt::test]
-async fn a_cache_hit_makes_no_llm_call_in_process_and_in_redis() {
-    let llm = FakeLlm::start().await;
-    let metrics = Metrics::new().expect("metrics");
-    let mut backends: Vec<CacheBackend> = vec![(
+async fn a_cache_hit_makes_no_llm_call_in_process() {
+    let cache: CacheBackend = (
         "in-process",
         Arc::new(MemoryCache::new(100)),
         Arc::new(MemoryRateLimiter::default()),
-    )];
-    if let Some((url, _)) = redis_address() {
-        let redis = Arc::new(
-            vitte::redis_backend::RedisBackend::new(&url, 100, metrics.clone()).expect("redis"),
-        );
-        backends.push(("redis", redis.clone(), redis));
-    } else {
-        eprintln!("REDIS_URL is not set: only the in-process cache is tested");
-    }
+    );
+    cache_hits_make_no_llm_call(cache, Metrics::new().expect("metrics")).await;
+}
+
+#[actix_rt::test]
+#[cfg_attr(skip_redis_tests, ignore = "REDIS_URL is not set")]
+async fn a_cache_hit_makes_no_llm_call_in_redis() {
+    let (url, _) = redis_address();
+    let metrics = Metrics::new().expect("metrics");
+    let redis = Arc::new(
+        vitte::redis_backend::RedisBackend::new(&url, 100, metrics.clone()).expect("redis"),
+    );
+    cache_hits_make_no_llm_call(("redis", redis.clone(), redis), metrics).await;
+}
+
+/// A deterministic request is answered from `backend`'s cache the second time (one LLM
+/// call), companion replies never are, and Redis (when it is the backend) answered.
+async fn cache_hits_make_no_llm_call(backend: CacheBackend, metrics: Metrics) {
+    let llm = FakeLlm::start().await;
+    let backends = [backend];
     for (name, cache, limiter) in backends {
         let gateway = gateway_over(&llm, cache, limiter, &metrics);
         let before = llm.requests().len();
@@ -579,5 +598,32 @@ async fn sighup_reloads_the_configuration() {
         actors["providers"][0]["rate_limit_per_minute"] == 42
     })
     .await;
+    app.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_gateway_is_reported_as_a_service_not_as_actors() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let actors = app.actors().await;
+    let kinds = actors["kinds"].as_array().expect("kinds");
+    let session = &kinds[0];
+    assert_eq!(session["shape"], "mailbox");
+    assert!(session["live"].is_i64() && session["mailbox_depth"].is_i64());
+    let llm = &kinds[1];
+    assert_eq!(llm["kind"], "llm");
+    assert_eq!(llm["shape"], "service");
+    assert!(
+        llm.get("live").is_none(),
+        "a service has no live actors: {llm}"
+    );
+    assert!(llm.get("mailbox_depth").is_none(), "nor a mailbox: {llm}");
+    assert_eq!(actors["llm_requests_waiting"], 0);
+    let metrics = app.metrics_text().await;
+    assert!(
+        !metrics.contains("vitte_actors_live{kind=\"llm\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("vitte_actor_mailbox_depth{kind=\"llm\"}"));
+    assert!(metrics.contains("vitte_actor_restarts_total{kind=\"llm\"} 0"));
     app.stop().await;
 }

@@ -53,14 +53,9 @@ async fn a_small_load_run_loses_and_duplicates_nothing_on_sqlite() {
 }
 
 #[actix_rt::test]
+#[cfg_attr(skip_postgres_tests, ignore = "DATABASE_URL is not set")]
 async fn a_small_load_run_loses_and_duplicates_nothing_on_postgres() {
-    let Some(server) = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("DATABASE_URL is not set: PostgreSQL variant not run");
-        return;
-    };
+    let server = crate::support::required_env("DATABASE_URL");
     let report = assert_nothing_lost(small_run(Backend::Postgres(server), 0.0)).await;
     assert_eq!(
         report.notices,

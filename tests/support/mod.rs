@@ -7,6 +7,7 @@
 pub mod fake_llm;
 pub mod fake_telegram;
 pub mod tcp_proxy;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +21,7 @@ use serde_json::Value;
 use vitte::config::{ConfigSource, Settings, TelegramMode};
 use vitte::startup::{AppHandle, Application, Customization, LlmWrapper};
 use vitte::storage::Database;
-use vitte_actors::ports::{
-    Completion, CompletionRequest, LanguageModel, LlmError, ManualClock, Role,
-};
+use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError, ManualClock};
 use vitte_actors::supervision::ActorKind;
 
 pub use fake_llm::{FakeLlm, LlmBehaviour};
@@ -33,8 +32,10 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// How long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Runs each named `async fn name(backend: Backend)` as two tests: `name::sqlite` always,
-/// `name::postgres` when `DATABASE_URL` is set (CI sets it; `.ci/run` starts PostgreSQL).
+/// Runs each named `async fn name(backend: Backend)` as two tests: `name::sqlite`, and
+/// `name::postgres` on the server `DATABASE_URL` names. Without `DATABASE_URL` the PostgreSQL
+/// variant is reported as ignored, with the reason (see `build.rs`); under `CI` it always
+/// runs, and fails if `DATABASE_URL` is missing.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -46,11 +47,9 @@ macro_rules! on_both_backends {
                 }
 
                 #[actix_rt::test]
+                #[cfg_attr(skip_postgres_tests, ignore = "DATABASE_URL is not set")]
                 async fn postgres() {
-                    match $crate::support::Backend::postgres_from_env() {
-                        Some(backend) => super::$name(backend).await,
-                        None => eprintln!("DATABASE_URL is not set: PostgreSQL variant not run"),
-                    }
+                    super::$name($crate::support::Backend::postgres()).await;
                 }
             }
         )*
@@ -66,12 +65,21 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn postgres_from_env() -> Option<Backend> {
-        std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
-            .map(Backend::Postgres)
+    /// PostgreSQL at `DATABASE_URL`; a test that needs it fails without it (such tests are
+    /// compiled as ignored when `DATABASE_URL` is unset outside CI).
+    pub fn postgres() -> Backend {
+        Backend::Postgres(required_env("DATABASE_URL"))
     }
+}
+
+/// The value of a variable that a server-backed test needs: CI must set it.
+pub fn required_env(variable: &str) -> String {
+    std::env::var(variable)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| {
+            panic!("{variable} is not set: this test needs it (CI must set it; see .ci/run)")
+        })
 }
 
 /// A change to the test configuration before the app starts.
@@ -105,11 +113,18 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The app's clock: it moves only when a test moves it.
     pub clock: Arc<ManualClock>,
-    next_update_id: Arc<AtomicI64>,
-    /// The server URL and name of the test's own PostgreSQL database, dropped by `stop`.
-    postgres: Option<(String, String)>,
+    kept: Kept,
+}
+
+/// What outlives one run of the app within a test (a restart keeps it), besides the fakes.
+struct Kept {
     /// Holds the SQLite file and `config/` (read again on a live reload).
     data_dir: Arc<tempfile::TempDir>,
+    next_update_id: Arc<AtomicI64>,
+    /// Ends a hung test (with its name) instead of the whole run hanging.
+    watchdog: Arc<watchdog::Watchdog>,
+    /// The server URL and name of the test's own PostgreSQL database, dropped by `stop`.
+    postgres: Option<(String, String)>,
 }
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -209,34 +224,27 @@ impl TestApp {
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
         }
-        let mut app = TestApp::launch(
-            settings,
-            telegram,
-            llm,
+        let kept = Kept {
             data_dir,
-            options.wrap_llm,
-            Arc::new(AtomicI64::new(1)),
-            ManualClock::starting_now(),
-        )
-        .await;
-        app.postgres = postgres;
-        app
+            next_update_id: Arc::new(AtomicI64::new(1)),
+            watchdog: Arc::new(watchdog::Watchdog::arm()),
+            postgres,
+        };
+        let fakes = (telegram, llm, ManualClock::starting_now());
+        TestApp::launch(settings, options.wrap_llm, fakes, kept).await
     }
 
     async fn launch(
         settings: Settings,
-        telegram: FakeTelegram,
-        llm: FakeLlm,
-        data_dir: Arc<tempfile::TempDir>,
         wrap_llm: Option<LlmWrapper>,
-        next_update_id: Arc<AtomicI64>,
-        clock: Arc<ManualClock>,
+        (telegram, llm, clock): (FakeTelegram, FakeLlm, Arc<ManualClock>),
+        kept: Kept,
     ) -> TestApp {
         let customization = Customization {
             clock: Some(clock.clone()),
             wrap_llm,
             config_source: Some(ConfigSource {
-                dir: data_dir.path().join("config"),
+                dir: kept.data_dir.path().join("config"),
                 environment: "local".into(),
             }),
         };
@@ -265,10 +273,8 @@ impl TestApp {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("an HTTP client"),
-            next_update_id,
-            postgres: None,
-            data_dir,
             clock,
+            kept,
         };
         app.wait_until_ready().await;
         app
@@ -277,28 +283,8 @@ impl TestApp {
     /// Stops the application and starts a new one on the same database and fakes.
     pub async fn restart(self) -> TestApp {
         self.handle.stop().await;
-        let TestApp {
-            telegram,
-            llm,
-            settings,
-            next_update_id,
-            postgres,
-            data_dir,
-            clock,
-            ..
-        } = self;
-        let mut app = TestApp::launch(
-            settings,
-            telegram,
-            llm,
-            data_dir,
-            None,
-            next_update_id,
-            clock,
-        )
-        .await;
-        app.postgres = postgres;
-        app
+        let fakes = (self.telegram, self.llm, self.clock);
+        TestApp::launch(self.settings, None, fakes, self.kept).await
     }
 
     /// Stops the application and the fakes, and drops the test's PostgreSQL database.
@@ -317,7 +303,7 @@ impl TestApp {
     /// Drops the test's PostgreSQL database, ending its connections (also while the app runs,
     /// to simulate losing the database).
     pub async fn drop_postgres_database(&self) {
-        if let Some((server, name)) = &self.postgres {
+        if let Some((server, name)) = &self.kept.postgres {
             if let Ok(mut admin) = AsyncPgConnection::establish(server).await {
                 let _ = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -349,7 +335,7 @@ impl TestApp {
 
     /// Writes `config/local.toml` (read with default.toml on the next reload).
     pub fn write_local_config(&self, toml: &str) {
-        std::fs::write(self.data_dir.path().join("config/local.toml"), toml)
+        std::fs::write(self.kept.data_dir.path().join("config/local.toml"), toml)
             .expect("write local.toml");
     }
 
@@ -382,7 +368,7 @@ impl TestApp {
     }
 
     pub fn next_update_id(&self) -> i64 {
-        self.next_update_id.fetch_add(1, Ordering::SeqCst)
+        self.kept.next_update_id.fetch_add(1, Ordering::SeqCst)
     }
 
     /// POSTs an update to the webhook with the right secret; returns the HTTP status.
@@ -606,14 +592,7 @@ pub struct PanicOnTrigger {
 #[async_trait]
 impl LanguageModel for PanicOnTrigger {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
-        let last_user = request
-            .messages
-            .iter()
-            .rev()
-            .find(|message| message.role == Role::User)
-            .map(|message| message.content.clone())
-            .unwrap_or_default();
-        if last_user.contains(self.trigger) {
+        if request.last_user_text().contains(self.trigger) {
             panic!("fault injected by the test");
         }
         self.inner.complete(request).await

@@ -117,6 +117,15 @@ impl CompletionRequest {
         }
     }
 
+    /// The text of the newest user message (empty without one).
+    pub fn last_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|message| message.role == Role::User)
+            .map_or("", |message| message.content.as_str())
+    }
+
     /// Whether an answer may be cached and served again: never a companion's reply (it
     /// must not reach another user), never a streamed one, only deterministic requests.
     pub fn is_cacheable(&self) -> bool {

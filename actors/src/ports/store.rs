@@ -136,6 +136,16 @@ pub struct StoredDialog {
     pub history: Vec<HistoryEntry>,
 }
 
+/// A dialog to open: a persona playing a story in one of a user's slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDialog {
+    pub user_id: UserId,
+    pub slot: u8,
+    pub persona_id: String,
+    pub story_id: String,
+    pub modes: DialogModes,
+}
+
 /// What a user chose, as opposed to what Telegram reports about them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPreferences {
@@ -176,17 +186,9 @@ pub trait SessionStore: Send + Sync + 'static {
         preferences: &UserPreferences,
     ) -> Result<(), StoreError>;
 
-    /// Starts a new dialog with `persona_id` playing `story_id` in `slot` with `modes`
-    /// (closing the one there, whose messages stay stored) and makes the slot active, in one
-    /// transaction.
-    async fn open_dialog(
-        &self,
-        user_id: UserId,
-        slot: u8,
-        persona_id: &str,
-        story_id: &str,
-        modes: DialogModes,
-    ) -> Result<DialogId, StoreError>;
+    /// Starts `dialog` (closing the one in its slot, whose messages stay stored) and makes its
+    /// slot active, in one transaction.
+    async fn open_dialog(&self, dialog: &NewDialog) -> Result<DialogId, StoreError>;
 
     /// Makes `slot` the one the user's messages go to.
     async fn activate_slot(&self, user_id: UserId, slot: u8) -> Result<(), StoreError>;

@@ -12,7 +12,7 @@ use crate::domain::event::Sender;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
 use crate::domain::safety::SafetyPolicy;
-use crate::domain::texts::Lang;
+use crate::domain::texts::{Lang, fill};
 use crate::metrics::Metrics;
 use crate::ports::{
     Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, SessionStore,
@@ -172,6 +172,19 @@ impl Dialog {
             })
         });
         (prompt, self.history.make_contiguous())
+    }
+
+    /// `template` with the dialog's `{slot}`, `{persona}` and `{story}` (its title in `lang`)
+    /// filled in.
+    pub(crate) fn describe(&self, template: &str, lang: Lang) -> String {
+        fill(
+            template,
+            &[
+                ("slot", &self.slot.to_string()),
+                ("persona", &self.persona.name),
+                ("story", self.story.title_in(lang)),
+            ],
+        )
     }
 
     /// How long the user has been away from this dialog, when it is longer than `after`

@@ -1,26 +1,14 @@
 //! The session actor's tests, on the in-memory ports.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::*;
-use crate::domain::persona::{Persona, PersonaCatalog};
-use crate::domain::prompt::PromptBuilder;
-use crate::domain::safety::SafetyPolicy;
-use crate::metrics::Metrics;
-use crate::ports::{ChatId, ManualClock};
-use crate::supervision::{ActorKind, KindPolicy, OverflowPolicy, Supervisor};
+use crate::ports::ChatId;
+use crate::supervision::{KindPolicy, OverflowPolicy};
 use crate::testing::*;
 
-struct Harness {
-    router: SessionRouter,
-    messenger: Arc<RecordingMessenger>,
-    llm: Arc<EchoLlm>,
-    store: Arc<MemoryStore>,
-    metrics: Metrics,
-    clock: Arc<ManualClock>,
-}
+type Harness = SessionHarness;
 
 fn harness(settings: SessionSettings, llm_delay: Duration) -> Harness {
     harness_with_llm(
@@ -48,63 +36,7 @@ fn gated(policy: KindPolicy) -> (Harness, Arc<tokio::sync::Semaphore>) {
 }
 
 fn harness_with(settings: SessionSettings, llm: EchoLlm, policy: KindPolicy) -> Harness {
-    let messenger = Arc::new(RecordingMessenger::default());
-    let llm = Arc::new(llm);
-    let store = Arc::new(MemoryStore::default());
-    let metrics = Metrics::new().expect("metrics");
-    let safety = Arc::new(
-        SafetyPolicy::parse("safety.toml", crate::domain::safety::TEST_POLICY).expect("policy"),
-    );
-    let clock = ManualClock::starting_at(1_700_000_000_000);
-    let persona = Persona::parse(
-        std::path::Path::new("mira.toml"),
-        "name = \"Mira\"\ndescription = \"Keeps a lighthouse.\"\nfirst_mes = \"Hi\"\n\
-         [[stories]]\nid = \"first\"\ntitle = \"First\"\npremise = \"A storm.\"\n\
-         opening_message = \"Hi {{user}}\"\n",
-    )
-    .expect("persona");
-    let deps = SessionDeps {
-        messenger: messenger.clone(),
-        llm: llm.clone(),
-        store: store.clone(),
-        personas: Arc::new(PersonaCatalog::new(vec![persona])),
-        prompts: PromptBuilder::new(
-            crate::domain::prompt::TokenCounter::new(),
-            crate::domain::prompt::TokenBudget {
-                context_tokens: 4000,
-                reply_tokens: 500,
-            },
-            Arc::new(safety.prompt().clone()),
-        ),
-        safety,
-        metrics: metrics.clone(),
-        supervisor: Arc::new(Supervisor::new(
-            std::collections::HashMap::from([(
-                ActorKind::Session,
-                KindPolicy {
-                    backoff: crate::resilience::backoff::BackoffSettings {
-                        min_ms: 10,
-                        max_ms: 50,
-                        jitter: 0.0,
-                        reset_after_ms: 1_000,
-                    },
-                    ..policy
-                },
-            )]),
-            metrics.clone(),
-        )),
-        settings,
-        clock: clock.clone(),
-        in_flight: AtomicUsize::new(0),
-    };
-    Harness {
-        router: SessionRouter::start(1, deps),
-        messenger,
-        llm,
-        store,
-        metrics,
-        clock,
-    }
+    SessionHarness::new(settings, llm, policy)
 }
 
 /// The persona's replies in a chat, as they read now.

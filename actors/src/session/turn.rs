@@ -2,7 +2,8 @@
 
 use crate::domain::event::Sender;
 use crate::domain::texts::{Lang, Texts};
-use crate::ports::{ChatId, Keyboard};
+use crate::metrics::ErrorKind;
+use crate::ports::{ChatId, Keyboard, StoreError};
 use crate::session::delivery::send_long;
 use crate::session::state::{Generation, SessionDeps};
 
@@ -24,6 +25,14 @@ impl Turn<'_> {
     /// Sends a text (split past Telegram's limit; the keyboard goes on the last part).
     pub(crate) async fn say(&self, text: &str, keyboard: Option<&Keyboard>) -> Option<i64> {
         send_long(self.deps, self.chat(), text, keyboard).await
+    }
+
+    /// Storage refused a change the user asked for: logged with `what`, counted, and the
+    /// user told that nothing changed.
+    pub(crate) async fn storage_failed(&self, error: &StoreError, what: &str) {
+        tracing::error!(%error, "could not store {what}");
+        self.deps.metrics.count_error(ErrorKind::Storage);
+        self.say(self.texts.storage_failed, None).await;
     }
 
     /// The wall-clock time now, in Unix milliseconds.

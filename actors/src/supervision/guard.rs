@@ -108,35 +108,8 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::metrics::Metrics;
-    use crate::resilience::backoff::BackoffSettings;
-    use crate::resilience::intensity::IntensitySettings;
-    use crate::supervision::KindPolicy;
-
-    fn supervisor(max_restarts: u32) -> (Arc<Supervisor>, Metrics) {
-        let metrics = Metrics::new().expect("metrics");
-        let policy = KindPolicy {
-            intensity: IntensitySettings {
-                max_restarts,
-                within_ms: 60_000,
-            },
-            backoff: BackoffSettings {
-                min_ms: 100,
-                max_ms: 1_000,
-                jitter: 0.0,
-                reset_after_ms: 10_000,
-            },
-            ..KindPolicy::default()
-        };
-        let supervisor = Supervisor::new(
-            HashMap::from([(ActorKind::Session, policy)]),
-            metrics.clone(),
-        );
-        (Arc::new(supervisor), metrics)
-    }
+    use crate::supervision::test_supervisor as supervisor;
 
     #[tokio::test(start_paused = true)]
     async fn work_that_ends_passes_its_output_through() {

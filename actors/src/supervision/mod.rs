@@ -194,24 +194,38 @@ impl Supervisor {
     }
 }
 
+/// A supervisor of sessions for tests: at most `max_restarts` within a minute, a backoff of
+/// 100 ms doubling up to a second, no jitter.
+#[cfg(test)]
+pub(crate) fn test_supervisor(max_restarts: u32) -> (Arc<Supervisor>, Metrics) {
+    let metrics = Metrics::new().expect("metrics");
+    let policy = KindPolicy {
+        intensity: IntensitySettings {
+            max_restarts,
+            within_ms: 60_000,
+        },
+        backoff: BackoffSettings {
+            min_ms: 100,
+            max_ms: 1_000,
+            jitter: 0.0,
+            reset_after_ms: 10_000,
+        },
+        ..KindPolicy::default()
+    };
+    let supervisor = Supervisor::new(
+        HashMap::from([(ActorKind::Session, policy)]),
+        metrics.clone(),
+    );
+    (Arc::new(supervisor), metrics)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn exceeding_the_intensity_escalates_the_kind() {
-        let metrics = Metrics::new().expect("metrics");
-        let policy = KindPolicy {
-            intensity: IntensitySettings {
-                max_restarts: 2,
-                within_ms: 60_000,
-            },
-            ..KindPolicy::default()
-        };
-        let supervisor = Supervisor::new(
-            HashMap::from([(ActorKind::Session, policy)]),
-            metrics.clone(),
-        );
+        let (supervisor, _metrics) = test_supervisor(2);
         assert!(!supervisor.record_restart(ActorKind::Session));
         assert!(!supervisor.record_restart(ActorKind::Session));
         assert!(supervisor.escalated_kinds().is_empty());

@@ -2,7 +2,6 @@
 
 use crate::domain::persona::Persona;
 use crate::domain::texts::{excerpt, fill};
-use crate::metrics::ErrorKind;
 use crate::ports::{Button, DialogModes, Keyboard, Role};
 use crate::session::buttons::ButtonData;
 use crate::session::handlers::slots::{continue_slot, open_story};
@@ -116,9 +115,7 @@ pub(super) async fn start_story(
             .save_preferences(turn.sender.user_id, &preferences)
             .await
         {
-            tracing::error!(%error, "could not store an age confirmation");
-            deps.metrics.count_error(ErrorKind::Storage);
-            turn.say(texts.storage_failed, None).await;
+            turn.storage_failed(&error, "an age confirmation").await;
             return;
         }
         state.preferences = preferences;
@@ -150,13 +147,7 @@ async fn ask_which_slot(turn: &Turn<'_>, state: &SessionState, persona: &Persona
     let mut rows: Vec<Vec<Button>> = (1..=SLOT_COUNT)
         .filter_map(|slot| {
             let dialog = state.slot(slot)?;
-            let label = fill(
-                texts.replace_slot_button,
-                &[
-                    ("slot", &slot.to_string()),
-                    ("persona", &dialog.persona.name),
-                ],
-            );
+            let label = dialog.describe(texts.replace_slot_button, turn.lang);
             let data = ButtonData::ReplaceSlot {
                 slot,
                 dialog: dialog.id,

@@ -15,6 +15,9 @@ mod reply;
 mod settings;
 mod slots;
 
+#[cfg(test)]
+mod tests;
+
 use crate::domain::event::{Command, Inbound, InboundKind, Sender};
 use crate::metrics::ErrorKind;
 use crate::ports::UserProfile;

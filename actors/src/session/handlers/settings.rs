@@ -1,7 +1,6 @@
 //! The active slot's modes (/settings) and the bot's language (/language).
 
-use crate::domain::texts::{Lang, fill};
-use crate::metrics::ErrorKind;
+use crate::domain::texts::Lang;
 use crate::ports::{Keyboard, Render};
 use crate::session::buttons::{ButtonData, Mode};
 use crate::session::keyboards::{button, language_keyboard};
@@ -16,32 +15,23 @@ pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edi
         turn.say(texts.settings_need_dialog, None).await;
         return;
     };
-    let state_label = |on: bool| if on { texts.on } else { texts.off };
-    let title = fill(
-        texts.settings_title,
-        &[
-            ("slot", &dialog.slot.to_string()),
-            ("persona", &dialog.persona.name),
-        ],
-    );
+    let toggle = |label: &str, on: bool, mode: Mode| {
+        let state = if on { texts.on } else { texts.off };
+        vec![button(
+            &format!("{label}: {state}"),
+            ButtonData::Toggle(mode),
+        )]
+    };
+    let title = dialog.describe(texts.settings_title, turn.lang);
+    let modes = dialog.modes;
     let keyboard = Keyboard {
         rows: vec![
-            vec![button(
-                &format!(
-                    "{}: {}",
-                    texts.intense_mode_label,
-                    state_label(dialog.modes.intense_mode)
-                ),
-                ButtonData::Toggle(Mode::Intense),
-            )],
-            vec![button(
-                &format!(
-                    "{}: {}",
-                    texts.fantasy_scenes_label,
-                    state_label(dialog.modes.fantasy_scenes)
-                ),
-                ButtonData::Toggle(Mode::Fantasy),
-            )],
+            toggle(texts.intense_mode_label, modes.intense_mode, Mode::Intense),
+            toggle(
+                texts.fantasy_scenes_label,
+                modes.fantasy_scenes,
+                Mode::Fantasy,
+            ),
         ],
     };
     if let Some(message_id) = edit {
@@ -80,9 +70,7 @@ pub(super) async fn toggle_mode(
         Mode::Fantasy => modes.fantasy_scenes = !modes.fantasy_scenes,
     }
     if let Err(error) = turn.deps.store.set_dialog_modes(dialog.id, modes).await {
-        tracing::error!(%error, "could not store a dialog's modes");
-        turn.deps.metrics.count_error(ErrorKind::Storage);
-        turn.say(texts.storage_failed, None).await;
+        turn.storage_failed(&error, "a dialog's modes").await;
         return;
     }
     dialog.set_modes(modes);
@@ -104,9 +92,7 @@ pub(super) async fn choose_language(turn: &Turn<'_>, state: &mut SessionState, l
         .save_preferences(turn.sender.user_id, &preferences)
         .await
     {
-        tracing::error!(%error, "could not store a language");
-        turn.deps.metrics.count_error(ErrorKind::Storage);
-        turn.say(turn.texts.storage_failed, None).await;
+        turn.storage_failed(&error, "a language").await;
         return;
     }
     state.preferences = preferences;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crate::domain::persona::{Persona, Story};
 use crate::domain::texts::fill;
-use crate::metrics::ErrorKind;
-use crate::ports::{DialogModes, Keyboard, Role};
+use crate::ports::{DialogModes, Keyboard, NewDialog, Role};
 use crate::session::buttons::ButtonData;
 use crate::session::delivery::{Extras, delivery_status, record, send_long};
 use crate::session::keyboards::{button, row};
@@ -27,14 +26,18 @@ pub(super) async fn open_story(
     let deps = turn.deps;
     let dialog_id = match deps
         .store
-        .open_dialog(turn.sender.user_id, slot, &persona.id, &story.id, modes)
+        .open_dialog(&NewDialog {
+            user_id: turn.sender.user_id,
+            slot,
+            persona_id: persona.id.clone(),
+            story_id: story.id.clone(),
+            modes,
+        })
         .await
     {
         Ok(id) => id,
         Err(error) => {
-            tracing::error!(%error, "could not open a dialog");
-            deps.metrics.count_error(ErrorKind::Storage);
-            turn.say(turn.texts.storage_failed, None).await;
+            turn.storage_failed(&error, "a new dialog").await;
             return;
         }
     };
@@ -54,14 +57,7 @@ pub(super) async fn open_story(
 /// Sends a dialog's story opening under a line naming the slot, persona and story, and
 /// stores the opening as the persona's first message.
 async fn send_opening(turn: &Turn<'_>, dialog: &mut Dialog) {
-    let header = fill(
-        turn.texts.dialog_started,
-        &[
-            ("slot", &dialog.slot.to_string()),
-            ("persona", &dialog.persona.name),
-            ("story", dialog.story.title_in(turn.lang)),
-        ],
-    );
+    let header = dialog.describe(turn.texts.dialog_started, turn.lang);
     let opening = dialog.persona.substitute(
         dialog.story.opening_in(turn.lang).trim(),
         &turn.sender.first_name,
@@ -92,12 +88,10 @@ pub(super) async fn show_dialogs(turn: &Turn<'_>, state: &SessionState) {
                 } else {
                     ""
                 };
+                let line = dialog.describe(texts.dialog_line, turn.lang);
                 lines.push(fill(
-                    texts.dialog_line,
+                    &line,
                     &[
-                        ("slot", &number),
-                        ("persona", &dialog.persona.name),
-                        ("story", dialog.story.title_in(turn.lang)),
                         ("ago", &texts.ago(now - dialog.last_active_at)),
                         ("active", active),
                     ],
@@ -131,9 +125,7 @@ pub(super) async fn continue_slot(turn: &Turn<'_>, state: &mut SessionState, slo
     }
     if state.active_slot != Some(slot) {
         if let Err(error) = deps.store.activate_slot(turn.sender.user_id, slot).await {
-            tracing::error!(%error, "could not switch slots");
-            deps.metrics.count_error(ErrorKind::Storage);
-            turn.say(texts.storage_failed, None).await;
+            turn.storage_failed(&error, "the active slot").await;
             return;
         }
         state.active_slot = Some(slot);
@@ -141,14 +133,7 @@ pub(super) async fn continue_slot(turn: &Turn<'_>, state: &mut SessionState, slo
     let Some(dialog) = state.slot_mut(slot) else {
         return;
     };
-    let header = fill(
-        texts.switched_to,
-        &[
-            ("slot", &slot.to_string()),
-            ("persona", &dialog.persona.name),
-            ("story", dialog.story.title_in(turn.lang)),
-        ],
-    );
+    let header = dialog.describe(texts.switched_to, turn.lang);
     let away = dialog.away_longer_than(deps.settings.welcome_back_after, turn.now());
     if let Some(away_ms) = away.filter(|_| !dialog.history.is_empty()) {
         turn.say(&header, None).await;
@@ -174,13 +159,7 @@ pub(super) async fn ask_clear(turn: &Turn<'_>, state: &SessionState, slot: u8) {
         turn.say(texts.slot_empty, None).await;
         return;
     };
-    let question = fill(
-        texts.clear_question,
-        &[
-            ("slot", &slot.to_string()),
-            ("persona", &dialog.persona.name),
-        ],
-    );
+    let question = dialog.describe(texts.clear_question, turn.lang);
     let confirm = ButtonData::Clear {
         slot,
         dialog: dialog.id,
@@ -208,9 +187,7 @@ pub(super) async fn clear_slot(turn: &Turn<'_>, state: &mut SessionState, slot: 
 pub(super) async fn reset_all(turn: &Turn<'_>, state: &mut SessionState) {
     let texts = turn.texts;
     if let Err(error) = turn.deps.store.close_all_dialogs(turn.sender.user_id).await {
-        tracing::error!(%error, "could not reset dialogs");
-        turn.deps.metrics.count_error(ErrorKind::Storage);
-        turn.say(texts.storage_failed, None).await;
+        turn.storage_failed(&error, "a reset of the dialogs").await;
         return;
     }
     state.slots = Default::default();

@@ -110,11 +110,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
             .ok()
             .map(|lang| lang.chars().take(2).collect()),
     };
-    let event = |kind| Inbound {
-        update_id: None,
-        sender: sender.clone(),
-        kind,
-    };
+    let event = |kind| Inbound::new(None, sender.clone(), kind, core.clock.now_millis());
     let mut button_counter = 0_u64;
     let mut press = |data: String| {
         button_counter += 1;

@@ -285,6 +285,12 @@ pub struct SessionSection {
     pub welcome_back_after: Duration,
     /// Every n-th persona message carries a "Continue" button (0: never).
     pub continue_every: u32,
+    /// A user message longer than this (in characters) is refused with an explanation.
+    pub max_message_chars: usize,
+    /// A message still unanswered this long after it arrived (it waited through an overload
+    /// or a restart) is failed visibly, with "Retry", instead of answered late.
+    #[serde(with = "humantime_serde")]
+    pub answer_within: Duration,
 }
 
 /// How replies are streamed into Telegram.
@@ -432,6 +438,18 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "llm.context_tokens",
                 "must be larger than llm.max_reply_tokens",
+            ));
+        }
+        if self.session.max_message_chars == 0 {
+            return Err(ConfigError::invalid(
+                "session.max_message_chars",
+                "must be at least 1",
+            ));
+        }
+        if self.session.answer_within < Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                "session.answer_within",
+                "must be at least 10s",
             ));
         }
         if self.session.history_limit == 0 {

@@ -31,7 +31,7 @@ use crate::redis_backend::RedisBackend;
 use crate::reload::{ReloadError, Reloader, gateway_tuning, provider_tuning};
 use crate::storage::Database;
 use crate::telegram::bot_api::BotApiClient;
-use crate::telegram::{UpdateSink, polling};
+use crate::telegram::{IncomingUpdate, UpdateSink, polling};
 
 /// Wraps what sessions call the LLM through (fault injection in tests).
 pub type LlmWrapper = Box<dyn FnOnce(Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel>>;
@@ -57,6 +57,7 @@ pub struct Core {
     pub gateway: Arc<LlmGateway>,
     pub redis: Option<RedisBackend>,
     pub router: SessionRouter,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Core {
@@ -166,8 +167,10 @@ impl Core {
                 min_edit_chars: settings.streaming.min_edit_chars,
                 continue_every: settings.session.continue_every,
                 welcome_back_after: settings.session.welcome_back_after,
+                max_message_chars: settings.session.max_message_chars,
+                answer_within: settings.session.answer_within,
             },
-            clock,
+            clock: clock.clone(),
             in_flight: AtomicUsize::new(0),
         };
         let shards = match settings.session.shards {
@@ -183,6 +186,7 @@ impl Core {
             gateway,
             redis,
             router,
+            clock,
         })
     }
 }
@@ -194,6 +198,7 @@ pub struct Application {
     server_handle: ServerHandle,
     core: Core,
     shutdown: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
     stopped: watch::Sender<bool>,
     ingress: Option<tokio::task::JoinHandle<()>>,
     ingress_ready: Arc<AtomicBool>,
@@ -204,6 +209,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct AppHandle {
     shutdown: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -211,6 +217,18 @@ impl AppHandle {
     /// Asks the application to shut down gracefully and waits until it has.
     pub async fn stop(&self) {
         self.shutdown.send_replace(true);
+        self.wait_stopped().await;
+    }
+
+    /// Stops the application at once, as SIGKILL would: no reply in progress is finished,
+    /// nothing is flushed; what storage holds is what the next start finds (for tests of
+    /// crash recovery).
+    pub async fn kill(&self) {
+        self.kill.send_replace(true);
+        self.wait_stopped().await;
+    }
+
+    async fn wait_stopped(&self) {
         let mut stopped = self.stopped.clone();
         // An error means the application is gone already, which is what we wait for.
         let _ = stopped.wait_for(|stopped| *stopped).await;
@@ -262,12 +280,17 @@ impl Application {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (kill, _) = watch::channel(false);
         let (stopped, _) = watch::channel(false);
         let sink = UpdateSink {
             router: core.router.clone(),
             metrics: core.metrics.clone(),
+            database: core.database.clone(),
+            clock: core.clock.clone(),
             ingress_ready: Arc::new(AtomicBool::new(false)),
         };
+        // What a crash left unfinished goes to its sessions before anything new arrives.
+        resume_unfinished(&sink).await?;
         let ingress_ready = sink.ingress_ready.clone();
         let webhook_secret = match settings.telegram.mode {
             TelegramMode::Webhook => settings.telegram.webhook_secret.clone(),
@@ -284,6 +307,7 @@ impl Application {
             gateway: core.gateway.clone(),
             redis: core.redis.clone(),
             reloader: reloader.clone(),
+            storage_probe: Arc::new(http::probe::StorageProbe::new(core.database.clone())),
         };
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding http.address {address}"))?;
@@ -311,8 +335,9 @@ impl Application {
         let server_handle = server.handle();
 
         actix_rt::spawn(crate::telegram::register_commands(bot.clone()));
-        actix_rt::spawn(prune_processed_updates(
+        actix_rt::spawn(prune_inbox(
             core.database.clone(),
+            core.clock.clone(),
             shutdown.subscribe(),
         ));
         let ingress = match settings.telegram.mode {
@@ -341,6 +366,7 @@ impl Application {
             server_handle,
             core,
             shutdown,
+            kill,
             stopped,
             ingress,
             ingress_ready,
@@ -363,6 +389,7 @@ impl Application {
     pub fn handle(&self) -> AppHandle {
         AppHandle {
             shutdown: self.shutdown.clone(),
+            kill: self.kill.clone(),
             stopped: self.stopped.subscribe(),
         }
     }
@@ -373,6 +400,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (core, shutdown, reloader) = (self.core, self.shutdown, self.reloader);
         let mut shutdown_rx = shutdown.subscribe();
+        let mut kill_rx = self.kill.subscribe();
         let server_task = actix_rt::spawn(self.server);
         let mut reload_signals = reload_signals();
         // One future for the whole loop, so a SIGTERM during a reload is not missed.
@@ -381,6 +409,18 @@ impl Application {
         loop {
             tokio::select! {
                 _ = shutdown_rx.wait_for(|requested| *requested) => break,
+                _ = kill_rx.wait_for(|killed| *killed) => {
+                    tracing::warn!("killed: stopping at once, nothing finished");
+                    core.router.stop();
+                    if let Some(ingress) = self.ingress {
+                        ingress.abort();
+                    }
+                    self.server_handle.stop(false).await;
+                    server_task.abort();
+                    shutdown.send_replace(true);
+                    self.stopped.send_replace(true);
+                    return Ok(());
+                }
                 () = &mut terminated => {
                     tracing::info!("termination signal received");
                     break;
@@ -431,24 +471,63 @@ impl Application {
 
 /// How long handled update ids are kept for the duplicate check (Telegram gives up
 /// redelivering an update within about a day).
-const PROCESSED_UPDATE_RETENTION: Duration = Duration::from_secs(48 * 3600);
+const INBOX_RETENTION: Duration = Duration::from_secs(48 * 3600);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Once an hour, forgets handled update ids older than the retention, until shutdown.
-async fn prune_processed_updates(database: Database, mut shutdown: watch::Receiver<bool>) {
+/// Once an hour (on `clock`), forgets handled update ids older than the retention, until
+/// shutdown.
+async fn prune_inbox(
+    database: Database,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stopping| *stopping) => return,
-            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            () = clock.sleep(PRUNE_INTERVAL) => {}
         }
-        match database
-            .prune_processed_updates(PROCESSED_UPDATE_RETENTION)
-            .await
-        {
+        match database.prune_inbox(INBOX_RETENTION).await {
             Ok(pruned) => tracing::debug!(pruned, "old update ids forgotten"),
             Err(error) => tracing::warn!(%error, "could not prune old update ids"),
         }
     }
+}
+
+/// After a restart: hands every update accepted but not handled to its session again (in
+/// the order they came), and activates the sessions of users whose reply a crash cut short
+/// (each finishes it, or fails it visibly, as it loads).
+async fn resume_unfinished(sink: &UpdateSink) -> anyhow::Result<()> {
+    let unhandled = sink
+        .database
+        .unhandled_updates()
+        .await
+        .context("reading the updates a restart left unhandled")?;
+    for stored in &unhandled {
+        match IncomingUpdate::from_value(
+            serde_json::from_str(&stored.payload).unwrap_or(serde_json::Value::Null),
+        ) {
+            Ok(update) => sink.replay(&update, stored.received_at),
+            Err(error) => {
+                tracing::warn!(%error, update_id = stored.update_id, "a stored update is unreadable");
+            }
+        }
+    }
+    let users = sink
+        .database
+        .users_with_unfinished_replies()
+        .await
+        .context("finding the replies a restart left unfinished")?;
+    for user_id in &users {
+        sink.router.activate(*user_id);
+    }
+    if !unhandled.is_empty() || !users.is_empty() {
+        tracing::info!(
+            updates = unhandled.len(),
+            users = users.len(),
+            "resuming what the last run left unfinished"
+        );
+    }
+    Ok(())
 }
 
 /// A message per SIGHUP (an operator's "reload"), for as long as the application runs.

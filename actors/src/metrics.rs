@@ -41,6 +41,8 @@ label_values! {
         RateLimited = "rate_limited",
         WebhookAuth = "webhook_auth",
         WebhookBody = "webhook_body",
+        /// A user message over the configured length, refused.
+        TooLong = "too_long",
     }
 }
 
@@ -61,10 +63,24 @@ label_values! {
         Stopped = "stopped",
         Failed = "failed",
         Withheld = "withheld",
+        /// Not answered: the message waited longer than `session.answer_within`.
+        Late = "late",
     }
 }
 
 const LATENCY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0];
+
+label_values! {
+    /// What became of the replies a crash left unfinished
+    /// (`vitte_recovered_replies_total{outcome}`).
+    Recovered {
+        /// Written again after a restart.
+        Rewritten = "rewritten",
+        /// Failed visibly, with "Retry" (too old, no longer the last message, or after a
+        /// panic of the session).
+        Failed = "failed",
+    }
+}
 
 /// Every metric the runtime exports.
 #[derive(Clone, Debug)]
@@ -102,8 +118,13 @@ pub struct Metrics {
     pub errors_total: IntCounterVec,
     /// Safety checks that stepped in, by kind (`refused`, `crisis`, `output_withheld`).
     pub safety_interventions_total: IntCounterVec,
-    /// Persona replies by outcome (`complete`, `partial`, `stopped`, `failed`, `withheld`).
+    /// Persona replies by outcome (`complete`, `partial`, `stopped`, `failed`, `withheld`,
+    /// `late`).
     pub replies_total: IntCounterVec,
+    /// Replies a crash left unfinished, by what became of them.
+    pub recovered_replies_total: IntCounterVec,
+    /// Accepted updates handed to their sessions again after a restart.
+    pub replayed_updates_total: IntCounter,
 }
 
 impl Metrics {
@@ -198,6 +219,15 @@ impl Metrics {
                 "Persona replies by outcome",
                 &["outcome"],
             )?,
+            recovered_replies_total: counter_vec(
+                "vitte_recovered_replies_total",
+                "Replies a crash left unfinished, by what became of them",
+                &["outcome"],
+            )?,
+            replayed_updates_total: IntCounter::new(
+                "vitte_replayed_updates_total",
+                "Accepted updates handed to their sessions again after a restart",
+            )?,
             registry: Registry::new(),
         };
         metrics.register_all()?;
@@ -225,6 +255,12 @@ impl Metrics {
         r.register(Box::new(self.errors_total.clone()))?;
         r.register(Box::new(self.safety_interventions_total.clone()))?;
         r.register(Box::new(self.replies_total.clone()))?;
+        r.register(Box::new(self.recovered_replies_total.clone()))?;
+        r.register(Box::new(self.replayed_updates_total.clone()))?;
+        for outcome in Recovered::ALL {
+            self.recovered_replies_total
+                .with_label_values(&[outcome.as_str()]);
+        }
         for kind in SafetyKind::ALL {
             self.safety_interventions_total
                 .with_label_values(&[kind.as_str()]);
@@ -265,6 +301,12 @@ impl Metrics {
 
     pub fn count_reply(&self, outcome: ReplyOutcome) {
         self.replies_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    pub fn count_recovered(&self, outcome: Recovered) {
+        self.recovered_replies_total
             .with_label_values(&[outcome.as_str()])
             .inc();
     }

@@ -34,6 +34,8 @@ pub struct ShownMessage {
 pub struct RecordingMessenger {
     pub sent: Mutex<Vec<ShownMessage>>,
     next_id: AtomicI64,
+    /// Chats whose user has blocked the bot: every call to them fails with `Blocked`.
+    pub blocked: Mutex<std::collections::HashSet<ChatId>>,
 }
 
 impl RecordingMessenger {
@@ -62,6 +64,9 @@ impl Messenger for RecordingMessenger {
         text: &str,
         keyboard: Option<&Keyboard>,
     ) -> Result<i64, DeliveryError> {
+        if lock(&self.blocked).contains(&chat) {
+            return Err(DeliveryError::Blocked);
+        }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
         lock(&self.sent).push(ShownMessage {
             chat,
@@ -155,10 +160,11 @@ struct MemoryData {
     profiles: HashMap<UserId, UserProfile>,
     preferences: HashMap<UserId, UserPreferences>,
     dialogs: Vec<MemoryDialog>,
-    /// (message id, dialog, message, replaced)
-    messages: Vec<(i64, DialogId, NewMessage, bool)>,
+    /// (message id, dialog, message (its status kept current), replaced, created at)
+    messages: Vec<(i64, DialogId, NewMessage, bool, i64)>,
     active_slot: HashMap<UserId, u8>,
-    claimed_updates: std::collections::HashSet<i64>,
+    /// Updates accepted and not yet handled.
+    unfinished_updates: std::collections::HashSet<i64>,
     token_usage: HashMap<(UserId, u8), (u64, u64)>,
 }
 
@@ -201,7 +207,7 @@ impl MemoryStore {
         lock(&self.data)
             .messages
             .iter()
-            .map(|(_, _, message, replaced)| {
+            .map(|(_, _, message, replaced, _)| {
                 let status = if *replaced {
                     MessageStatus::Replaced
                 } else {
@@ -232,12 +238,12 @@ impl SessionStore for MemoryStore {
                 let all: Vec<HistoryEntry> = data
                     .messages
                     .iter()
-                    .filter(|(_, id, message, replaced)| {
+                    .filter(|(_, id, message, replaced, _)| {
                         *id == dialog.id
                             && !replaced
                             && MessageStatus::in_dialog(message.status.as_str())
                     })
-                    .map(|(message_id, _, message, _)| HistoryEntry {
+                    .map(|(message_id, _, message, _, _)| HistoryEntry {
                         message_id: *message_id,
                         telegram_message_id: message.telegram_message_id,
                         earlier_parts: message.earlier_parts.clone(),
@@ -249,10 +255,22 @@ impl SessionStore for MemoryStore {
                 let persona_messages = data
                     .messages
                     .iter()
-                    .filter(|(_, id, message, replaced)| {
+                    .filter(|(_, id, message, replaced, _)| {
                         *id == dialog.id && !replaced && message.role == Role::Assistant
                     })
                     .count() as u32;
+                let pending = data
+                    .messages
+                    .iter()
+                    .filter(|(_, id, message, _, _)| {
+                        *id == dialog.id && message.status == MessageStatus::Pending
+                    })
+                    .map(|(message_id, _, message, _, created_at)| PendingReply {
+                        message_id: *message_id,
+                        reply_message_id: message.reply_message_id,
+                        created_at: *created_at,
+                    })
+                    .collect();
                 StoredDialog {
                     dialog_id: dialog.id,
                     slot: dialog.slot,
@@ -262,6 +280,7 @@ impl SessionStore for MemoryStore {
                     modes: dialog.modes,
                     persona_messages,
                     history: all[all.len().saturating_sub(history_limit)..].to_vec(),
+                    pending,
                 }
             })
             .collect();
@@ -356,13 +375,22 @@ impl SessionStore for MemoryStore {
         &self,
         dialog_id: DialogId,
         message: &NewMessage,
-        update_id: Option<i64>,
     ) -> Result<Appended, StoreError> {
         let now = self.now();
         let mut data = lock(&self.data);
-        if let Some(update_id) = update_id {
-            if !data.claimed_updates.insert(update_id) {
+        if let Some(update_id) = message.update_id {
+            let stored = data
+                .messages
+                .iter()
+                .any(|stored| stored.2.update_id == Some(update_id));
+            if stored {
                 return Ok(Appended::Duplicate);
+            }
+            data.unfinished_updates.remove(&update_id);
+        }
+        if let Some(answered) = message.answers {
+            if let Some(user) = data.messages.iter_mut().find(|m| m.0 == answered) {
+                user.2.status = MessageStatus::Complete;
             }
         }
         if let Some(usage) = message.usage {
@@ -383,18 +411,31 @@ impl SessionStore for MemoryStore {
         }
         let message_id = data.messages.len() as i64 + 1;
         data.messages
-            .push((message_id, dialog_id, message.clone(), false));
+            .push((message_id, dialog_id, message.clone(), false, now));
         Ok(Appended::Stored { message_id })
     }
 
-    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {
-        Ok(lock(&self.data).claimed_updates.insert(update_id))
+    async fn is_update_stored(&self, update_id: i64) -> Result<bool, StoreError> {
+        let data = lock(&self.data);
+        Ok(data
+            .messages
+            .iter()
+            .any(|stored| stored.2.update_id == Some(update_id)))
     }
 
-    async fn mark_last_user_message_unanswered(
-        &self,
-        _dialog_id: DialogId,
-    ) -> Result<(), StoreError> {
+    async fn finish_update(&self, update_id: i64) -> Result<(), StoreError> {
+        lock(&self.data).unfinished_updates.remove(&update_id);
+        Ok(())
+    }
+
+    async fn set_status(&self, message_id: i64, status: MessageStatus) -> Result<(), StoreError> {
+        if let Some(stored) = lock(&self.data)
+            .messages
+            .iter_mut()
+            .find(|m| m.0 == message_id)
+        {
+            stored.2.status = status;
+        }
         Ok(())
     }
 }
@@ -413,6 +454,8 @@ pub fn text(user_id: UserId, text: &str) -> Inbound {
         update_id: None,
         sender: sender(user_id),
         kind: InboundKind::Text(text.to_owned()),
+        accepted_at: None,
+        replayed: false,
     }
 }
 
@@ -431,6 +474,8 @@ pub fn press_on(user_id: UserId, data: &str, message_id: Option<i64>) -> Inbound
             data: data.to_owned(),
             message_id,
         },
+        accepted_at: None,
+        replayed: false,
     }
 }
 
@@ -444,6 +489,8 @@ pub fn command(user_id: UserId, text: &str) -> Inbound {
         update_id: None,
         sender: sender(user_id),
         kind: InboundKind::from_text(text),
+        accepted_at: None,
+        replayed: false,
     }
 }
 
@@ -467,6 +514,8 @@ pub struct SessionHarness {
     pub store: Arc<MemoryStore>,
     pub metrics: Metrics,
     pub clock: Arc<ManualClock>,
+    settings: SessionSettings,
+    policy: KindPolicy,
 }
 
 /// Test personas: each with one story, `first`, whose opening greets the user.
@@ -481,10 +530,21 @@ impl SessionHarness {
     /// Sessions with `settings`, answered by `llm`, supervised by `policy` (with a short
     /// restart backoff).
     pub fn new(settings: SessionSettings, llm: EchoLlm, policy: KindPolicy) -> SessionHarness {
-        let messenger = Arc::new(RecordingMessenger::default());
-        let llm = Arc::new(llm);
         let clock = ManualClock::starting_at(1_700_000_000_000);
-        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let ports = (
+            Arc::new(RecordingMessenger::default()),
+            Arc::new(MemoryStore::with_clock(clock.clone())),
+            clock,
+        );
+        SessionHarness::start(settings, Arc::new(llm), policy, ports)
+    }
+
+    fn start(
+        settings: SessionSettings,
+        llm: Arc<EchoLlm>,
+        policy: KindPolicy,
+        (messenger, store, clock): (Arc<RecordingMessenger>, Arc<MemoryStore>, Arc<ManualClock>),
+    ) -> SessionHarness {
         let metrics = Metrics::new().expect("metrics");
         let safety = Arc::new(
             SafetyPolicy::parse("safety.toml", crate::domain::safety::TEST_POLICY).expect("policy"),
@@ -500,14 +560,14 @@ impl SessionHarness {
                 Persona::parse(std::path::Path::new(&format!("{id}.toml")), &file).expect("persona")
             })
             .collect();
-        let policy = KindPolicy {
+        let supervised = KindPolicy {
             backoff: BackoffSettings {
                 min_ms: 10,
                 max_ms: 50,
                 jitter: 0.0,
                 reset_after_ms: 1_000,
             },
-            ..policy
+            ..policy.clone()
         };
         let deps = SessionDeps {
             messenger: messenger.clone(),
@@ -525,10 +585,10 @@ impl SessionHarness {
             safety,
             metrics: metrics.clone(),
             supervisor: Arc::new(Supervisor::new(
-                HashMap::from([(ActorKind::Session, policy)]),
+                HashMap::from([(ActorKind::Session, supervised)]),
                 metrics.clone(),
             )),
-            settings,
+            settings: settings.clone(),
             clock: clock.clone(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -539,7 +599,17 @@ impl SessionHarness {
             store,
             metrics,
             clock,
+            settings,
+            policy,
         }
+    }
+
+    /// Stops every session at once (as a crash would: replies in progress end where they
+    /// are), then starts anew on the same storage, chat and clock, answered by `llm`.
+    pub fn crash_and_restart(self, llm: EchoLlm) -> SessionHarness {
+        self.router.stop();
+        let ports = (self.messenger, self.store, self.clock);
+        SessionHarness::start(self.settings, Arc::new(llm), self.policy, ports)
     }
 
     /// The default settings and policy, and an LLM that echoes at once.

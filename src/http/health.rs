@@ -1,6 +1,6 @@
 //! Probes and metrics: `/health/live`, `/health/ready`, `/health` and `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -8,9 +8,6 @@ use serde_json::json;
 use vitte_actors::supervision::ActorKind;
 
 use super::state::HttpState;
-
-/// Longest a health check waits for the database.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process is alive (it answers HTTP).
 pub async fn live() -> HttpResponse {
@@ -27,14 +24,11 @@ struct ComponentCheck {
 }
 
 async fn check_components(state: &HttpState) -> Vec<ComponentCheck> {
-    let started = Instant::now();
-    let ping = tokio::time::timeout(CHECK_TIMEOUT, state.database.ping()).await;
-    let (database_up, database_detail) = match ping {
-        Ok(Ok(())) => (true, None),
-        Ok(Err(error)) => (false, Some(error.to_string())),
-        Err(_) => (false, Some("no answer within 2 s".to_owned())),
+    let (written, database_latency) = state.storage_probe.check().await;
+    let (database_up, database_detail) = match written {
+        Ok(()) => (true, None),
+        Err(detail) => (false, Some(detail)),
     };
-    let database_latency = started.elapsed();
     let migrated = state.database.is_migrated();
     let telegram_up = state.sink.is_ready();
     let escalated: Vec<&str> = state

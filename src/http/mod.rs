@@ -4,6 +4,7 @@
 
 mod admin;
 mod health;
+pub mod probe;
 pub mod state;
 pub mod webhook;
 

@@ -10,6 +10,7 @@ use vitte_actors::gateway::LlmGateway;
 use vitte_actors::metrics::Metrics;
 use vitte_actors::supervision::Supervisor;
 
+use super::probe::StorageProbe;
 use crate::redis_backend::RedisBackend;
 use crate::reload::Reloader;
 use crate::storage::Database;
@@ -30,6 +31,8 @@ pub struct HttpState {
     pub gateway: Arc<LlmGateway>,
     pub redis: Option<RedisBackend>,
     pub reloader: Arc<Reloader>,
+    /// The readiness check's write probe (rate-limited).
+    pub storage_probe: Arc<StorageProbe>,
 }
 
 /// A JSON error: `{"error": message}` with `status`.

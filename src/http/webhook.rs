@@ -5,9 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use teloxide::types::Update;
 
 use super::state::{HttpState, error_body};
+use crate::telegram::IncomingUpdate;
 use vitte_actors::metrics::ErrorKind;
 
 /// The header Telegram echoes the webhook's secret token in.
@@ -24,7 +24,9 @@ fn secret_matches(request: &HttpRequest, expected: &SecretString) -> bool {
 }
 
 /// Telegram's webhook: the secret header must match (401 otherwise), the body must be an
-/// update (400 otherwise). 200 means the update was handed to its user's session.
+/// update (400 otherwise). 200 means the update is stored and handed to its user's session
+/// (or was stored before: a redelivery); 503 means it could not be stored, and Telegram
+/// delivers it again.
 pub async fn telegram_webhook(
     request: HttpRequest,
     body: web::Bytes,
@@ -34,7 +36,7 @@ pub async fn telegram_webhook(
         state.metrics.count_error(ErrorKind::WebhookAuth);
         return error_body(StatusCode::UNAUTHORIZED, "missing or wrong secret token");
     }
-    let update: Update = match serde_json::from_slice(&body) {
+    let update = match IncomingUpdate::from_json(&body) {
         Ok(update) => update,
         Err(error) => {
             state.metrics.count_error(ErrorKind::WebhookBody);
@@ -45,6 +47,15 @@ pub async fn telegram_webhook(
             );
         }
     };
-    state.sink.accept(&update);
-    HttpResponse::Ok().json(json!({ "ok": true }))
+    match state.sink.accept(&update).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "ok": true })),
+        // Not stored, so not accepted: Telegram delivers it again.
+        Err(error) => {
+            tracing::error!(%error, update_id = update.update_id, "an update could not be stored; Telegram will deliver it again");
+            state.metrics.count_error(ErrorKind::Storage);
+            HttpResponse::ServiceUnavailable()
+                .insert_header((actix_web::http::header::RETRY_AFTER, "5"))
+                .json(json!({ "error": "the update could not be stored; deliver it again" }))
+        }
+    }
 }

@@ -30,7 +30,7 @@ use futures::FutureExt;
 use vitte_actors::ports::{Clock, StoreError, UserId};
 
 use crate::config::DatabaseTarget;
-use schema::{dialogs, messages, processed_updates, token_usage};
+use schema::{dialogs, health_probe, messages, token_usage};
 
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -114,20 +114,8 @@ macro_rules! with_connection {
     }};
 }
 
-/// Records a Telegram update as handled, on `$conn`: a future of the rows inserted (0 when it
-/// was recorded before, a redelivery). Needs `processed_updates` in scope.
-macro_rules! insert_claim {
-    ($conn:expr, $update_id:expr, $now:expr) => {
-        diesel::insert_into(processed_updates::table)
-            .values((
-                processed_updates::update_id.eq($update_id),
-                processed_updates::processed_at.eq($now),
-            ))
-            .on_conflict_do_nothing()
-            .execute($conn)
-    };
-}
-
+mod inbox;
+pub use inbox::{Accepted, UnhandledUpdate};
 mod sessions;
 
 impl Database {
@@ -220,35 +208,39 @@ impl Database {
         AtomicBool::load(&self.migrated, Ordering::SeqCst)
     }
 
-    /// A trivial query, to check the database answers.
+    /// A trivial query, to check the database answers (and, for SQLite, that its file is
+    /// still where it was opened: a removed file keeps answering from the void).
     pub async fn ping(&self) -> Result<(), StorageError> {
+        self.check_file()?;
         with_connection!(self, |conn| {
             conn.batch_execute("SELECT 1").await?;
             Ok(())
         })
     }
 
-    async fn insert_update_id(&self, update_id: i64) -> Result<bool, StorageError> {
-        let now = self.now();
-        with_connection!(self, |conn| {
-            let inserted = insert_claim!(conn, update_id, now).await?;
-            Ok(inserted == 1)
-        })
+    /// For SQLite: whether the database file is still where it was opened.
+    fn check_file(&self) -> Result<(), StorageError> {
+        match &*self.target {
+            DatabaseTarget::Sqlite(path) if !path.exists() => Err(StorageError::Connection(
+                format!("the database file {} is gone", path.display()),
+            )),
+            _ => Ok(()),
+        }
     }
 
-    /// Forgets update ids recorded more than `older_than` ago; returns how many. Telegram
-    /// redelivers an update for about a day at most, so older ids guard against nothing.
-    pub async fn prune_processed_updates(
-        &self,
-        older_than: Duration,
-    ) -> Result<usize, StorageError> {
-        let cutoff = self.now() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+    /// Proves the database accepts writes: one row of `health_probe` written.
+    pub async fn write_probe(&self) -> Result<(), StorageError> {
+        self.check_file()?;
+        let now = self.now();
         with_connection!(self, |conn| {
-            let pruned = diesel::delete(processed_updates::table)
-                .filter(processed_updates::processed_at.le(cutoff))
+            diesel::insert_into(health_probe::table)
+                .values((health_probe::id.eq(1), health_probe::probed_at.eq(now)))
+                .on_conflict(health_probe::id)
+                .do_update()
+                .set(health_probe::probed_at.eq(now))
                 .execute(conn)
                 .await?;
-            Ok(pruned)
+            Ok(())
         })
     }
 

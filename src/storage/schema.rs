@@ -42,6 +42,8 @@ diesel::table! {
         created_at -> BigInt,
         provider -> Nullable<Text>,
         telegram_part_ids -> Nullable<Text>,
+        update_id -> Nullable<BigInt>,
+        reply_message_id -> Nullable<BigInt>,
     }
 }
 
@@ -57,9 +59,20 @@ diesel::table! {
 }
 
 diesel::table! {
-    processed_updates (update_id) {
+    /// Accepted Telegram updates: stored before Telegram is told they arrived, with their raw
+    /// JSON (`payload`) until handled.
+    inbox (update_id) {
         update_id -> BigInt,
-        processed_at -> BigInt,
+        received_at -> BigInt,
+        user_id -> Nullable<BigInt>,
+        payload -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    health_probe (id) {
+        id -> Integer,
+        probed_at -> BigInt,
     }
 }
 
@@ -69,6 +82,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     dialogs,
     messages,
-    processed_updates,
+    inbox,
+    health_probe,
     token_usage
 );

@@ -4,29 +4,35 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use vitte_actors::ports::{
-    Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewDialog, NewMessage, Role,
-    SessionStore, StoreError, StoredDialog, StoredSession, UserId, UserPreferences, UserProfile,
+    Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewDialog, NewMessage,
+    PendingReply, Role, SessionStore, StoreError, StoredDialog, StoredSession, UserId,
+    UserPreferences, UserProfile,
 };
 
-use super::schema::{dialogs, messages, processed_updates, token_usage, users};
+use super::schema::{dialogs, inbox, messages, token_usage, users};
 use super::{Database, Pool, SqliteConn, StorageError};
 use diesel_async::AsyncPgConnection;
 
 /// The statements of [`SessionStore::append_message`], as an async block over `$conn`
 /// (expanded once per backend, inside or outside a transaction).
 macro_rules! append_statements {
-    ($conn:ident, $dialog_id:ident, $message:ident, $update_id:ident, $now:ident) => {
+    ($conn:ident, $dialog_id:ident, $message:ident, $now:ident) => {
         async {
             let conn = &mut *$conn;
-            let (dialog_id, message, update_id, now) = (&$dialog_id, &$message, $update_id, $now);
+            let (dialog_id, message, now) = (&$dialog_id, &$message, $now);
             let dialog_id = *dialog_id;
-            if let Some(update_id) = update_id {
-                let claimed = insert_claim!(conn, update_id, now).await?;
-                if claimed == 0 {
-                    return Ok(Appended::Duplicate);
-                }
+            // The user message a reply answers is marked first: should the process stop
+            // between the two statements, a reply the user has seen is never written over
+            // by recovery (at worst its text is missing from the history).
+            if let Some(answered) = message.answers {
+                diesel::update(messages::table.find(answered))
+                    .set(messages::status.eq(MessageStatus::Complete.as_str()))
+                    .execute(conn)
+                    .await?;
             }
-            let message_id = diesel::insert_into(messages::table)
+            // A message of an update that has one stored already is not stored again
+            // (`messages.update_id` is unique).
+            let inserted = diesel::insert_into(messages::table)
                 .values((
                     messages::dialog_id.eq(dialog_id),
                     messages::role.eq(message.role.as_str()),
@@ -38,10 +44,24 @@ macro_rules! append_statements {
                     messages::telegram_part_ids.eq(part_ids_text(&message.earlier_parts)),
                     messages::created_at.eq(now),
                     messages::provider.eq(&message.provider),
+                    messages::update_id.eq(message.update_id),
+                    messages::reply_message_id.eq(message.reply_message_id),
                 ))
+                .on_conflict_do_nothing()
                 .returning(messages::id)
                 .get_result::<i64>(conn)
-                .await?;
+                .await
+                .optional()?;
+            let Some(message_id) = inserted else {
+                return Ok(Appended::Duplicate);
+            };
+            if let Some(update_id) = message.update_id {
+                // Its message is stored: the update is handled, never replayed.
+                diesel::update(inbox::table.find(update_id))
+                    .set(inbox::payload.eq(None::<String>))
+                    .execute(conn)
+                    .await?;
+            }
             let persona_message = i32::from(
                 message.role == Role::Assistant
                     && MessageStatus::in_dialog(message.status.as_str()),
@@ -110,6 +130,21 @@ fn parse_part_ids(text: Option<&str>) -> Vec<i64> {
     .unwrap_or_default()
 }
 
+/// A message as a session's history loads it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = messages)]
+struct HistoryRow {
+    id: i64,
+    role: String,
+    content: String,
+    token_count: i32,
+    telegram_message_id: Option<i64>,
+    telegram_part_ids: Option<String>,
+    status: String,
+    reply_message_id: Option<i64>,
+    created_at: i64,
+}
+
 impl Database {
     async fn load(
         &self,
@@ -168,27 +203,30 @@ impl Database {
                     .filter(messages::status.ne_all(hidden))
                     .order(messages::id.desc())
                     .limit(limit)
-                    .select((
-                        messages::id,
-                        messages::role,
-                        messages::content,
-                        messages::token_count,
-                        messages::telegram_message_id,
-                        messages::telegram_part_ids,
-                    ))
-                    .load::<(i64, String, String, i32, Option<i64>, Option<String>)>(conn)
+                    .select(HistoryRow::as_select())
+                    .load::<HistoryRow>(conn)
                     .await?;
                 rows.reverse();
+                // Unfinished replies are the newest messages, so within the history loaded.
+                let pending = rows
+                    .iter()
+                    .filter(|row| row.status == MessageStatus::Pending.as_str())
+                    .map(|row| PendingReply {
+                        message_id: row.id,
+                        reply_message_id: row.reply_message_id,
+                        created_at: row.created_at,
+                    })
+                    .collect();
                 let history = rows
                     .into_iter()
-                    .filter_map(|(message_id, role, content, tokens, telegram_id, parts)| {
+                    .filter_map(|row| {
                         Some(HistoryEntry {
-                            message_id,
-                            telegram_message_id: telegram_id,
-                            earlier_parts: parse_part_ids(parts.as_deref()),
-                            role: Role::parse(&role)?,
-                            content,
-                            token_count: u32::try_from(tokens).unwrap_or(0),
+                            message_id: row.id,
+                            telegram_message_id: row.telegram_message_id,
+                            earlier_parts: parse_part_ids(row.telegram_part_ids.as_deref()),
+                            role: Role::parse(&row.role)?,
+                            content: row.content,
+                            token_count: u32::try_from(row.token_count).unwrap_or(0),
                         })
                     })
                     .collect();
@@ -207,6 +245,7 @@ impl Database {
                     },
                     persona_messages: u32::try_from(count).unwrap_or(0),
                     history,
+                    pending,
                 });
             }
             Ok(Some(StoredSession {
@@ -392,53 +431,61 @@ impl SessionStore for Database {
         &self,
         dialog_id: DialogId,
         message: &NewMessage,
-        update_id: Option<i64>,
     ) -> Result<Appended, StoreError> {
         let message = message.clone();
         let now = self.now();
         // Separate statements, not one transaction: measured with the load generator, a
         // transaction was slower on both backends (PostgreSQL: BEGIN/COMMIT round trips and
         // longer-held connections, 1 150 → 713 messages/s; SQLite: the write lock held across
-        // several blocking hops). The claim comes first, so a redelivery never stores twice;
-        // a crash between the statements can lose only the one message being stored.
+        // several blocking hops). They are ordered so that a crash between two of them is
+        // recovered: the message first (a replayed update then finds it), the update marked
+        // handled after.
         with_connection!(self, |conn| {
             if message.replaces.is_some() {
                 // "Regenerate": the new reply and the old one's mark land together or not at
                 // all (a rare path; the transaction's cost does not matter here).
                 conn.transaction(async |conn| {
-                    append_statements!(conn, dialog_id, message, update_id, now).await
+                    append_statements!(conn, dialog_id, message, now).await
                 })
                 .await
             } else {
-                append_statements!(conn, dialog_id, message, update_id, now).await
+                append_statements!(conn, dialog_id, message, now).await
             }
         })
         .map_err(StoreError::from)
     }
 
-    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError> {
-        Ok(self.insert_update_id(update_id).await?)
-    }
-
-    async fn mark_last_user_message_unanswered(
-        &self,
-        dialog_id: DialogId,
-    ) -> Result<(), StoreError> {
+    async fn is_update_stored(&self, update_id: i64) -> Result<bool, StoreError> {
         with_connection!(self, |conn| {
-            let last_user_message = messages::table
-                .filter(messages::dialog_id.eq(dialog_id))
-                .filter(messages::role.eq(Role::User.as_str()))
-                .order(messages::id.desc())
+            let stored = messages::table
+                .filter(messages::update_id.eq(update_id))
                 .select(messages::id)
                 .first::<i64>(conn)
                 .await
                 .optional()?;
-            if let Some(id) = last_user_message {
-                diesel::update(messages::table.find(id))
-                    .set(messages::status.eq(MessageStatus::Unanswered.as_str()))
-                    .execute(conn)
-                    .await?;
-            }
+            Ok(stored.is_some())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn finish_update(&self, update_id: i64) -> Result<(), StoreError> {
+        with_connection!(self, |conn| {
+            diesel::update(inbox::table.find(update_id))
+                .filter(inbox::payload.is_not_null())
+                .set(inbox::payload.eq(None::<String>))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn set_status(&self, message_id: i64, status: MessageStatus) -> Result<(), StoreError> {
+        with_connection!(self, |conn| {
+            diesel::update(messages::table.find(message_id))
+                .set(messages::status.eq(status.as_str()))
+                .execute(conn)
+                .await?;
             Ok(())
         })
         .map_err(StoreError::from)

@@ -112,8 +112,16 @@ fn delivery_error(error: RequestError) -> DeliveryError {
         RequestError::Api(
             ApiError::BotBlocked | ApiError::UserDeactivated | ApiError::ChatNotFound,
         ) => DeliveryError::Blocked,
-        // The token is part of request URLs; teloxide removes it from network errors.
-        other => DeliveryError::Failed(crate::error_chain(&other)),
+        // Refused, or never sent (the connection failed first): nothing was applied. (The
+        // token is part of request URLs; teloxide removes it from network errors.)
+        RequestError::Api(_) | RequestError::RetryAfter(_) | RequestError::MigrateToChatId(_) => {
+            DeliveryError::Failed(crate::error_chain(&error))
+        }
+        RequestError::Network(ref network) if network.is_connect() => {
+            DeliveryError::Failed(crate::error_chain(&error))
+        }
+        // Sent, but no (readable) answer came: Telegram may have applied it.
+        other => DeliveryError::MaybeDelivered(crate::error_chain(&other)),
     }
 }
 

@@ -3,16 +3,24 @@
 
 pub mod bot_api;
 pub mod polling;
+pub mod raw;
+pub mod update;
 pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use teloxide::types::{Update, UpdateKind};
-use vitte_actors::domain::event::{Inbound, InboundKind, Sender};
 use vitte_actors::metrics::Metrics;
+use vitte_actors::ports::Clock;
+
+use crate::storage::{Accepted, Database, StorageError};
+pub use update::IncomingUpdate;
 use vitte_actors::resilience::backoff::BackoffSettings;
 use vitte_actors::session::SessionRouter;
+
+/// The update kinds vitte asks Telegram for (`allowed_updates` of `getUpdates` and
+/// `setWebhook`).
+pub const ALLOWED_UPDATES: &[&str] = &["message", "callback_query"];
 
 /// Pauses between failed attempts to reach Telegram for updates (`getUpdates`,
 /// `setWebhook`): from half a second, doubling up to a minute.
@@ -27,72 +35,17 @@ pub const RETRY: BackoffSettings = BackoffSettings {
 /// counts it, then waits out [`RETRY`]'s backoff. Returns false if shutdown came first.
 pub(crate) async fn pause_after_failure(
     call: &str,
-    error: &teloxide::RequestError,
+    error: &dyn std::fmt::Display,
     attempt: u32,
     metrics: &Metrics,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     let backoff = RETRY.delay(attempt, fastrand::f64());
-    tracing::warn!(%error, "{call} failed; retrying in {backoff:?}");
+    tracing::warn!(error = %error, "{call} failed; retrying in {backoff:?}");
     metrics.count_error(vitte_actors::metrics::ErrorKind::Telegram);
     tokio::select! {
         _ = shutdown.changed() => false,
         () = tokio::time::sleep(backoff) => true,
-    }
-}
-
-/// Converts an update into a session event; `None` for updates the bot does not handle
-/// (group chats, edits, channel posts, messages from bots, …).
-pub fn to_inbound(update: &Update) -> Option<Inbound> {
-    let update_id = Some(i64::from(update.id.0));
-    match &update.kind {
-        UpdateKind::Message(message) => {
-            let user = message.from.as_ref()?;
-            // A companion bot talks in private chats only: in a group every member's message
-            // would cost an LLM call and the replies would go to everyone.
-            if user.is_bot || !message.chat.is_private() {
-                return None;
-            }
-            let kind = match message.text() {
-                Some(text) => InboundKind::from_text(text),
-                // Stickers, photos, voice: the user is told the bot reads text only.
-                None => InboundKind::Unsupported,
-            };
-            Some(Inbound {
-                update_id,
-                sender: Sender {
-                    user_id: user.id.0 as i64,
-                    chat_id: message.chat.id.0,
-                    first_name: user.first_name.clone(),
-                    language_code: user.language_code.clone(),
-                },
-                kind,
-            })
-        }
-        UpdateKind::CallbackQuery(query) => {
-            let chat_id = query
-                .message
-                .as_ref()
-                .map_or(query.from.id.0 as i64, |message| message.chat().id.0);
-            Some(Inbound {
-                update_id,
-                sender: Sender {
-                    user_id: query.from.id.0 as i64,
-                    chat_id,
-                    first_name: query.from.first_name.clone(),
-                    language_code: query.from.language_code.clone(),
-                },
-                kind: InboundKind::Button {
-                    callback_id: query.id.0.clone(),
-                    data: query.data.clone().unwrap_or_default(),
-                    message_id: query
-                        .message
-                        .as_ref()
-                        .map(|message| i64::from(message.id().0)),
-                },
-            })
-        }
-        _ => None,
     }
 }
 
@@ -118,27 +71,59 @@ pub async fn register_commands(bot: teloxide::Bot) {
     }
 }
 
-/// Where updates from either ingress (polling or webhook) go: straight to the user's session,
-/// in arrival order. The session itself skips redelivered updates (by update id), inside its
-/// one-at-a-time work, so the duplicate check cannot reorder a user's messages.
+/// Where updates from either ingress (polling or webhook) go. An update is stored first (the
+/// inbox: its raw JSON until it is handled), then handed to its user's session; only then is
+/// Telegram told it arrived (the webhook's 200, the next `getUpdates` offset), so a crash
+/// loses nothing accepted. A redelivered update is recognised by its id and not handed on.
+/// One ingress hands a user's updates on in the order it receives them (polling takes them
+/// one at a time; Telegram's webhook sends a chat's updates one after another).
 #[derive(Clone)]
 pub struct UpdateSink {
     pub router: SessionRouter,
     pub metrics: Metrics,
+    pub database: Database,
+    pub clock: Arc<dyn Clock>,
     /// Set while the ingress runs (polling loop receiving, or webhook registered).
     pub ingress_ready: Arc<AtomicBool>,
 }
 
 impl UpdateSink {
-    pub fn accept(&self, update: &Update) {
-        let Some(inbound) = to_inbound(update) else {
-            return;
+    /// Stores `update` and hands it to its session. Returns once it is durable: only then
+    /// may Telegram be told it arrived. An error means it was not stored, and Telegram must
+    /// deliver it again.
+    pub async fn accept(&self, update: &IncomingUpdate) -> Result<(), StorageError> {
+        // Not one vitte handles (a group message, an edit): nothing to store or hand on.
+        let Some(inbound) = update.to_inbound(self.clock.now_millis()) else {
+            return Ok(());
         };
-        self.metrics
-            .telegram_messages_total
-            .with_label_values(&["in"])
-            .inc();
-        self.router.route(inbound);
+        let user_id = Some(inbound.sender.user_id);
+        match self
+            .database
+            .accept_update(update.update_id, user_id, &update.json)
+            .await?
+        {
+            Accepted::New => {
+                self.metrics
+                    .telegram_messages_total
+                    .with_label_values(&["in"])
+                    .inc();
+                self.router.route(inbound);
+            }
+            Accepted::Duplicate => {
+                tracing::debug!(update_id = update.update_id, "redelivered update ignored");
+                self.metrics.duplicate_updates_total.inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands an update accepted before a restart (at `received_at`) to its session again.
+    pub fn replay(&self, update: &IncomingUpdate, received_at: i64) {
+        if let Some(mut inbound) = update.to_inbound(received_at) {
+            inbound.replayed = true;
+            self.metrics.replayed_updates_total.inc();
+            self.router.route(inbound);
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -1,19 +1,21 @@
-//! Long polling: `getUpdates` in a loop, each update handed to the [`UpdateSink`].
+//! Long polling: `getUpdates` in a loop (as raw JSON, see [`super::raw`]), each update stored
+//! and handed to the [`UpdateSink`]; an update is confirmed to Telegram (by the next call's
+//! offset) only once it is stored.
 
 use std::time::Duration;
 
+use serde_json::json;
 use teloxide::Bot;
-use teloxide::payloads::setters::*;
 use teloxide::prelude::Requester;
 use tokio::sync::watch;
 
-use super::{UpdateSink, pause_after_failure};
+use super::raw::{RawBotApi, RawError};
+use super::{ALLOWED_UPDATES, IncomingUpdate, UpdateSink, pause_after_failure};
 
 /// How much longer than the long-poll wait the HTTP client waits for Telegram's answer.
 pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
 
-/// Polls until `shutdown` turns true. Updates are routed as soon as they arrive (routing
-/// cannot fail), and confirmed to Telegram by the next call's offset.
+/// Polls until `shutdown` turns true.
 ///
 /// `bot`'s HTTP client must wait longer than `timeout` (see [`CLIENT_TIMEOUT_MARGIN`]), or
 /// every quiet long poll would end in a client timeout.
@@ -27,29 +29,35 @@ pub async fn run(
     if let Err(error) = bot.delete_webhook().await {
         tracing::warn!(%error, "could not delete the webhook before polling");
     }
-    let timeout_secs = u32::try_from(timeout.as_secs()).unwrap_or(25);
-    let mut offset: i32 = 0;
+    let api = RawBotApi::new(&bot);
+    let timeout_secs = timeout.as_secs();
+    let mut offset: i64 = 0;
     let mut failures = 0;
     tracing::info!("long polling started");
     loop {
-        let request = bot.get_updates().offset(offset).timeout(timeout_secs);
+        let body = json!({
+            "offset": offset,
+            "timeout": timeout_secs,
+            "allowed_updates": ALLOWED_UPDATES,
+        });
         let result = tokio::select! {
             _ = shutdown.changed() => break,
-            result = request => result,
+            result = api.call("getUpdates", &body) => result,
         };
-        match result {
+        let failure = match result {
             Ok(updates) => {
                 // Ready once Telegram has answered: a bad token never makes us ready.
                 sink.set_ready(true);
-                failures = 0;
-                for update in updates {
-                    sink.accept(&update);
-                    offset = i32::try_from(update.id.0)
-                        .unwrap_or(i32::MAX)
-                        .saturating_add(1);
+                match accept_batch(&sink, updates, &mut offset).await {
+                    Ok(()) => None,
+                    Err(error) => Some(error.to_string()),
                 }
             }
-            Err(error) => {
+            Err(error) => Some(error.to_string()),
+        };
+        match failure {
+            None => failures = 0,
+            Some(error) => {
                 failures += 1;
                 let metrics = &sink.metrics;
                 if !pause_after_failure("getUpdates", &error, failures, metrics, &mut shutdown)
@@ -62,4 +70,38 @@ pub async fn run(
     }
     sink.set_ready(false);
     tracing::info!("long polling stopped");
+}
+
+/// Stores and hands on a batch in order, moving `offset` past each update once it is
+/// stored. Stops at the first that cannot be stored: it and those after it are asked for
+/// again (Telegram keeps them until the offset passes them).
+async fn accept_batch(
+    sink: &UpdateSink,
+    updates: serde_json::Value,
+    offset: &mut i64,
+) -> Result<(), RawError> {
+    let serde_json::Value::Array(updates) = updates else {
+        return Err(RawError::Network {
+            method: "getUpdates",
+            reason: "the result is not a list of updates".into(),
+        });
+    };
+    for value in updates {
+        let update = match IncomingUpdate::from_value(value) {
+            Ok(update) => update,
+            Err(error) => {
+                // Without an id it cannot be confirmed or asked for again: skip it.
+                tracing::warn!(%error, "getUpdates returned something that is not an update");
+                continue;
+            }
+        };
+        if let Err(error) = sink.accept(&update).await {
+            return Err(RawError::Network {
+                method: "getUpdates",
+                reason: format!("an update could not be stored (it is asked for again): {error}"),
+            });
+        }
+        *offset = update.update_id.saturating_add(1);
+    }
+    Ok(())
 }

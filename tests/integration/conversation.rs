@@ -360,30 +360,40 @@ async fn concurrent_redeliveries_get_one_reply() {
 on_both_backends!(old_update_ids_are_pruned_and_recent_ones_kept);
 
 async fn old_update_ids_are_pruned_and_recent_ones_kept(backend: Backend) {
+    use vitte::storage::Accepted;
     use vitte_actors::ports::SessionStore;
     let app = TestApp::spawn(backend).await;
-    assert!(app.database.claim_update(900_001).await.expect("claim"));
-    assert!(
-        !app.database.claim_update(900_001).await.expect("claim"),
+    let accept = || app.database.accept_update(900_001, None, "{}");
+    assert_eq!(accept().await.expect("accept"), Accepted::New);
+    assert_eq!(
+        accept().await.expect("accept"),
+        Accepted::Duplicate,
         "a duplicate"
     );
     let kept = app
         .database
-        .prune_processed_updates(Duration::from_secs(3600))
+        .prune_inbox(Duration::from_secs(3600))
         .await
         .expect("prune");
     assert_eq!(kept, 0, "a recent id is kept");
-    assert!(!app.database.claim_update(900_001).await.expect("claim"));
+    assert_eq!(accept().await.expect("accept"), Accepted::Duplicate);
+    let unhandled = app
+        .database
+        .prune_inbox(Duration::ZERO)
+        .await
+        .expect("prune");
+    assert_eq!(
+        unhandled, 0,
+        "an update not handled yet is kept, however old"
+    );
+    app.database.finish_update(900_001).await.expect("finish");
     let pruned = app
         .database
-        .prune_processed_updates(Duration::ZERO)
+        .prune_inbox(Duration::ZERO)
         .await
         .expect("prune");
     assert_eq!(pruned, 1);
-    assert!(
-        app.database.claim_update(900_001).await.expect("claim"),
-        "forgotten"
-    );
+    assert_eq!(accept().await.expect("accept"), Accepted::New, "forgotten");
     app.stop().await;
 }
 

@@ -10,4 +10,5 @@ mod faults;
 mod gateway;
 mod http_api;
 mod loadgen;
+mod recovery;
 mod streaming;

@@ -92,6 +92,8 @@ struct Inner {
     throttled_edits: usize,
     /// Edits still to be refused with "message can't be edited".
     refused_edits: usize,
+    /// Chats whose user blocked the bot: every call to them gets 403.
+    blocked_chats: std::collections::HashSet<i64>,
     throttle_seconds: u64,
     /// Pending updates, ordered by `update_id`.
     updates: VecDeque<Value>,
@@ -138,6 +140,7 @@ impl FakeTelegram {
                 edits: Vec::new(),
                 throttled_edits: 0,
                 refused_edits: 0,
+                blocked_chats: std::collections::HashSet::new(),
                 throttle_seconds: 1,
                 updates: VecDeque::new(),
                 reject_bad_markdown: true,
@@ -254,6 +257,12 @@ impl FakeTelegram {
     /// the user deleted).
     pub fn refuse_edits(&self, count: usize) {
         self.state.lock().refused_edits = count;
+    }
+
+    /// The user of `chat_id` blocks the bot: from now on every call to that chat is answered
+    /// 403 "Forbidden: bot was blocked by the user", as Telegram does.
+    pub fn block_chat(&self, chat_id: i64) {
+        self.state.lock().blocked_chats.insert(chat_id);
     }
 
     /// Answers the next `count` edits with 429 Too Many Requests and `retry_after`.
@@ -481,6 +490,10 @@ async fn handle_call(
     }
     if !body_ok {
         return error(400, "Bad Request: can't parse request body");
+    }
+    let blocked = chat_id_of(&body).is_some_and(|chat| state.lock().blocked_chats.contains(&chat));
+    if blocked {
+        return error(403, "Forbidden: bot was blocked by the user");
     }
 
     match method.as_str() {

@@ -287,6 +287,14 @@ impl TestApp {
         TestApp::launch(self.settings, None, fakes, self.kept).await
     }
 
+    /// Kills the application (as SIGKILL would: nothing in progress is finished) and starts
+    /// a new one on the same database and fakes.
+    pub async fn crash_and_restart(self) -> TestApp {
+        self.handle.kill().await;
+        let fakes = (self.telegram, self.llm, self.clock);
+        TestApp::launch(self.settings, None, fakes, self.kept).await
+    }
+
     /// Stops the application and the fakes, and drops the test's PostgreSQL database.
     pub async fn stop(&self) {
         tracing::info!("test: stopping the application");
@@ -310,6 +318,29 @@ impl TestApp {
                     .await;
             }
         }
+    }
+
+    /// Makes the test's PostgreSQL database refuse writes (or take them again): new
+    /// sessions are read-only, and the app's open connections are ended so it reconnects.
+    pub async fn set_postgres_read_only(&self, read_only: bool) {
+        let (server, name) = self.kept.postgres.as_ref().expect("a PostgreSQL test");
+        let mut admin = AsyncPgConnection::establish(server)
+            .await
+            .expect("the PostgreSQL server answers");
+        let setting = if read_only { "on" } else { "off" };
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {setting}; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+            ))
+            .await
+            .expect("the database's writability changes");
+    }
+
+    /// The SQLite file's directory (moved away to make the database vanish).
+    pub fn data_dir(&self) -> &Path {
+        self.kept.data_dir.path()
     }
 
     async fn wait_until_ready(&self) {

@@ -14,11 +14,35 @@ pub struct Sender {
 /// One event for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
-    /// Telegram's update id, used to answer a redelivered update only once; `None` for
-    /// events that do not come from Telegram (the terminal chat).
+    /// Telegram's update id (stored with what it brought, and marked handled when done);
+    /// `None` for events that do not come from Telegram (the terminal chat).
     pub update_id: Option<i64>,
     pub sender: Sender,
     pub kind: InboundKind,
+    /// When vitte accepted it (Unix milliseconds): a message that waited longer than
+    /// `session.answer_within` is failed visibly instead of answered late.
+    pub accepted_at: Option<i64>,
+    /// Accepted before a restart and handed to its session again: it may have been
+    /// handled in part (a message stored, its reply not finished).
+    pub replayed: bool,
+}
+
+impl Inbound {
+    /// A fresh event from `sender`, accepted now (`accepted_at`).
+    pub fn new(
+        update_id: Option<i64>,
+        sender: Sender,
+        kind: InboundKind,
+        accepted_at: i64,
+    ) -> Inbound {
+        Inbound {
+            update_id,
+            sender,
+            kind,
+            accepted_at: Some(accepted_at),
+            replayed: false,
+        }
+    }
 }
 
 /// What the user did.

@@ -74,6 +74,12 @@ pub struct Texts {
     pub reply_cut_off: &'static str,
     /// Added to a reply stopped with /stop.
     pub reply_stopped: &'static str,
+    /// A reply a restart cut short, too late to write now.
+    pub reply_interrupted: &'static str,
+    /// A message that waited too long to be answered now.
+    pub reply_too_late: &'static str,
+    /// A message over `session.max_message_chars`; `{limit}` is the limit.
+    pub message_too_long: &'static str,
     pub nothing_to_stop: &'static str,
     pub regenerate_button: &'static str,
     pub continue_story_button: &'static str,
@@ -181,6 +187,11 @@ const ENGLISH: Texts = Texts {
     typing: "… typing",
     reply_cut_off: "(the reply was cut off — press Regenerate or write on)",
     reply_stopped: "(stopped)",
+    reply_interrupted: "Sorry, my reply to this was interrupted by a restart. Press Retry and \
+                        I will write it again.",
+    reply_too_late: "Sorry, I could not answer this in time. Press Retry and I will try again.",
+    message_too_long: "That message is too long for me: please keep it under {limit} \
+                       characters. Nothing was sent to the character.",
     nothing_to_stop: "Nothing is being written right now.",
     regenerate_button: "🔄 Regenerate",
     continue_story_button: "▶️ Continue",
@@ -280,6 +291,12 @@ const RUSSIAN: Texts = Texts {
     typing: "… печатает",
     reply_cut_off: "(ответ оборвался — нажмите «Переписать» или пишите дальше)",
     reply_stopped: "(остановлено)",
+    reply_interrupted: "Простите, мой ответ на это прервал перезапуск. Нажмите «Повторить», и я \
+                        напишу его снова.",
+    reply_too_late: "Простите, я не успел ответить на это вовремя. Нажмите «Повторить», и я \
+                     попробую ещё раз.",
+    message_too_long: "Это сообщение слишком длинное: пожалуйста, уложитесь в {limit} \
+                       символов. Персонажу ничего не отправлено.",
     nothing_to_stop: "Сейчас ничего не пишется.",
     regenerate_button: "🔄 Переписать",
     continue_story_button: "▶️ Продолжить",

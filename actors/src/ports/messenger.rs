@@ -23,9 +23,14 @@ pub enum DeliveryError {
     /// The user blocked the bot or deleted the chat; retrying will not help.
     #[error("the user has blocked the bot")]
     Blocked,
-    /// Telegram (or the network) failed; the message was not delivered.
+    /// Telegram refused the call, or could not be reached: nothing was applied, and doing
+    /// it another way (an edit as a new message) shows it once.
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// No answer came (a timeout, a connection lost after sending): Telegram may have applied
+    /// the call. Doing it again as a new message could show it twice, so it is not.
+    #[error("delivery uncertain: {0}")]
+    MaybeDelivered(String),
     /// Telegram asks to wait this long (flood control); returned for drafts, which are not
     /// worth waiting for.
     #[error("Telegram asks to wait {retry_after:?}")]

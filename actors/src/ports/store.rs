@@ -38,6 +38,9 @@ pub struct HistoryEntry {
 pub enum MessageStatus {
     /// A normal message.
     Complete,
+    /// A user message whose reply is being written: what a crash leaves behind, and what
+    /// recovery answers (or visibly fails) after it.
+    Pending,
     /// A user message the LLM could not answer (kept, so nothing is lost).
     Unanswered,
     /// A reply that Telegram did not accept (kept in the history all the same).
@@ -54,6 +57,7 @@ impl MessageStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             MessageStatus::Complete => "complete",
+            MessageStatus::Pending => "pending",
             MessageStatus::Unanswered => "unanswered",
             MessageStatus::Undelivered => "undelivered",
             MessageStatus::Partial => "partial",
@@ -90,6 +94,34 @@ pub struct NewMessage {
     pub usage: Option<TokenUsage>,
     /// The persona message this one replaces ("Regenerate"): marked replaced with it.
     pub replaces: Option<i64>,
+    /// The Telegram update a user message came with: a message is stored once per update,
+    /// and storing it marks the update handled.
+    pub update_id: Option<i64>,
+    /// For a user message: the Telegram message that shows (or will show) its reply, so a
+    /// reply cut short by a crash is finished there.
+    pub reply_message_id: Option<i64>,
+    /// For a persona message: the user message it answers, marked answered with it.
+    pub answers: Option<i64>,
+}
+
+impl NewMessage {
+    /// A message with `content`, complete, and nothing else attached.
+    pub fn new(role: Role, content: String, token_count: u32) -> NewMessage {
+        NewMessage {
+            role,
+            content,
+            token_count,
+            status: MessageStatus::Complete,
+            telegram_message_id: None,
+            earlier_parts: Vec::new(),
+            provider: None,
+            usage: None,
+            replaces: None,
+            update_id: None,
+            reply_message_id: None,
+            answers: None,
+        }
+    }
 }
 
 /// One LLM call's tokens, for the account of a user's slot (and today, UTC).
@@ -107,7 +139,7 @@ pub enum Appended {
     Stored {
         message_id: i64,
     },
-    /// The update it came with had been handled before: nothing was stored.
+    /// A message of the same update is stored already: nothing was stored.
     Duplicate,
 }
 
@@ -134,6 +166,21 @@ pub struct StoredDialog {
     pub persona_messages: u32,
     /// Oldest first.
     pub history: Vec<HistoryEntry>,
+    /// User messages of this dialog whose reply was still being written when the process
+    /// stopped (or its session crashed), oldest first.
+    pub pending: Vec<PendingReply>,
+}
+
+/// A user message whose reply was never finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReply {
+    /// The user message.
+    pub message_id: i64,
+    /// The Telegram message showing the unfinished reply (a placeholder or a draft), if one
+    /// was sent.
+    pub reply_message_id: Option<i64>,
+    /// When the user message was stored (Unix milliseconds).
+    pub created_at: i64,
 }
 
 /// A dialog to open: a persona playing a story in one of a user's slots.
@@ -203,23 +250,24 @@ pub trait SessionStore: Send + Sync + 'static {
         modes: DialogModes,
     ) -> Result<(), StoreError>;
 
-    /// Appends a message to a dialog with what belongs to it: first the claim of the
-    /// Telegram update it came with (if that update was handled before, nothing is stored),
-    /// then the message (marking the message it replaces, if any), then its token usage.
+    /// Appends a message to a dialog with what belongs to it: the message (if a message of
+    /// the same update is stored already, nothing is), the update marked handled, the user
+    /// message it answers marked answered, the message it replaces marked replaced, and its
+    /// token usage.
     async fn append_message(
         &self,
         dialog_id: DialogId,
         message: &NewMessage,
-        update_id: Option<i64>,
     ) -> Result<Appended, StoreError>;
 
-    /// Records that a Telegram update is being handled. Returns false if it was recorded
-    /// before: a redelivery, which must not be answered again.
-    async fn claim_update(&self, update_id: i64) -> Result<bool, StoreError>;
+    /// Whether a message of this Telegram update is stored (a replayed update after a
+    /// crash).
+    async fn is_update_stored(&self, update_id: i64) -> Result<bool, StoreError>;
 
-    /// Marks a user message as unanswered (the LLM failed).
-    async fn mark_last_user_message_unanswered(
-        &self,
-        dialog_id: DialogId,
-    ) -> Result<(), StoreError>;
+    /// Marks an accepted update handled: it is not replayed after a restart.
+    async fn finish_update(&self, update_id: i64) -> Result<(), StoreError>;
+
+    /// Stores how a user message's reply ended: `Complete` (answered, or stopped by the
+    /// user) or `Unanswered` (failed; "Retry" asks again).
+    async fn set_status(&self, message_id: i64, status: MessageStatus) -> Result<(), StoreError>;
 }

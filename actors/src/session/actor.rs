@@ -21,10 +21,10 @@ use crate::domain::event::{Command, Inbound, InboundKind, Sender};
 use crate::domain::texts::{Lang, Texts};
 use crate::metrics::ErrorKind;
 use crate::ports::{ChatId, UserId};
-use crate::session::delivery::send;
-use crate::session::handlers::handle_event;
+use crate::session::delivery::{finish_update, send};
+use crate::session::handlers::{handle_event, recover_replies};
 use crate::session::messages::{Deliver, Passivate, SessionIdle};
-use crate::session::state::{Generation, SessionDeps, SessionState};
+use crate::session::state::{Generation, Recovery, SessionDeps, SessionState};
 use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
 
 /// Where a session is in its life; exactly one piece of work runs at a time.
@@ -57,6 +57,8 @@ pub struct SessionActor {
     /// The user's language as of the last finished event, for notices sent outside the work.
     lang: Option<Lang>,
     events_received: u64,
+    /// What the next recovery does (see [`Recovery`]).
+    recovery: Recovery,
     idle_timer: Option<SpawnHandle>,
     /// Runs each event's work under supervision (and remembers this session's crashes).
     guard: Arc<Guard>,
@@ -73,6 +75,7 @@ impl SessionActor {
             generation: None,
             lang: None,
             events_received: 0,
+            recovery: Recovery::AfterRestart,
             idle_timer: None,
             guard: Arc::new(Guard::new(ActorKind::Session, deps.supervisor.clone())),
             deps,
@@ -94,9 +97,9 @@ impl SessionActor {
             .texts()
     }
 
-    /// /stop does not wait in the queue: it cancels the reply being written at once (after
-    /// checking that Telegram is not redelivering an old /stop). With nothing being
-    /// handled, the user is told so.
+    /// /stop does not wait in the queue: it cancels the reply being written at once. With
+    /// nothing being handled, the user is told so. (A redelivered /stop never gets here: the
+    /// ingress turns redeliveries away.)
     fn stop_generation(&mut self, event: &Inbound) {
         let deps = self.deps.clone();
         let generation = self.generation.clone();
@@ -104,26 +107,21 @@ impl SessionActor {
         let chat = event.sender.chat_id;
         let update_id = event.update_id;
         actix::spawn(async move {
-            let fresh = match update_id {
-                // If storage cannot tell, stopping is the safer guess.
-                Some(update_id) => deps.store.claim_update(update_id).await.unwrap_or(true),
-                None => true,
-            };
-            match (fresh, generation) {
-                (false, _) => deps.metrics.duplicate_updates_total.inc(),
+            match generation {
                 // An event is being handled: if it writes a reply (now or later), the reply
                 // stops; if it never does, the user is told when it is done.
-                (true, Some(generation)) => {
+                Some(generation) => {
                     generation.cancel.cancel();
-                    // The work may have ended while the update was being claimed.
+                    // The work may have ended meanwhile.
                     if generation.stop_found_nothing() {
                         send(&deps, chat, texts.nothing_to_stop, None).await;
                     }
                 }
-                (true, None) => {
+                None => {
                     send(&deps, chat, texts.nothing_to_stop, None).await;
                 }
             }
+            finish_update(&deps, update_id).await;
             deps.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -135,16 +133,63 @@ impl SessionActor {
     }
 
     /// Starts the next piece of work if none is running: the load from storage first, then
-    /// queued events in order; with nothing to do, arms the idle timer.
+    /// the replies a crash left unfinished, then queued events in order; with nothing to
+    /// do, arms the idle timer.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
             Phase::Loading | Phase::Handling | Phase::Restarting => {}
             Phase::Unloaded => self.start_load(ctx),
+            Phase::Ready if self.recovery_due() => self.start_recovery(ctx),
             Phase::Ready => match self.pop_event() {
                 Some(event) => self.start_event(event, ctx),
                 None => self.arm_idle_timer(ctx),
             },
         }
+    }
+
+    /// Whether the loaded state has replies to finish, or a crash to apologise for.
+    fn recovery_due(&self) -> bool {
+        let unfinished = self
+            .state
+            .as_ref()
+            .is_some_and(|state| !state.unfinished.is_empty());
+        unfinished || matches!(self.recovery, Recovery::AfterCrash { .. })
+    }
+
+    /// Finishes the replies a crash left unfinished (see [`recover_replies`]) before any
+    /// queued event; after a panic of this session, apologises instead.
+    fn start_recovery(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Handling;
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let recovery = std::mem::replace(&mut self.recovery, Recovery::AfterRestart);
+        let deps = self.deps.clone();
+        deps.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.state.take().unwrap_or_default();
+        let generation = Arc::new(Generation::default());
+        self.generation = Some(generation.clone());
+        let guard = self.guard.clone();
+        let work = async move {
+            let outcome = guard
+                .run(recover_replies(&deps, &mut state, &generation, recovery))
+                .await;
+            outcome.map(|()| state)
+        };
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+            session.generation = None;
+            match outcome {
+                Ok(state) => {
+                    session.state = Some(state);
+                    session.phase = Phase::Ready;
+                }
+                // Recovery after a crash writes no reply: it cannot crash the same way
+                // twice. Whatever it was, the next load gives up on what is unfinished.
+                Err(crash) => session.restart_after(&crash, None, ctx),
+            }
+            session.pump(ctx);
+        }));
     }
 
     fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
@@ -225,25 +270,25 @@ impl SessionActor {
                     session.state = Some(state);
                     session.phase = Phase::Ready;
                 }
-                Err(crash) => session.restart_after(&crash, &sender, ctx),
+                Err(crash) => session.restart_after(&crash, Some(&sender), ctx),
             }
             session.pump(ctx);
         }));
     }
 
-    /// The work for one event panicked (the guard has logged and counted it): apologise, and
+    /// The work for one event (of `sender`) panicked (the guard has logged and counted it):
     /// restart the session from storage (its in-memory state may be half-updated) after the
-    /// guard's backoff.
-    fn restart_after(&mut self, crash: &Crash, sender: &Sender, ctx: &mut Context<Self>) {
+    /// guard's backoff. The reply it was writing is not tried again (the same panic could
+    /// follow): the restarted session shows the apology where that reply was, with "Retry".
+    fn restart_after(&mut self, crash: &Crash, sender: Option<&Sender>, ctx: &mut Context<Self>) {
         tracing::warn!(user_id = self.user_id, restart_in = ?crash.restart_in, "session restarts from storage");
         self.deps.metrics.session_panics_total.inc();
         self.state = None;
         self.phase = Phase::Restarting;
-        spawn_notice(
-            &self.deps,
-            sender.chat_id,
-            self.texts_for(sender).internal_error,
-        );
+        let lang = sender.map(|sender| self.texts_for(sender).internal_error);
+        self.recovery = Recovery::AfterCrash {
+            apology_to: sender.map(|sender| sender.chat_id).zip(lang),
+        };
         ctx.run_later(crash.restart_in, |session, ctx| {
             session.phase = Phase::Unloaded;
             session.pump(ctx);
@@ -323,11 +368,16 @@ impl Handler<Passivate> for SessionActor {
 
 /// Answers an event that will not be handled with `notice`, acknowledging its button, and
 /// counts it as finished.
+/// (The user is asked to send it again: its update is done with, never replayed.)
 fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
     if let InboundKind::Button { callback_id, .. } = &event.kind {
         spawn_acknowledge(deps, callback_id.clone());
     }
-    spawn_notice(deps, event.sender.chat_id, notice);
+    let (owned, chat, update_id) = (deps.clone(), event.sender.chat_id, event.update_id);
+    actix::spawn(async move {
+        send(&owned, chat, notice, None).await;
+        finish_update(&owned, update_id).await;
+    });
     deps.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 

@@ -1,13 +1,13 @@
 //! Sending to the user and storing what was said: the session's two ways out, with
 //! failures counted and logged (never silently dropped).
 
-use crate::domain::event::Sender;
 use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, split_message};
 use crate::metrics::ErrorKind;
 use crate::ports::{
-    Appended, ChatId, HistoryEntry, Keyboard, MessageStatus, NewMessage, Role, TokenUsage,
+    Appended, ChatId, DeliveryError, HistoryEntry, Keyboard, MessageStatus, NewMessage, Role,
+    TokenUsage,
 };
-use crate::session::state::{Dialog, SessionDeps, SessionState};
+use crate::session::state::{Dialog, SessionDeps};
 
 /// Sends one message (≤ 4096 characters), counting and logging failures. Returns the
 /// Telegram message id when it was delivered.
@@ -17,20 +17,31 @@ pub(crate) async fn send(
     text: &str,
     keyboard: Option<&Keyboard>,
 ) -> Option<i64> {
-    match deps.messenger.send_text(chat, text, keyboard).await {
-        Ok(message_id) => {
+    try_send(deps, chat, text, keyboard).await.ok()
+}
+
+/// [`send`], telling why a message was not delivered (a user who blocked the bot is not
+/// worth an LLM call).
+pub(crate) async fn try_send(
+    deps: &SessionDeps,
+    chat: ChatId,
+    text: &str,
+    keyboard: Option<&Keyboard>,
+) -> Result<i64, DeliveryError> {
+    let sent = deps.messenger.send_text(chat, text, keyboard).await;
+    match &sent {
+        Ok(_) => {
             deps.metrics
                 .telegram_messages_total
                 .with_label_values(&["out"])
                 .inc();
-            Some(message_id)
         }
         Err(error) => {
             tracing::warn!(%error, "could not deliver a message");
             deps.metrics.count_error(ErrorKind::Telegram);
-            None
         }
     }
+    sent
 }
 
 /// Sends a text of any length, split into Telegram-sized parts; the keyboard goes on the
@@ -67,8 +78,12 @@ pub(crate) struct Extras {
     pub(crate) earlier_parts: Vec<i64>,
     pub(crate) provider: Option<String>,
     pub(crate) usage: Option<TokenUsage>,
-    /// The update it came with, claimed in the same call.
+    /// The update a user message came with (marked handled in the same call).
     pub(crate) update_id: Option<i64>,
+    /// For a user message: the Telegram message showing its reply.
+    pub(crate) reply_message_id: Option<i64>,
+    /// For a persona message: the user message it answers (marked answered with it).
+    pub(crate) answers: Option<i64>,
     /// The message it replaces ("Regenerate"), marked in the same call.
     pub(crate) replaces: Option<i64>,
     /// Tokens of the content when the caller counted them already.
@@ -84,6 +99,8 @@ impl Default for Extras {
             provider: None,
             usage: None,
             update_id: None,
+            reply_message_id: None,
+            answers: None,
             replaces: None,
             token_count: None,
         }
@@ -93,7 +110,8 @@ impl Default for Extras {
 /// What storing a message came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recorded {
-    Stored,
+    /// Stored, with this storage id.
+    Stored(i64),
     /// Its update had been handled before; nothing was stored.
     Duplicate,
     Failed,
@@ -129,12 +147,11 @@ pub(crate) async fn record(
         provider: extras.provider,
         usage: extras.usage,
         replaces: extras.replaces,
+        update_id: extras.update_id,
+        reply_message_id: extras.reply_message_id,
+        answers: extras.answers,
     };
-    let message_id = match deps
-        .store
-        .append_message(dialog.id, &message, extras.update_id)
-        .await
-    {
+    let message_id = match deps.store.append_message(dialog.id, &message).await {
         Ok(Appended::Stored { message_id }) => message_id,
         Ok(Appended::Duplicate) => return Recorded::Duplicate,
         Err(error) => {
@@ -145,7 +162,7 @@ pub(crate) async fn record(
     };
     dialog.last_active_at = deps.clock.now_millis();
     if !MessageStatus::in_dialog(message.status.as_str()) {
-        return Recorded::Stored;
+        return Recorded::Stored(message_id);
     }
     if role == Role::Assistant {
         dialog.persona_messages += 1;
@@ -161,31 +178,17 @@ pub(crate) async fn record(
     while dialog.history.len() > deps.settings.history_limit {
         dialog.history.pop_front();
     }
-    Recorded::Stored
+    Recorded::Stored(message_id)
 }
 
-/// Records that an update is being handled; false for a redelivery (or when storage fails,
-/// after telling the user).
-pub(crate) async fn claim_update(
-    deps: &SessionDeps,
-    state: &SessionState,
-    sender: &Sender,
-    update_id: i64,
-) -> bool {
-    match deps.store.claim_update(update_id).await {
-        Ok(true) => true,
-        Ok(false) => {
-            // Telegram redelivered an update we handled already: answer it only once.
-            deps.metrics.duplicate_updates_total.inc();
-            tracing::debug!(update_id, "duplicate update ignored");
-            false
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not record an update");
-            deps.metrics.count_error(ErrorKind::Storage);
-            let texts = state.lang(sender).texts();
-            send(deps, sender.chat_id, texts.storage_failed, None).await;
-            false
-        }
+/// Marks an event's update handled in storage, so it is not replayed after a restart.
+pub(crate) async fn finish_update(deps: &SessionDeps, update_id: Option<i64>) {
+    let Some(update_id) = update_id else {
+        return;
+    };
+    if let Err(error) = deps.store.finish_update(update_id).await {
+        // It is replayed after a restart, where a stored message is recognised.
+        tracing::warn!(%error, update_id, "could not mark an update handled");
+        deps.metrics.count_error(ErrorKind::Storage);
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! - ingress → [`SessionRouter::route`](super::router::SessionRouter::route) →
 //!   [`RouteEvent`] → the user's shard;
+//! - startup recovery → [`SessionRouter::activate`](super::router::SessionRouter::activate)
+//!   → [`Activate`] → the user's shard, which activates the session;
 //! - shard → [`Deliver`] → the user's session (activated first if need be);
 //! - session → [`SessionIdle`] → its shard, after the idle timeout;
 //! - shard → [`Passivate`] → the session, when no event is on its way to it.
@@ -16,6 +18,12 @@ use crate::ports::UserId;
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct RouteEvent(pub Inbound);
+
+/// Activates a user's session without an event: after a restart, for users whose replies a
+/// crash left unfinished (the session finishes them as it loads).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Activate(pub UserId);
 
 /// An event for this session, routed by its shard.
 #[derive(Message, Debug)]

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use crate::domain::event::Inbound;
 use crate::ports::UserId;
 use crate::session::actor::SessionActor;
-use crate::session::messages::{Deliver, Passivate, RouteEvent, SessionIdle};
+use crate::session::messages::{Activate, Deliver, Passivate, RouteEvent, SessionIdle};
 use crate::session::state::SessionDeps;
 
 /// Routes events to sessions; cheap to clone and share between HTTP workers.
@@ -57,6 +57,13 @@ impl SessionRouter {
         self.deps.in_flight.fetch_add(1, Ordering::SeqCst);
         let index = shard_index(event.sender.user_id, self.shards.len());
         self.shards[index].do_send(RouteEvent(event));
+    }
+
+    /// Activates `user_id`'s session (if it is not active), which finishes the replies a
+    /// crash left unfinished as it loads.
+    pub fn activate(&self, user_id: UserId) {
+        let index = shard_index(user_id, self.shards.len());
+        self.shards[index].do_send(Activate(user_id));
     }
 
     /// Events accepted by sessions and not yet finished.
@@ -112,21 +119,37 @@ impl Handler<RouteEvent> for SessionShard {
     /// Finds or activates the user's session and delivers the event. A session whose actor
     /// has died is replaced by a fresh activation, which reloads from storage.
     fn handle(&mut self, RouteEvent(event): RouteEvent, ctx: &mut Self::Context) {
-        let user_id = event.sender.user_id;
-        let alive = self
+        let entry = self.session(event.sender.user_id, ctx);
+        entry.routed += 1;
+        entry.session.do_send(Deliver(event));
+    }
+}
+
+impl SessionShard {
+    /// The user's session, activated if it is not alive (a session whose actor has died is
+    /// replaced by a fresh activation, which reloads from storage).
+    fn session(&mut self, user_id: UserId, ctx: &mut Context<Self>) -> &mut ShardEntry {
+        let start = |deps: &Arc<SessionDeps>| ShardEntry {
+            session: SessionActor::new(user_id, deps.clone(), ctx.address().recipient()).start(),
+            routed: 0,
+        };
+        let entry = self
             .sessions
-            .get(&user_id)
-            .is_some_and(|entry| entry.session.connected());
-        if !alive {
-            let session =
-                SessionActor::new(user_id, self.deps.clone(), ctx.address().recipient()).start();
-            self.sessions
-                .insert(user_id, ShardEntry { session, routed: 0 });
+            .entry(user_id)
+            .or_insert_with(|| start(&self.deps));
+        if !entry.session.connected() {
+            *entry = start(&self.deps);
         }
-        if let Some(entry) = self.sessions.get_mut(&user_id) {
-            entry.routed += 1;
-            entry.session.do_send(Deliver(event));
-        }
+        entry
+    }
+}
+
+impl Handler<Activate> for SessionShard {
+    type Result = ();
+
+    /// Activates the user's session if it is not active; it loads (and recovers) at once.
+    fn handle(&mut self, Activate(user_id): Activate, ctx: &mut Self::Context) {
+        self.session(user_id, ctx);
     }
 }
 

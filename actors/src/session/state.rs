@@ -15,8 +15,8 @@ use crate::domain::safety::SafetyPolicy;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::Metrics;
 use crate::ports::{
-    Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, SessionStore,
-    StoredDialog, StoredSession, UserPreferences, UserProfile,
+    Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingReply,
+    SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
 };
 use crate::supervision::Supervisor;
 
@@ -39,6 +39,11 @@ pub struct SessionSettings {
     pub continue_every: u32,
     /// A dialog resumed after this long opens with a greeting that recalls the story.
     pub welcome_back_after: Duration,
+    /// A user message longer than this (in characters) is refused with an explanation.
+    pub max_message_chars: usize,
+    /// A message still unanswered this long after it arrived (it waited through an overload
+    /// or a restart) is failed visibly, with "Retry", instead of answered late.
+    pub answer_within: Duration,
 }
 
 impl Default for SessionSettings {
@@ -49,6 +54,8 @@ impl Default for SessionSettings {
             min_edit_chars: 20,
             continue_every: 7,
             welcome_back_after: Duration::from_secs(6 * 3600),
+            max_message_chars: 2000,
+            answer_within: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -79,6 +86,9 @@ pub(crate) struct SessionState {
     /// Slot n lives at index n - 1.
     pub(crate) slots: [Option<Dialog>; SLOT_COUNT as usize],
     pub(crate) active_slot: Option<u8>,
+    /// Replies left unfinished by a crash, found on loading, each with its dialog's slot:
+    /// the session finishes (or visibly fails) them before anything else.
+    pub(crate) unfinished: Vec<(u8, PendingReply)>,
 }
 
 /// One slot's dialog: a persona playing a story.
@@ -220,6 +230,10 @@ impl SessionState {
             if index >= state.slots.len() {
                 continue;
             }
+            let slot = dialog.slot;
+            state
+                .unfinished
+                .extend(dialog.pending.iter().map(|pending| (slot, pending.clone())));
             // A dialog whose persona file was removed cannot go on; the slot shows empty.
             state.slots[index] = Dialog::from_stored(personas, dialog);
         }
@@ -265,6 +279,20 @@ impl SessionState {
     }
 }
 
+/// What a session's recovery does once its state is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// The session was (re)activated: replies a crash of the process left unfinished are
+    /// written now when still young enough, else visibly failed.
+    AfterRestart,
+    /// This session's own work panicked: unfinished replies are not tried again (the same
+    /// panic could follow) but show the apology with "Retry"; with none, the apology goes
+    /// to `apology_to` (chat, text) as a message of its own.
+    AfterCrash {
+        apology_to: Option<(crate::ports::ChatId, &'static str)>,
+    },
+}
+
 /// The reply being written for the event in progress, shared between the session actor and
 /// its work so that /stop can cancel it without waiting in the queue.
 #[derive(Debug, Default)]
@@ -277,12 +305,25 @@ pub(crate) struct Generation {
     finished: AtomicBool,
     /// Set by whoever tells the user that a /stop found nothing to stop (only one does).
     stop_answered: AtomicBool,
+    /// Set once the event's update is marked handled in storage (with the message it
+    /// brought), so it needs no separate write at the end.
+    update_settled: AtomicBool,
 }
 
 impl Generation {
     /// Marks the event's work as done.
     pub(crate) fn finish(&self) {
         self.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks that the event's update was marked handled in storage.
+    pub(crate) fn settle_update(&self) {
+        self.update_settled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the event's update was marked handled in storage.
+    pub(crate) fn is_update_settled(&self) -> bool {
+        self.update_settled.load(Ordering::SeqCst)
     }
 
     /// Marks that a reply is being written (a /stop now finds something to stop).

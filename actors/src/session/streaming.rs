@@ -19,7 +19,7 @@ use crate::ports::{
     ChatId, Completion, CompletionRequest, DeliveryError, HistoryEntry, Keyboard, LlmError,
     MessageStatus, Render, Role, TextSink, TokenUsage,
 };
-use crate::session::delivery::{Extras, Recorded, delivery_status, record, send};
+use crate::session::delivery::{Extras, Recorded, delivery_status, record, send, try_send};
 use crate::session::keyboards::{continue_story_button, reply_keyboard, retry_keyboard, row};
 use crate::session::state::{Dialog, SessionDeps};
 use crate::session::turn::Turn;
@@ -42,6 +42,19 @@ pub(crate) enum Directive {
 }
 
 impl Directive {
+    /// The user message this reply answers: the dialog's last message when it is the
+    /// user's and the reply answers it.
+    fn answers(&self, dialog: &Dialog) -> Option<i64> {
+        match self {
+            Directive::Reply | Directive::ReplyAfterAbsence { .. } => dialog
+                .history
+                .back()
+                .filter(|entry| entry.role == Role::User && entry.message_id != 0)
+                .map(|entry| entry.message_id),
+            _ => None,
+        }
+    }
+
     /// The one-off instruction that goes after the prompt, if any. For "Regenerate" it is
     /// the one the replaced reply had: none after a user's message, "go on" otherwise.
     fn instruction(&self, dialog: &Dialog, user_name: &str) -> Option<String> {
@@ -104,17 +117,47 @@ pub(crate) struct LiveReply {
 /// Longest flood-control wait a reply honours before trying again anyway.
 const MAX_THROTTLE: Duration = Duration::from_secs(30);
 
+/// Telegram messages that already show a reply (or its placeholder), to be written over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShownReply {
+    /// The messages, in order (a long reply's parts).
+    ids: Vec<i64>,
+    /// What the first of them shows.
+    first_part: String,
+}
+
+impl ShownReply {
+    /// The messages of a stored reply ("Regenerate" writes over them).
+    pub(crate) fn of(entry: &HistoryEntry) -> Option<ShownReply> {
+        let mut ids = entry.earlier_parts.clone();
+        ids.extend(entry.telegram_message_id);
+        let first_part = split_message(&entry.content, TELEGRAM_MESSAGE_LIMIT)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        (!ids.is_empty()).then_some(ShownReply { ids, first_part })
+    }
+
+    /// One message left showing an unfinished reply (a placeholder frozen by a crash).
+    pub(crate) fn frozen(message_id: i64) -> ShownReply {
+        ShownReply {
+            ids: vec![message_id],
+            first_part: String::new(),
+        }
+    }
+}
+
 impl LiveReply {
-    /// Starts a reply with a placeholder: a new message, or for "Regenerate" the first
-    /// message of the reply `reuse` (its other parts are removed; a shorter or longer new
-    /// reply takes the messages it needs). If Telegram refuses, the reply is sent as new
-    /// messages at the end.
+    /// Starts a reply with a placeholder: a new message, or the first message of `reuse`
+    /// (its other parts are removed; a shorter or longer new reply takes the messages it
+    /// needs). If Telegram refuses, the reply is sent as new messages at the end; if the user
+    /// has blocked the bot, there is no reply to write (the LLM is not asked).
     async fn open(
         deps: &SessionDeps,
         chat: ChatId,
         placeholder: &str,
-        reuse: Option<&HistoryEntry>,
-    ) -> Self {
+        reuse: Option<ShownReply>,
+    ) -> Result<Self, DeliveryError> {
         let mut live = LiveReply {
             chat,
             messages: Vec::new(),
@@ -122,18 +165,12 @@ impl LiveReply {
             edit_interval: deps.settings.edit_interval,
             throttled_until: None,
         };
-        let reuse = reuse.and_then(|previous| {
-            let mut ids = previous.earlier_parts.clone();
-            ids.extend(previous.telegram_message_id);
-            let first = *ids.first()?;
-            let showing = split_message(&previous.content, TELEGRAM_MESSAGE_LIMIT)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            Some((first, showing, ids))
-        });
         match reuse {
-            Some((message_id, showing, ids)) => {
+            Some(ShownReply {
+                ids,
+                first_part: showing,
+            }) => {
+                let message_id = ids[0];
                 for later in ids.into_iter().skip(1) {
                     if let Err(error) = deps.messenger.delete_message(chat, later).await {
                         tracing::debug!(%error, "could not remove a part of the old reply");
@@ -151,16 +188,42 @@ impl LiveReply {
                         live.throttle(retry_after);
                         live.messages.push((message_id, showing));
                     }
+                    Err(DeliveryError::Blocked) => return Err(DeliveryError::Blocked),
                     Err(error) => tracing::debug!(%error, "could not reuse a message"),
                 }
             }
-            None => {
-                if let Some(message_id) = send(deps, chat, placeholder, None).await {
-                    live.messages.push((message_id, placeholder.to_owned()));
-                }
+            None => match try_send(deps, chat, placeholder, None).await {
+                Ok(message_id) => live.messages.push((message_id, placeholder.to_owned())),
+                Err(DeliveryError::Blocked) => return Err(DeliveryError::Blocked),
+                // The final text is sent as a new message.
+                Err(_) => {}
+            },
+        }
+        Ok(live)
+    }
+
+    /// Shows `text` (with `keyboard`) instead of the reply: a notice in its place.
+    pub(crate) async fn finish_with(
+        mut self,
+        deps: &SessionDeps,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) {
+        self.show(deps, text, keyboard).await;
+    }
+
+    /// Removes the placeholder: there is no reply to write after all.
+    pub(crate) async fn discard(self, deps: &SessionDeps) {
+        for (message_id, _) in self.messages {
+            if let Err(error) = deps.messenger.delete_message(self.chat, message_id).await {
+                tracing::debug!(%error, "could not remove a placeholder");
             }
         }
-        live
+    }
+
+    /// The Telegram message that shows the start of the reply.
+    pub(crate) fn first_message_id(&self) -> Option<i64> {
+        self.messages.first().map(|(message_id, _)| *message_id)
     }
 
     fn throttle(&mut self, retry_after: Duration) {
@@ -225,11 +288,18 @@ impl LiveReply {
                         .await;
                     match edited {
                         Ok(()) => *shown = part,
+                        // The edit may have been applied: a new message could show the reply
+                        // twice. It is left as it is (most likely showing the final text).
+                        Err(DeliveryError::MaybeDelivered(error)) => {
+                            tracing::warn!(%error, "a reply's final edit may not have arrived");
+                            deps.metrics.count_error(ErrorKind::Telegram);
+                            *shown = part;
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "could not edit a reply");
                             deps.metrics.count_error(ErrorKind::Telegram);
-                            // The final text must arrive: as a new message if need be, and
-                            // the draft it replaces goes (if Telegram lets us).
+                            // Refused for sure: the final text must arrive, as a new message,
+                            // and the draft it replaces goes (if Telegram lets us).
                             match send(deps, self.chat, &part, keyboard).await {
                                 Some(new_id) => {
                                     let draft = std::mem::replace(message_id, new_id);
@@ -271,12 +341,63 @@ impl LiveReply {
     }
 }
 
+/// Shows the placeholder of a reply about to be written (over `reuse` if given). From here
+/// /stop finds a reply being written. `Err(Blocked)`: the user has blocked the bot.
+pub(crate) async fn open_reply(
+    turn: &Turn<'_>,
+    reuse: Option<ShownReply>,
+) -> Result<LiveReply, DeliveryError> {
+    // /stop may come while the placeholder is still on its way.
+    turn.generation.start_reply();
+    LiveReply::open(turn.deps, turn.chat(), turn.texts.typing, reuse).await
+}
+
 /// Writes the persona's next message for `directive`: streams it into a placeholder, then
 /// stores it (complete, partial or withheld) with its token usage. Any failure ends in a
 /// short notice, never silence.
 pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive: Directive) {
+    let reuse = match &directive {
+        Directive::Regenerate { previous } => ShownReply::of(previous),
+        _ => None,
+    };
+    match open_reply(turn, reuse).await {
+        Ok(live) => write_reply_into(turn, dialog, directive, live).await,
+        Err(_) => blocked(turn, dialog, &directive).await,
+    }
+}
+
+/// The user has blocked the bot: nothing is written (no LLM call is paid for); a message
+/// waiting for this reply stays unanswered, and a regenerated reply keeps its place.
+async fn blocked(turn: &Turn<'_>, dialog: &mut Dialog, directive: &Directive) {
+    tracing::info!("the user has blocked the bot: no reply is written");
+    if let Directive::Regenerate { previous } = directive {
+        dialog.restore(previous.clone());
+    }
+    settle(turn, directive.answers(dialog), MessageStatus::Unanswered).await;
+}
+
+/// Stores how a user message's reply ended (`Complete` or `Unanswered`), if the reply
+/// answered one.
+async fn settle(turn: &Turn<'_>, message_id: Option<i64>, status: MessageStatus) {
+    let Some(message_id) = message_id else {
+        return;
+    };
+    if let Err(error) = turn.deps.store.set_status(message_id, status).await {
+        tracing::warn!(%error, "could not store how a reply ended");
+        turn.deps.metrics.count_error(ErrorKind::Storage);
+    }
+}
+
+/// [`write_reply`] into a reply whose placeholder is on screen already.
+pub(crate) async fn write_reply_into(
+    turn: &Turn<'_>,
+    dialog: &mut Dialog,
+    directive: Directive,
+    mut live: LiveReply,
+) {
     let deps = turn.deps;
     let texts = turn.texts;
+    let answering = directive.answers(dialog);
     let instruction = directive.instruction(dialog, &turn.sender.first_name);
     let (fixed, history) = dialog.prompt_parts(&deps.prompts, &turn.sender.first_name);
     let prompt = deps
@@ -287,14 +408,6 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
     let mut request = CompletionRequest::companion(prompt.messages, turn.sender.user_id);
     request.stream = Some(sink);
 
-    let reuse = match &directive {
-        Directive::Regenerate { previous } => Some(previous),
-        _ => None,
-    };
-    // From here /stop finds a reply being written (it may come while the placeholder is
-    // still on its way).
-    turn.generation.start_reply();
-    let mut live = LiveReply::open(deps, turn.chat(), texts.typing, reuse).await;
     let (streamed, ending) = stream(turn, &mut live, request, pieces).await;
 
     let number = dialog.persona_messages + 1;
@@ -328,6 +441,8 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
         Ending::Finished(Ok(completion)) if !completion.text.trim().is_empty() => {
             let text = completion.text.trim().to_owned();
             if !deps.safety.output_allowed(&text) {
+                // Stored first, so what the user sees is already what storage says.
+                settle(turn, answering, MessageStatus::Unanswered).await;
                 return withhold(turn, dialog, &mut live, text, &directive).await;
             }
             let tokens = deps.prompts.counter().count(&text);
@@ -342,6 +457,7 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
             }
         }
         Ending::Withheld => {
+            settle(turn, answering, MessageStatus::Unanswered).await;
             return withhold(turn, dialog, &mut live, streamed, &directive).await;
         }
         // Cut short after some text: the user keeps what came, with a note.
@@ -368,12 +484,14 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
         }
         Ending::Stopped => {
             deps.metrics.count_reply(ReplyOutcome::Stopped);
-            restore_or_notice(turn, dialog, &mut live, &directive, texts.reply_stopped).await;
-            return;
+            // The user stopped it: their message is answered by that.
+            settle(turn, answering, MessageStatus::Complete).await;
+            return restore_or_notice(turn, dialog, &mut live, &directive, texts.reply_stopped)
+                .await;
         }
         Ending::Finished(result) => {
-            fail(turn, dialog, &mut live, &directive, result.err()).await;
-            return;
+            settle(turn, answering, MessageStatus::Unanswered).await;
+            return fail(turn, dialog, &mut live, &directive, result.err()).await;
         }
     };
     let FinishedReply {
@@ -406,9 +524,10 @@ pub(crate) async fn write_reply(turn: &Turn<'_>, dialog: &mut Dialog, directive:
         earlier_parts: live.earlier_parts(),
         provider,
         usage: Some(usage),
-        update_id: None,
         replaces,
+        answers: answering,
         token_count: Some(tokens),
+        ..Extras::default()
     };
     let recorded = record(deps, dialog, Role::Assistant, text, extras).await;
     if let (Directive::Regenerate { previous }, Recorded::Failed) = (&directive, recorded) {
@@ -576,14 +695,8 @@ async fn fail(
         _ => texts.llm_failed,
     };
     match directive {
+        // The user's message stays unanswered (the caller stores that): "Retry" asks again.
         Directive::Reply | Directive::ReplyAfterAbsence { .. } => {
-            if let Err(error) = deps
-                .store
-                .mark_last_user_message_unanswered(dialog.id)
-                .await
-            {
-                tracing::warn!(%error, "could not mark a message unanswered");
-            }
             let keyboard = retry_keyboard(texts);
             live.show(deps, notice, Some(&keyboard)).await;
         }

@@ -40,3 +40,10 @@ impl Turn<'_> {
         self.deps.clock.now_millis()
     }
 }
+
+/// How an event arrived.
+pub(crate) struct Arrival {
+    pub(crate) update_id: Option<i64>,
+    pub(crate) accepted_at: Option<i64>,
+    pub(crate) replayed: bool,
+}

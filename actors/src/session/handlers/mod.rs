@@ -11,6 +11,7 @@
 //!   [`streaming`](super::streaming).
 
 mod gallery;
+mod recover;
 mod reply;
 mod settings;
 mod slots;
@@ -22,11 +23,12 @@ use crate::domain::event::{Command, Inbound, InboundKind, Sender};
 use crate::metrics::ErrorKind;
 use crate::ports::UserProfile;
 use crate::session::buttons::ButtonData;
-use crate::session::delivery::claim_update;
+use crate::session::delivery::finish_update;
 use crate::session::keyboards::menu_keyboard;
 use crate::session::state::{Generation, SessionDeps, SessionState};
-use crate::session::turn::Turn;
+use crate::session::turn::{Arrival, Turn};
 use gallery::StartOptions;
+pub(crate) use recover::recover_replies;
 
 /// Handles one event with exclusive access to the session's state.
 pub(crate) async fn handle_event(
@@ -35,18 +37,13 @@ pub(crate) async fn handle_event(
     event: Inbound,
     generation: &Generation,
 ) {
-    // A text for an open dialog claims its update in the same call that stores it; every
-    // other event claims it here, before anything happens.
-    let has_dialog = state
-        .active_slot
-        .and_then(|slot| state.slot(slot))
-        .is_some();
-    let claimed_with_message = matches!(event.kind, InboundKind::Text(_)) && has_dialog;
-    if let Some(update_id) = event.update_id.filter(|_| !claimed_with_message) {
-        if !claim_update(deps, state, &event.sender, update_id).await {
-            return;
-        }
-    }
+    // Redelivered updates were turned away at the ingress, which stored this one before
+    // Telegram was told it arrived.
+    let arrival = Arrival {
+        update_id: event.update_id,
+        accepted_at: event.accepted_at,
+        replayed: event.replayed,
+    };
     remember_sender(deps, state, &event.sender).await;
     let lang = state.lang(&event.sender);
     let turn = Turn {
@@ -68,14 +65,14 @@ pub(crate) async fn handle_event(
             }
             press_button(&turn, state, &data, message_id).await;
         }
-        InboundKind::Text(text) => {
-            // The update still to be claimed, if it was not above.
-            let unclaimed = event.update_id.filter(|_| claimed_with_message);
-            reply::answer_text(&turn, state, text, unclaimed).await;
-        }
+        InboundKind::Text(text) => reply::answer_text(&turn, state, text, &arrival).await,
         InboundKind::Unsupported => {
             turn.say(turn.texts.text_only, None).await;
         }
+    }
+    // Unless storing the message it brought did already.
+    if !generation.is_update_settled() {
+        finish_update(deps, arrival.update_id).await;
     }
 }
 

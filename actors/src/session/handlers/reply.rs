@@ -2,33 +2,38 @@
 //! story".
 
 use crate::domain::safety::Verdict;
-use crate::metrics::SafetyKind;
-use crate::ports::Role;
-use crate::session::delivery::{Extras, Recorded, claim_update, record};
-use crate::session::keyboards::gallery_keyboard;
+use crate::domain::texts::fill;
+use crate::metrics::{ErrorKind, ReplyOutcome, SafetyKind};
+use crate::ports::clock::millis;
+use crate::ports::{MessageStatus, Role};
+use crate::session::delivery::{Extras, Recorded, record};
+use crate::session::keyboards::{gallery_keyboard, retry_keyboard};
 use crate::session::state::SessionState;
-use crate::session::streaming::{Directive, write_reply};
-use crate::session::turn::Turn;
+use crate::session::streaming::{Directive, open_reply, write_reply, write_reply_into};
+use crate::session::turn::{Arrival, Turn};
 
-/// A user's text: the safety check, then store it, then the persona's reply. Any failure
-/// ends in a short answer, never silence. `update_id` is the update still to be claimed
-/// (with the message, so a redelivery is never stored twice).
+/// A user's text: the length and safety checks, then the placeholder, then the message
+/// stored (naming its update and its placeholder, pending), then the persona's reply. Any
+/// failure ends in a short answer, never silence.
 pub(super) async fn answer_text(
     turn: &Turn<'_>,
     state: &mut SessionState,
     text: String,
-    update_id: Option<i64>,
+    arrival: &Arrival,
 ) {
     let texts = turn.texts;
     let deps = turn.deps;
+    let limit = deps.settings.max_message_chars;
+    if text.chars().count() > limit {
+        // Not worth an LLM call or a place in the story: the user shortens it.
+        deps.metrics.count_error(ErrorKind::TooLong);
+        let notice = fill(texts.message_too_long, &[("limit", &limit.to_string())]);
+        turn.say(&notice, None).await;
+        return;
+    }
     let verdict = deps.safety.check_input(&text, turn.lang);
     if verdict != Verdict::Allow {
         // Not part of the story: nothing goes to the LLM or into the dialog.
-        if let Some(update_id) = update_id {
-            if !claim_update(deps, state, turn.sender, update_id).await {
-                return;
-            }
-        }
         let (kind, answer) = match verdict {
             Verdict::Crisis { message } => (SafetyKind::Crisis, message),
             Verdict::Refuse { rule, explanation } => {
@@ -46,20 +51,67 @@ pub(super) async fn answer_text(
         turn.say(texts.choose_persona_first, Some(&keyboard)).await;
         return;
     };
-    let away = dialog.away_longer_than(deps.settings.welcome_back_after, turn.now());
+    if let (true, Some(update_id)) = (arrival.replayed, arrival.update_id) {
+        match deps.store.is_update_stored(update_id).await {
+            // Stored before the restart: its reply was finished (or failed visibly) when the
+            // session loaded.
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => return turn.storage_failed(&error, "a replayed message").await,
+        }
+    }
     let extras = Extras {
-        update_id,
+        update_id: arrival.update_id,
         ..Extras::default()
     };
-    match record(deps, dialog, Role::User, text, extras).await {
-        Recorded::Stored => {}
+    let waited = arrival.accepted_at.map(|at| turn.now() - at);
+    if waited.is_some_and(|waited| waited > millis(deps.settings.answer_within)) {
+        // It waited through an overload or a restart: an answer now would come out of
+        // nowhere. Kept, and failed where the user sees it.
+        deps.metrics.count_reply(ReplyOutcome::Late);
+        let late = Extras {
+            status: MessageStatus::Unanswered,
+            ..extras
+        };
+        if let Recorded::Stored(_) = record(deps, dialog, Role::User, text, late).await {
+            turn.generation.settle_update();
+        }
+        turn.say(texts.reply_too_late, Some(&retry_keyboard(texts)))
+            .await;
+        return;
+    }
+    let away = dialog.away_longer_than(deps.settings.welcome_back_after, turn.now());
+    // The placeholder first: the stored message names it, so a reply a crash cuts short is
+    // finished in it. A user who blocked the bot gets no reply (and no LLM call).
+    let live = match open_reply(turn, None).await {
+        Ok(live) => live,
+        Err(_) => {
+            tracing::info!("the user has blocked the bot: the message is kept unanswered");
+            let blocked = Extras {
+                status: MessageStatus::Unanswered,
+                ..extras
+            };
+            if let Recorded::Stored(_) = record(deps, dialog, Role::User, text, blocked).await {
+                turn.generation.settle_update();
+            }
+            return;
+        }
+    };
+    let pending = Extras {
+        status: MessageStatus::Pending,
+        reply_message_id: live.first_message_id(),
+        ..extras
+    };
+    match record(deps, dialog, Role::User, text, pending).await {
+        Recorded::Stored(_) => turn.generation.settle_update(),
         Recorded::Duplicate => {
             deps.metrics.duplicate_updates_total.inc();
-            tracing::debug!(?update_id, "duplicate update ignored");
+            tracing::debug!(update_id = ?arrival.update_id, "a message of this update is stored already");
+            live.discard(deps).await;
             return;
         }
         Recorded::Failed => {
-            turn.say(texts.storage_failed, None).await;
+            live.finish_with(deps, texts.storage_failed, None).await;
             return;
         }
     }
@@ -68,7 +120,7 @@ pub(super) async fn answer_text(
         Some(away_ms) if dialog.history.len() > 1 => Directive::ReplyAfterAbsence { away_ms },
         _ => Directive::Reply,
     };
-    write_reply(turn, dialog, directive).await;
+    write_reply_into(turn, dialog, directive, live).await;
 }
 
 /// The "Retry" button: asks the LLM again when the last message is the user's, unanswered.

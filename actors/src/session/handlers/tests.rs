@@ -1,10 +1,13 @@
 //! The handlers' tests: what a user sees and what is stored, on the in-memory ports and a
 //! manual clock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::Role;
+use crate::ports::{Clock, Role};
+use crate::session::SessionSettings;
 use crate::session::buttons::ButtonData;
+use crate::supervision::KindPolicy;
 use crate::testing::*;
 
 const USER: i64 = 42;
@@ -213,4 +216,178 @@ fn last_request(h: &SessionHarness) -> crate::ports::CompletionRequest {
         .last()
         .cloned()
         .expect("a request")
+}
+
+/// Leaves a reply cut short as a crash would: the user's message stored as pending, its
+/// placeholder on screen, the LLM never answering; then restarts on the same storage and
+/// chat with an LLM that answers at once.
+async fn crash_mid_reply(text_sent: &str) -> SessionHarness {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let h = SessionHarness::new(
+        SessionSettings::default(),
+        EchoLlm {
+            gate: Some(gate),
+            ..EchoLlm::default()
+        },
+        KindPolicy::default(),
+    );
+    h.handle(pick(USER, "mira")).await;
+    h.router.route(text(USER, text_sent));
+    eventually("the placeholder shown and the message pending", || {
+        h.messenger.texts_to(USER).last().map(String::as_str) == Some("… typing")
+            && h.store.messages().last() == Some(&(text_sent.to_owned(), "pending"))
+    })
+    .await;
+    h.crash_and_restart(EchoLlm::default())
+}
+
+#[actix_rt::test]
+async fn a_reply_cut_short_by_a_crash_is_written_into_its_frozen_placeholder() {
+    let h = crash_mid_reply("where is the key?").await;
+    h.router.activate(USER);
+    eventually("the reply in the placeholder", || {
+        h.last_text(USER) == "reply to: where is the key?"
+    })
+    .await;
+    eventually("the recovery finished", || h.router.in_flight() == 0).await;
+    assert_eq!(
+        h.messenger.texts_to(USER),
+        [opening(1, "Mira"), "reply to: where is the key?".to_owned()],
+        "one reply, in the placeholder's message"
+    );
+    let stored = h.store.messages();
+    assert_eq!(stored[1], ("where is the key?".to_owned(), "complete"));
+    assert_eq!(
+        stored[2],
+        ("reply to: where is the key?".to_owned(), "complete")
+    );
+    assert_eq!(
+        h.metrics
+            .recovered_replies_total
+            .with_label_values(&["rewritten"])
+            .get(),
+        1
+    );
+
+    // Telegram hands the same update over again (it was accepted before the crash): the
+    // message is stored, so it is not answered a second time.
+    let mut again = text(USER, "where is the key?");
+    again.update_id = Some(7);
+    again.replayed = true;
+    let stored_first = crate::domain::event::Inbound {
+        replayed: false,
+        ..again.clone()
+    };
+    h.handle(stored_first).await;
+    let replies = h.messenger.texts_to(USER).len();
+    h.handle(again).await;
+    assert_eq!(h.messenger.texts_to(USER).len(), replies, "answered once");
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_reply_cut_short_too_long_ago_fails_visibly_with_retry() {
+    let h = crash_mid_reply("where is the key?").await;
+    h.clock.advance(Duration::from_secs(11 * 60));
+    h.router.activate(USER);
+    eventually("the notice in the placeholder", || {
+        h.last_text(USER)
+            .starts_with("Sorry, my reply to this was interrupted")
+    })
+    .await;
+    eventually("the recovery finished", || h.router.in_flight() == 0).await;
+    assert_eq!(
+        h.messenger.texts_to(USER).len(),
+        2,
+        "in the placeholder's place"
+    );
+    assert_eq!(h.last_buttons(USER), ["retry"]);
+    assert!(
+        h.llm.requests.lock().expect("lock").is_empty(),
+        "no LLM call"
+    );
+    assert_eq!(
+        h.store.messages().last(),
+        Some(&("where is the key?".to_owned(), "unanswered"))
+    );
+    h.handle(press(USER, "retry")).await;
+    assert_eq!(h.last_text(USER), "reply to: where is the key?");
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_panic_while_replying_leaves_the_apology_in_the_placeholder_not_a_second_try() {
+    let h = SessionHarness::standard();
+    h.handle(pick(USER, "mira")).await;
+    h.handle(text(USER, "PANIC")).await;
+    eventually("the apology", || {
+        h.last_text(USER).starts_with("Sorry, something went wrong")
+    })
+    .await;
+    eventually("the recovery finished", || h.router.in_flight() == 0).await;
+    assert_eq!(
+        h.messenger.texts_to(USER).len(),
+        2,
+        "the apology took the placeholder's place"
+    );
+    assert_eq!(h.last_buttons(USER), ["retry"]);
+    assert_eq!(h.llm.requests.lock().expect("lock").len(), 1, "asked once");
+    assert_eq!(
+        h.store.messages().last(),
+        Some(&("PANIC".to_owned(), "unanswered"))
+    );
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_message_that_waited_too_long_is_failed_visibly_instead_of_answered_late() {
+    let h = SessionHarness::standard();
+    h.handle(pick(USER, "mira")).await;
+    let mut late = text(USER, "are you there?");
+    late.accepted_at = Some(h.clock.now_millis() - 11 * 60 * 1000);
+    h.handle(late).await;
+    assert!(
+        h.last_text(USER)
+            .starts_with("Sorry, I could not answer this in time")
+    );
+    assert_eq!(h.last_buttons(USER), ["retry"]);
+    assert!(h.llm.requests.lock().expect("lock").is_empty());
+    assert_eq!(
+        h.store.messages().last(),
+        Some(&("are you there?".to_owned(), "unanswered"))
+    );
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_message_over_the_size_limit_is_refused_and_not_sent_to_the_llm() {
+    let h = SessionHarness::standard();
+    h.handle(pick(USER, "mira")).await;
+    let stored = h.store.message_count();
+    h.handle(text(USER, &"word ".repeat(500))).await;
+    assert_eq!(
+        h.last_text(USER),
+        "That message is too long for me: please keep it under 2000 characters. Nothing was \
+         sent to the character."
+    );
+    assert!(h.llm.requests.lock().expect("lock").is_empty());
+    assert_eq!(h.store.message_count(), stored);
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_user_who_blocked_the_bot_costs_no_llm_call() {
+    let h = SessionHarness::standard();
+    h.handle(pick(USER, "mira")).await;
+    crate::sync::lock(&h.messenger.blocked).insert(USER);
+    h.handle(text(USER, "hello?")).await;
+    assert!(
+        h.llm.requests.lock().expect("lock").is_empty(),
+        "no LLM call"
+    );
+    assert_eq!(
+        h.store.messages().last(),
+        Some(&("hello?".to_owned(), "unanswered"))
+    );
+    h.router.stop();
 }

@@ -1,0 +1,117 @@
+//! Finishing what a crash left unfinished: replies whose user message is stored as
+//! `pending`, found when the session loads.
+//!
+//! After a restart of the process, a reply still young enough (`session.answer_within`) is
+//! written again into the placeholder the crash froze (a new message if that cannot be
+//! edited); an older one, or one that is no longer the dialog's last message, is failed
+//! visibly: the placeholder says so and offers "Retry". After a panic of the session's own
+//! work nothing is written again (the same panic could follow): the apology takes the
+//! placeholder's place. Either way each message ends answered or visibly failed, once.
+
+use crate::domain::event::Sender;
+use crate::metrics::Recovered;
+use crate::ports::clock::millis;
+use crate::ports::{MessageStatus, PendingReply, Render};
+use crate::session::delivery::send;
+use crate::session::keyboards::retry_keyboard;
+use crate::session::state::{Generation, Recovery, SessionDeps, SessionState};
+use crate::session::streaming::{Directive, ShownReply, open_reply, write_reply_into};
+use crate::session::turn::Turn;
+
+/// Finishes (or visibly fails) every unfinished reply of the loaded state, as `recovery`
+/// says.
+pub(crate) async fn recover_replies(
+    deps: &SessionDeps,
+    state: &mut SessionState,
+    generation: &Generation,
+    recovery: Recovery,
+) {
+    let unfinished = std::mem::take(&mut state.unfinished);
+    if let Recovery::AfterCrash {
+        apology_to: Some((chat, apology)),
+    } = recovery
+    {
+        if unfinished.is_empty() {
+            send(deps, chat, apology, None).await;
+            return;
+        }
+    }
+    // Whom to write to: the stored profile (a session is only recovered for a known user).
+    let Some(profile) = state.profile.clone() else {
+        return;
+    };
+    let sender = Sender {
+        user_id: profile.user_id,
+        chat_id: profile.chat_id,
+        first_name: profile.first_name,
+        language_code: profile.language_code,
+    };
+    let lang = state.lang(&sender);
+    let turn = Turn {
+        deps,
+        sender: &sender,
+        lang,
+        texts: lang.texts(),
+        generation,
+    };
+    for (slot, pending) in unfinished {
+        let Some(dialog) = state.slot_mut(slot) else {
+            continue;
+        };
+        let is_last = dialog
+            .history
+            .back()
+            .is_some_and(|entry| entry.message_id == pending.message_id);
+        let age = turn.now() - pending.created_at;
+        let answer_now = recovery == Recovery::AfterRestart
+            && is_last
+            && age <= millis(deps.settings.answer_within);
+        if answer_now {
+            tracing::info!(age_ms = age, "writing a reply a restart cut short");
+            deps.metrics.count_recovered(Recovered::Rewritten);
+            let reuse = pending.reply_message_id.map(ShownReply::frozen);
+            if let Ok(live) = open_reply(&turn, reuse).await {
+                write_reply_into(&turn, dialog, Directive::Reply, live).await;
+                continue;
+            }
+        }
+        deps.metrics.count_recovered(Recovered::Failed);
+        let text = match recovery {
+            Recovery::AfterCrash { .. } => turn.texts.internal_error,
+            Recovery::AfterRestart => turn.texts.reply_interrupted,
+        };
+        fail_visibly(&turn, &pending, text, is_last).await;
+    }
+}
+
+/// Shows `text` where the unfinished reply is (a new message if that cannot be edited),
+/// with "Retry" when the message is still the dialog's last, and stores the message as
+/// unanswered.
+async fn fail_visibly(turn: &Turn<'_>, pending: &PendingReply, text: &str, retry: bool) {
+    let deps = turn.deps;
+    let keyboard = retry.then(|| retry_keyboard(turn.texts));
+    let edited = match pending.reply_message_id {
+        Some(message_id) => deps
+            .messenger
+            .edit_text(
+                turn.chat(),
+                message_id,
+                text,
+                keyboard.as_ref(),
+                Render::Final,
+            )
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if !edited {
+        turn.say(text, keyboard.as_ref()).await;
+    }
+    if let Err(error) = deps
+        .store
+        .set_status(pending.message_id, MessageStatus::Unanswered)
+        .await
+    {
+        tracing::warn!(%error, "could not store an interrupted reply as unanswered");
+    }
+}

@@ -1,0 +1,10 @@
+DROP TABLE health_probe;
+DROP INDEX messages_pending;
+ALTER TABLE messages DROP COLUMN reply_message_id;
+DROP INDEX messages_by_update;
+ALTER TABLE messages DROP COLUMN update_id;
+DROP INDEX inbox_pending;
+ALTER TABLE inbox DROP COLUMN payload;
+ALTER TABLE inbox DROP COLUMN user_id;
+ALTER TABLE inbox RENAME COLUMN received_at TO processed_at;
+ALTER TABLE inbox RENAME TO processed_updates;

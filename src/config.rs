@@ -143,8 +143,10 @@ pub struct CacheSettings {
 /// (see `vitte_actors::supervision::kinds`). A kind without a section gets the defaults; a
 /// section naming no kind is an error, so a typo never passes silently.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+// Transparent, not flattened: flattening buffers the values and loses the typing of
+// environment variables (`VITTE__SUPERVISION__SESSION__MAILBOX_CAPACITY=3`).
+#[serde(transparent)]
 pub struct SupervisionSettings {
-    #[serde(flatten)]
     sections: BTreeMap<String, KindSection>,
 }
 
@@ -788,5 +790,51 @@ mod tests {
                 .starts_with("supervision.memroy: no such kind"),
             "{error}"
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Whatever the configuration files say: settings, or one line naming the problem.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_mutated_configuration_is_read_or_refused_with_a_reason(
+            at in 0usize..8000,
+            len in 0usize..20,
+            junk in "[\\[\\]{}=\"\\n a-z0-9._-]{0,12}",
+        ) {
+            let mut text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
+            )
+            .expect("default.toml");
+            let mut start = at % (text.len() + 1);
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = (start + len).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.replace_range(start..end, &junk);
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("default.toml"), text).expect("write");
+            match Settings::load_from(dir.path(), "local") {
+                Ok(settings) => {
+                    for purpose in [Purpose::Serve, Purpose::Chat, Purpose::Migrate] {
+                        if let Err(error) = settings.validate(purpose) {
+                            prop_assert_eq!(error.to_string().lines().count(), 1);
+                        }
+                    }
+                }
+                Err(error) => prop_assert_eq!(error.to_string().lines().count(), 1),
+            }
+        }
     }
 }

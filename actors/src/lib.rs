@@ -44,6 +44,8 @@
 //! - [`sync`]: locks that survive a panic elsewhere.
 
 pub mod domain;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod gateway;
 pub mod metrics;
 pub mod ports;

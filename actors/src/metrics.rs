@@ -76,6 +76,8 @@ label_values! {
     Recovered {
         /// Written again after a restart.
         Rewritten = "rewritten",
+        /// A stored reply shown again (it may have been shown in full already).
+        Reshown = "reshown",
         /// Failed visibly, with "Retry" (too old, no longer the last message, or after a
         /// panic of the session).
         Failed = "failed",

@@ -271,6 +271,18 @@ impl SessionStore for MemoryStore {
                         created_at: *created_at,
                     })
                     .collect();
+                let undelivered = data
+                    .messages
+                    .iter()
+                    .filter(|(_, id, message, _, _)| {
+                        *id == dialog.id && message.status == MessageStatus::Delivering
+                    })
+                    .map(|(message_id, _, message, _, _)| PendingDelivery {
+                        message_id: *message_id,
+                        telegram_message_id: message.telegram_message_id,
+                        content: message.content.clone(),
+                    })
+                    .collect();
                 StoredDialog {
                     dialog_id: dialog.id,
                     slot: dialog.slot,
@@ -281,6 +293,7 @@ impl SessionStore for MemoryStore {
                     persona_messages,
                     history: all[all.len().saturating_sub(history_limit)..].to_vec(),
                     pending,
+                    undelivered,
                 }
             })
             .collect();
@@ -425,6 +438,25 @@ impl SessionStore for MemoryStore {
 
     async fn finish_update(&self, update_id: i64) -> Result<(), StoreError> {
         lock(&self.data).unfinished_updates.remove(&update_id);
+        Ok(())
+    }
+
+    async fn finish_delivery(
+        &self,
+        message_id: i64,
+        status: MessageStatus,
+        telegram_message_id: Option<i64>,
+        earlier_parts: &[i64],
+    ) -> Result<(), StoreError> {
+        if let Some(stored) = lock(&self.data)
+            .messages
+            .iter_mut()
+            .find(|m| m.0 == message_id)
+        {
+            stored.2.status = status;
+            stored.2.telegram_message_id = telegram_message_id;
+            stored.2.earlier_parts = earlier_parts.to_vec();
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! outside parties (Telegram and the LLM) over real HTTP, simulates users, and reports
 //! throughput, latency, runtime overhead, resources, and lost or duplicated replies.
 
+pub mod faults;
 pub mod peers;
 pub mod report;
 pub mod tracker;
@@ -17,7 +18,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::peers::{LlmBehaviour, Peers};
+use futures::future::BoxFuture;
+
+use crate::peers::{LlmBehaviour, Peers, Switches};
 use crate::report::{Outcome, Report, Resources};
 use crate::tracker::{Tracker, tag};
 use crate::vitte::{VitteOptions, VitteProcess, WEBHOOK_SECRET};
@@ -66,35 +69,179 @@ pub struct LoadConfig {
     pub max_posts: usize,
     pub reply_timeout: Duration,
     pub progress: bool,
+    /// More environment for vitte (a scenario's settings).
+    pub vitte_env: Vec<(String, String)>,
+    /// Share of updates delivered a second time, a little later (out of order with what
+    /// came since), as Telegram does when it is not sure a delivery arrived.
+    pub redeliver_rate: f64,
 }
 
-/// Posts updates to vitte's webhook, retrying as Telegram does when vitte cannot take one.
+impl LoadConfig {
+    /// A closed loop of `users` sending `messages` in all, on `backend`, with the usual
+    /// settings for a test.
+    pub fn closed_loop(
+        scenario: &str,
+        users: usize,
+        messages: u64,
+        llm: LlmBehaviour,
+        backend: Backend,
+        vitte_binary: PathBuf,
+        repository: PathBuf,
+    ) -> LoadConfig {
+        LoadConfig {
+            scenario: scenario.into(),
+            users,
+            pattern: Pattern::ClosedLoop {
+                messages: Some(messages),
+                duration: None,
+                think: Duration::from_millis(5),
+            },
+            llm,
+            backend,
+            vitte_binary,
+            repository,
+            shards: 2,
+            http_workers: 2,
+            peer_workers: 1,
+            idle_timeout: Duration::from_secs(600),
+            max_posts: 64,
+            reply_timeout: Duration::from_secs(60),
+            progress: false,
+            vitte_env: Vec::new(),
+            redeliver_rate: 0.0,
+        }
+    }
+}
+
+/// A fault injected while the load runs: `inject` starts `after` the measured phase began,
+/// with the running system at hand, and returns what it observed (one line each).
+pub struct Fault {
+    pub after: Duration,
+    pub inject:
+        Box<dyn FnOnce(FaultContext) -> BoxFuture<'static, anyhow::Result<Vec<String>>> + Send>,
+}
+
+/// The running system, for a fault to act on.
+pub struct FaultContext {
+    /// vitte's process (a fault may kill and start it again).
+    pub vitte: Arc<tokio::sync::Mutex<VitteProcess>>,
+    pub options: VitteOptions,
+    /// The fake Telegram and LLM.
+    pub peers_url: String,
+    pub switches: Arc<Switches>,
+    pub client: reqwest::Client,
+    pub tracker: Arc<Tracker>,
+}
+
+impl FaultContext {
+    /// vitte's base URL.
+    pub fn vitte_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.options.port)
+    }
+
+    /// The value of one sample line of vitte's /metrics (`None` while it does not answer).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        metric(&self.client, &self.vitte_url(), sample).await
+    }
+
+    /// The status of vitte's /health/ready (`None` while it does not answer).
+    pub async fn ready_status(&self) -> Option<u16> {
+        self.client
+            .get(format!("{}/health/ready", self.vitte_url()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    }
+
+    /// Starts vitte again after it stopped (same port, database and settings) and waits
+    /// until it is ready.
+    pub async fn restart_vitte(&self) -> anyhow::Result<()> {
+        let mut fresh = VitteProcess::spawn(&self.options, &self.peers_url).await?;
+        fresh.wait_ready(Duration::from_secs(60)).await?;
+        *self.vitte.lock().await = fresh;
+        Ok(())
+    }
+}
+
+/// The value of one sample line of `/metrics` at `base`.
+pub async fn metric(client: &reqwest::Client, base: &str, sample: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == sample)
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// Posts updates to vitte's webhook, retrying as Telegram does when vitte cannot take one
+/// (until `retry_for` has passed), and delivering some a second time.
 struct Poster {
     client: reqwest::Client,
     url: String,
     next_update_id: AtomicI64,
     permits: Semaphore,
     failures: AtomicU64,
+    retry_for: Duration,
+    redeliver_rate: f64,
+    redelivered: AtomicU64,
+    /// Updates never accepted within `retry_for` (each counts its message lost).
+    given_up: AtomicU64,
 }
 
 impl Poster {
-    async fn post(&self, update: serde_json::Value) {
-        let Ok(_permit) = self.permits.acquire().await else {
+    async fn post(self: &Arc<Self>, update: serde_json::Value) {
+        if !self.deliver(&update).await {
+            self.given_up.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if self.redeliver_rate > 0.0 && fastrand::f64() < self.redeliver_rate {
+            // Telegram was not sure it arrived: a second delivery, after newer updates.
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+            let poster = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..300))).await;
+                poster.deliver(&update).await;
+            });
+        }
+    }
+
+    /// Posts until vitte accepts (2xx) or `retry_for` passes; returns whether it accepted.
+    async fn deliver(&self, update: &serde_json::Value) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
         };
-        for attempt in 0..5 {
+        let deadline = Instant::now() + self.retry_for;
+        let mut attempt = 0_u32;
+        loop {
             let sent = self
                 .client
                 .post(&self.url)
                 .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
-                .json(&update)
+                .timeout(Duration::from_secs(30))
+                .json(update)
                 .send()
                 .await;
             match sent {
-                Ok(response) if response.status().is_success() => return,
+                Ok(response) if response.status().is_success() => return true,
                 _ => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    let pause = Duration::from_millis(100 << attempt.min(4));
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
                 }
             }
         }
@@ -104,7 +251,7 @@ impl Poster {
         json!({ "id": user_id, "is_bot": false, "first_name": "Load", "language_code": "en" })
     }
 
-    async fn pick_persona(&self, user_id: i64) {
+    async fn pick_persona(self: &Arc<Self>, user_id: i64) {
         let update_id = self.next_update_id.fetch_add(1, Ordering::Relaxed);
         self.post(json!({
             "update_id": update_id,
@@ -118,7 +265,7 @@ impl Poster {
         .await;
     }
 
-    async fn say(&self, user_id: i64, text: &str) {
+    async fn say(self: &Arc<Self>, user_id: i64, text: &str) {
         let update_id = self.next_update_id.fetch_add(1, Ordering::Relaxed);
         self.post(json!({
             "update_id": update_id,
@@ -335,6 +482,12 @@ async fn sessions_active(client: &reqwest::Client, vitte: &str) -> Option<u64> {
 
 /// Runs one load test and reports it.
 pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
+    run_with(config, None).await
+}
+
+/// Runs one load test with `fault` injected while it runs, and reports it (with what the
+/// fault observed in `notes`).
+pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Result<Report> {
     raise_open_files_limit();
     let tracker = Arc::new(Tracker::new(config.users, BASE_USER_ID));
     let peers = Peers::start(tracker.clone(), config.llm, config.peer_workers)?;
@@ -358,19 +511,27 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         http_workers: config.http_workers,
         idle_timeout: config.idle_timeout,
         max_connections: 16,
+        port: vitte::free_port()?,
+        extra_env: config.vitte_env.clone(),
     };
     let mut vitte = VitteProcess::spawn(&options, &peers.url()).await?;
-    vitte.wait_ready(Duration::from_secs(30)).await?;
+    vitte.wait_ready(Duration::from_secs(60)).await?;
+    let vitte_url = vitte.url.clone();
+    let vitte = Arc::new(tokio::sync::Mutex::new(vitte));
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(config.max_posts)
         .build()?;
     let poster = Arc::new(Poster {
         client: client.clone(),
-        url: format!("{}/telegram/webhook", vitte.url),
+        url: format!("{vitte_url}/telegram/webhook"),
         next_update_id: AtomicI64::new(1),
         permits: Semaphore::new(config.max_posts),
         failures: AtomicU64::new(0),
+        retry_for: config.reply_timeout,
+        redeliver_rate: config.redeliver_rate,
+        redelivered: AtomicU64::new(0),
+        given_up: AtomicU64::new(0),
     });
     let run = Arc::new(Run {
         tracker: tracker.clone(),
@@ -407,19 +568,21 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let sampler = {
-        let (tracker, peaks, progress, client, url) = (
+        let (tracker, peaks, progress, client, url, vitte) = (
             tracker.clone(),
             peaks.clone(),
             progress.clone(),
             client.clone(),
-            vitte.url.clone(),
+            vitte_url.clone(),
+            vitte.clone(),
         );
-        let pid = vitte.pid;
         tokio::spawn(async move {
             let mut tick = 0_u64;
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 tick += 1;
+                // The process a fault may have started anew.
+                let pid = vitte.lock().await.pid;
                 peaks
                     .in_flight
                     .fetch_max(tracker.in_flight(), Ordering::Relaxed);
@@ -453,10 +616,24 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         })
     };
 
-    let cpu_before = vitte.cpu_seconds().unwrap_or(0.0);
+    let cpu_before = vitte.lock().await.cpu_seconds().unwrap_or(0.0);
     let loadgen_cpu_before =
         vitte::cpu_seconds_of(std::path::Path::new("/proc/self/stat")).unwrap_or(0.0);
     let started = Instant::now();
+    let injector = fault.map(|fault| {
+        let context = FaultContext {
+            vitte: vitte.clone(),
+            options: options.clone(),
+            peers_url: peers.url(),
+            switches: peers.switches.clone(),
+            client: client.clone(),
+            tracker: tracker.clone(),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(fault.after).await;
+            (fault.inject)(context).await
+        })
+    });
     match config.pattern.clone() {
         Pattern::ClosedLoop {
             messages,
@@ -469,6 +646,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         } => fixed_rate(run.clone(), per_second, duration).await,
         Pattern::OneEach { concurrency } => one_each(run.clone(), concurrency).await,
     }
+    let notes = match injector {
+        Some(injector) => injector
+            .await
+            .map_err(|error| anyhow::anyhow!("the fault task failed: {error}"))??,
+        None => Vec::new(),
+    };
     // Wait for the last replies.
     let grace = Instant::now() + config.reply_timeout;
     while tracker.in_flight() > 0 && Instant::now() < grace {
@@ -480,16 +663,18 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     sampler.abort();
     progress.finish_and_clear();
 
+    let mut vitte = vitte.lock().await;
     let resources = Resources {
         peak_rss_mib: vitte
             .peak_rss_mib()
             .unwrap_or(peaks.rss_kib.load(Ordering::Relaxed) as f64 / 1024.0),
         final_rss_mib: vitte.rss_mib().unwrap_or(0.0),
-        cpu_seconds: vitte.cpu_seconds().unwrap_or(0.0) - cpu_before,
+        // A restarted process counts from its own start.
+        cpu_seconds: (vitte.cpu_seconds().unwrap_or(0.0) - cpu_before).max(0.0),
     };
     let loadgen_cpu = vitte::cpu_seconds_of(std::path::Path::new("/proc/self/stat")).unwrap_or(0.0)
         - loadgen_cpu_before;
-    vitte.stop(Duration::from_secs(60)).await?;
+    vitte.terminate(Duration::from_secs(60)).await?;
     peers.stop().await;
     if let Some((server, name)) = postgres {
         drop_database(&server, &name).await;
@@ -523,6 +708,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             "idle_timeout_s": config.idle_timeout.as_secs_f64(),
             "max_posts": config.max_posts,
             "webhook_post_retries": poster.failures.load(Ordering::Relaxed),
+            "redelivered_updates": poster.redelivered.load(Ordering::Relaxed),
+            "updates_never_accepted": poster.given_up.load(Ordering::Relaxed),
             "answered_with_notice": tracker.notices.load(Ordering::Relaxed),
             "greetings_missing": tracker.greetings_missing.load(Ordering::Relaxed),
         }),
@@ -552,6 +739,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ),
+        notice_kinds: tracker.notice_kinds(),
+        notes,
     })
 }
 

@@ -19,6 +19,8 @@ enum Scenario {
     Churn,
     /// A fixed 1 000 messages/s: runtime overhead at p99.
     Latency,
+    /// The fault suite (see `--faults`, `--short`): a verdict per scenario.
+    Faults,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -89,6 +91,15 @@ struct Cli {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The fault scenarios to run (comma-separated; all when absent).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Short fault runs (as CI runs them).
+    #[arg(long)]
+    short: bool,
+    /// Share of updates delivered twice (a redelivery after newer ones).
+    #[arg(long, default_value_t = 0.0)]
+    redeliver_rate: f64,
     #[arg(long)]
     no_progress: bool,
 }
@@ -134,7 +145,7 @@ fn config(cli: &Cli) -> LoadConfig {
             (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
             Duration::from_secs(2),
         ),
-        Scenario::Latency => (
+        Scenario::Latency | Scenario::Faults => (
             "latency",
             cli.users.unwrap_or(2_000),
             Pattern::FixedRate {
@@ -150,9 +161,8 @@ fn config(cli: &Cli) -> LoadConfig {
         users,
         pattern,
         llm: LlmBehaviour {
-            chunks: llm.0,
-            chunk_delay: llm.1,
             failure_rate: cli.llm_failure_rate,
+            ..LlmBehaviour::steady(llm.0, llm.1)
         },
         backend: match cli.database {
             Database::Sqlite => Backend::Sqlite,
@@ -167,20 +177,69 @@ fn config(cli: &Cli) -> LoadConfig {
         max_posts: cli.max_posts,
         reply_timeout: cli.reply_timeout,
         progress: !cli.no_progress,
+        vitte_env: Vec::new(),
+        redeliver_rate: cli.redeliver_rate,
     }
+}
+
+/// Runs the fault scenarios, printing a verdict line each; fails if any failed.
+async fn run_faults(cli: &Cli) -> anyhow::Result<()> {
+    let options = vitte_loadgen::faults::SuiteOptions {
+        vitte_binary: cli.vitte.clone(),
+        repository: cli.repository.clone(),
+        short: cli.short,
+        postgres_bin: None,
+    };
+    let names: Vec<String> = if cli.faults.is_empty() {
+        vitte_loadgen::faults::FAULTS
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect()
+    } else {
+        cli.faults.clone()
+    };
+    let mut verdicts = Vec::new();
+    for name in &names {
+        let verdict = vitte_loadgen::faults::run_fault(name, &options).await?;
+        println!("{}", verdict.line);
+        if !verdict.passed {
+            print!("{}", verdict.report.render());
+        }
+        verdicts.push(verdict);
+    }
+    if let Some(path) = &cli.json {
+        let reports: Vec<_> = verdicts
+            .iter()
+            .map(|verdict| (verdict.fault.clone(), verdict.passed, &verdict.report))
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed: Vec<&str> = verdicts
+        .iter()
+        .filter(|verdict| !verdict.passed)
+        .map(|verdict| verdict.fault.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = config(&cli);
-    let report = actix_rt::System::with_tokio_rt(|| {
+    let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             // Without a runtime nothing can run; this fails only if the OS refuses threads.
             .expect("a tokio runtime")
-    })
-    .block_on(vitte_loadgen::run(config))?;
+    });
+    if matches!(cli.scenario, Scenario::Faults) {
+        return system.block_on(run_faults(&cli));
+    }
+    let config = config(&cli);
+    let report = system.block_on(vitte_loadgen::run(config))?;
     print!("{}", report.render());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)

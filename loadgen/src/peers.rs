@@ -2,8 +2,9 @@
 //! (`POST /bot<token>/<method>`) and an OpenAI-compatible LLM (`POST /chat/completions`).
 //! They answer as the real services do and report every reply to the [`Tracker`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -20,17 +21,46 @@ pub struct LlmBehaviour {
     pub chunk_delay: Duration,
     /// Share of requests answered with HTTP 500 (0.0..=1.0).
     pub failure_rate: f64,
+    /// Wait before a streamed answer's first chunk (a slow first token).
+    pub first_token_delay: Duration,
+    /// Share of streamed answers cut off midway (the connection breaks after half).
+    pub cut_rate: f64,
+}
+
+impl LlmBehaviour {
+    /// Answers in `chunks` pieces, `chunk_delay` apart, never failing.
+    pub fn steady(chunks: u32, chunk_delay: Duration) -> LlmBehaviour {
+        LlmBehaviour {
+            chunks,
+            chunk_delay,
+            failure_rate: 0.0,
+            first_token_delay: Duration::ZERO,
+            cut_rate: 0.0,
+        }
+    }
+}
+
+/// What a fault scenario switches while the load runs.
+#[derive(Debug, Default)]
+pub struct Switches {
+    /// The LLM answers every request with 503 (an outage).
+    pub llm_down: AtomicBool,
 }
 
 struct PeerState {
     tracker: Arc<Tracker>,
     llm: LlmBehaviour,
+    switches: Arc<Switches>,
     next_message_id: AtomicI64,
+    /// A hash of each bot message's text as the chat shows it, so an edit to the same text
+    /// is refused as Telegram does ("message is not modified").
+    shown: Mutex<HashMap<i64, u64>>,
 }
 
 /// The running fake server.
 pub struct Peers {
     pub address: std::net::SocketAddr,
+    pub switches: Arc<Switches>,
     handle: ServerHandle,
 }
 
@@ -41,10 +71,13 @@ impl Peers {
         llm: LlmBehaviour,
         workers: usize,
     ) -> std::io::Result<Peers> {
+        let switches = Arc::new(Switches::default());
         let state = web::Data::new(PeerState {
             tracker,
             llm,
+            switches: switches.clone(),
             next_message_id: AtomicI64::new(1),
+            shown: Mutex::new(HashMap::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?;
@@ -69,7 +102,11 @@ impl Peers {
         .run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        Ok(Peers { address, handle })
+        Ok(Peers {
+            address,
+            switches,
+            handle,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -101,13 +138,24 @@ fn stream_answer(
     behaviour: LlmBehaviour,
 ) -> HttpResponse {
     let pieces = split_chunks(&text, behaviour.chunks);
+    // A cut answer breaks off (the connection fails) after half its pieces.
+    let cut_after = (behaviour.cut_rate > 0.0 && fastrand::f64() < behaviour.cut_rate)
+        .then_some(pieces.len() / 2);
     let events = futures::stream::unfold((0_usize, pieces), move |(index, pieces)| {
         let state = state.clone();
         async move {
             if index > pieces.len() {
                 return None;
             }
+            if cut_after == Some(index) {
+                state.tracker.llm_failures.fetch_add(1, Ordering::Relaxed);
+                let broken = actix_web::error::ErrorInternalServerError("stream cut");
+                return Some((Err(broken), (usize::MAX - 1, pieces)));
+            }
             let event = if index < pieces.len() {
+                if index == 0 && !behaviour.first_token_delay.is_zero() {
+                    actix_rt::time::sleep(behaviour.first_token_delay).await;
+                }
                 if !behaviour.chunk_delay.is_zero() {
                     actix_rt::time::sleep(behaviour.chunk_delay).await;
                 }
@@ -139,6 +187,16 @@ fn stream_answer(
         .insert_header(("Cache-Control", "no-cache"))
         .streaming(events)
 }
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What vitte appends to a reply whose stream broke off (its English text).
+pub const CUT_OFF_NOTE: &str = "(the reply was cut off";
 
 /// The LLM's whole answer to a message tagged `tag`.
 pub fn full_answer(tag: &str) -> String {
@@ -182,6 +240,29 @@ async fn bot_api(
             let chat_id = payload["chat_id"].as_i64().unwrap_or(0);
             let text = payload["text"].as_str().unwrap_or("");
             let edited = method == "editmessagetext";
+            let id = payload["message_id"].as_i64().filter(|_| edited);
+            // What the chat shows: the text, how it is rendered, and its buttons.
+            let looks = text_hash(&format!(
+                "{text}\u{0}{}\u{0}{}",
+                payload["parse_mode"], payload["reply_markup"]
+            ));
+            if let Some(id) = id {
+                let mut shown = state
+                    .shown
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if shown.get(&id) == Some(&looks) {
+                    // Telegram refuses an edit that changes nothing (text, rendering and
+                    // buttons alike); the user sees nothing.
+                    return HttpResponse::BadRequest().json(json!({
+                        "ok": false, "error_code": 400,
+                        "description": "Bad Request: message is not modified: specified new \
+                                        message content and reply markup are exactly the same \
+                                        as a current content and reply markup of the message",
+                    }));
+                }
+                shown.insert(id, looks);
+            }
             // A streamed reply grows by edits; it is complete when it is the whole answer in
             // its final form. vitte edits drafts in plain text and the final text with
             // Markdown, so a draft that happens to hold the whole answer is not a second reply.
@@ -189,11 +270,22 @@ async fn bot_api(
                 .split_whitespace()
                 .next()
                 .is_some_and(|tag| text.trim_end() == full_answer(tag));
+            // A reply the stream broke off ends with vitte's note: final all the same.
+            let cut = text.contains(CUT_OFF_NOTE);
             let draft = edited && payload.get("parse_mode").is_none();
-            let complete = whole && !draft;
+            let complete = (whole || cut) && !draft;
             state.tracker.text_seen(chat_id, text, complete);
-            let id = payload["message_id"].as_i64().filter(|_| edited);
-            ok(message(&state, chat_id, text, id))
+            let sent = message(&state, chat_id, text, id);
+            if !edited {
+                if let Some(new_id) = sent["message_id"].as_i64() {
+                    state
+                        .shown
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(new_id, looks);
+                }
+            }
+            ok(sent)
         }
         "getme" => ok(json!({
             "id": 777, "is_bot": true, "first_name": "Vitte", "username": "vitte_load_bot",
@@ -238,6 +330,11 @@ async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpR
         state.tracker.llm_started(user);
     }
     let behaviour = state.llm;
+    if state.switches.llm_down.load(Ordering::Relaxed) {
+        state.tracker.llm_failures.fetch_add(1, Ordering::Relaxed);
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "error": { "message": "down for the test", "type": "server_error" } }));
+    }
     if behaviour.failure_rate > 0.0 && fastrand::f64() < behaviour.failure_rate {
         state.tracker.llm_failures.fetch_add(1, Ordering::Relaxed);
         return HttpResponse::InternalServerError()
@@ -277,11 +374,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_streaming_request_gets_its_chunks_as_server_sent_events() {
         let tracker = Arc::new(Tracker::new(4, 100));
-        let behaviour = LlmBehaviour {
-            chunks: 5,
-            chunk_delay: Duration::from_millis(10),
-            failure_rate: 0.0,
-        };
+        let behaviour = LlmBehaviour::steady(5, Duration::from_millis(10));
         let peers = Peers::start(tracker.clone(), behaviour, 1).expect("peers start");
         let body = reqwest::Client::new()
             .post(format!("{}/chat/completions", peers.url()))

@@ -68,6 +68,10 @@ pub struct Report {
     pub loadgen_cpu_seconds: f64,
     /// (seconds, vitte's RSS in MiB), sampled once a second.
     pub rss_timeline_mib: Vec<(f64, f64)>,
+    /// Notices by their first words.
+    pub notice_kinds: std::collections::BTreeMap<String, u64>,
+    /// What an injected fault observed.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -164,6 +168,12 @@ impl Report {
             );
         }
         out += &format!("\n  load generator CPU {:.1} s\n", self.loadgen_cpu_seconds);
+        for (kind, count) in &self.notice_kinds {
+            out += &format!("  notice \"{kind} …\" × {count}\n");
+        }
+        for note in &self.notes {
+            out += &format!("  fault: {note}\n");
+        }
         out += &format!("  parameters {}\n", self.parameters);
         out
     }

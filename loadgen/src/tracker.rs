@@ -61,6 +61,8 @@ pub struct Tracker {
     pub greetings_missing: AtomicU64,
     pub llm_requests: AtomicU64,
     pub llm_failures: AtomicU64,
+    /// Notices by their first words, to tell an apology from a "try again".
+    notice_kinds: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// What a streamed reply shows before its first text (vitte's English and Russian).
@@ -93,6 +95,7 @@ impl Tracker {
             greetings_missing: AtomicU64::new(0),
             llm_requests: AtomicU64::new(0),
             llm_failures: AtomicU64::new(0),
+            notice_kinds: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -154,6 +157,17 @@ impl Tracker {
                     slot.answered.fetch_max(awaited, Ordering::SeqCst);
                     self.answered.fetch_add(1, Ordering::SeqCst);
                     self.notices.fetch_add(1, Ordering::SeqCst);
+                    let kind: String = text
+                        .split_whitespace()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    *self
+                        .notice_kinds
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(kind)
+                        .or_default() += 1;
                 }
             }
             slot.wake.notify_one();
@@ -242,6 +256,14 @@ impl Tracker {
         self.sent
             .load(Ordering::SeqCst)
             .saturating_sub(self.answered.load(Ordering::SeqCst))
+    }
+
+    /// How many notices began with each text (its first five words).
+    pub fn notice_kinds(&self) -> std::collections::BTreeMap<String, u64> {
+        self.notice_kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn take_samples(&self) -> Vec<Sample> {

@@ -21,6 +21,10 @@ pub struct VitteOptions {
     pub http_workers: usize,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// The HTTP port (kept across restarts, so the webhook's address does not change).
+    pub port: u16,
+    /// More environment for vitte (a fault scenario's settings).
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub const WEBHOOK_SECRET: &str = "load-secret";
@@ -31,7 +35,8 @@ pub struct VitteProcess {
     pub url: String,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free local TCP port.
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -45,7 +50,7 @@ impl VitteProcess {
                 options.binary.display()
             );
         }
-        let port = free_port()?;
+        let port = options.port;
         let env: Vec<(&str, String)> = vec![
             (
                 "VITTE_CONFIG_DIR",
@@ -94,6 +99,12 @@ impl VitteProcess {
                 std::env::var("LOADGEN_VITTE_LOG").unwrap_or_else(|_| "warn".into()),
             ),
         ];
+        // vitte's own log (and panic messages) only when asked for: LOADGEN_VITTE_LOG.
+        let stderr = if std::env::var_os("LOADGEN_VITTE_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         // Raise the open-files limit for the many connections a large run holds.
         let mut command = tokio::process::Command::new("sh");
         command
@@ -101,9 +112,10 @@ impl VitteProcess {
             .arg(r#"ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" serve"#)
             .arg(&options.binary)
             .envs(env)
+            .envs(options.extra_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true);
         let child = command.spawn().context("starting vitte")?;
         let pid = child.id().context("vitte has no pid")?;
@@ -120,7 +132,7 @@ impl VitteProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("vitte exited during start-up: {status}");
+                bail!("vitte exited during start-up: {status} (LOADGEN_VITTE_LOG=warn shows why)");
             }
             if let Ok(response) = client
                 .get(format!("{}/health/ready", self.url))
@@ -151,6 +163,29 @@ impl VitteProcess {
     /// User plus system CPU seconds so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds_of(&Path::new("/proc").join(self.pid.to_string()).join("stat"))
+    }
+
+    /// SIGKILL: stops at once, nothing finished.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing vitte")
+    }
+
+    /// SIGTERM, then a wait for the exit (killed after `timeout`, and an error).
+    pub async fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("vitte did not stop within {timeout:?} of SIGTERM")
+            }
+        }
     }
 
     /// SIGTERM, then a wait for a graceful exit (killed after `timeout`).

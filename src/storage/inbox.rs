@@ -85,7 +85,10 @@ impl Database {
         with_connection!(self, |conn| {
             let users = messages::table
                 .inner_join(dialogs::table)
-                .filter(messages::status.eq(MessageStatus::Pending.as_str()))
+                .filter(messages::status.eq_any([
+                    MessageStatus::Pending.as_str(),
+                    MessageStatus::Delivering.as_str(),
+                ]))
                 .select(dialogs::user_id)
                 .distinct()
                 .load::<i64>(conn)

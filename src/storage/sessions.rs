@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use vitte_actors::ports::{
     Appended, DialogId, DialogModes, HistoryEntry, MessageStatus, NewDialog, NewMessage,
-    PendingReply, Role, SessionStore, StoreError, StoredDialog, StoredSession, UserId,
-    UserPreferences, UserProfile,
+    PendingDelivery, PendingReply, Role, SessionStore, StoreError, StoredDialog, StoredSession,
+    UserId, UserPreferences, UserProfile,
 };
 
 use super::schema::{dialogs, inbox, messages, token_usage, users};
@@ -21,15 +21,6 @@ macro_rules! append_statements {
             let conn = &mut *$conn;
             let (dialog_id, message, now) = (&$dialog_id, &$message, $now);
             let dialog_id = *dialog_id;
-            // The user message a reply answers is marked first: should the process stop
-            // between the two statements, a reply the user has seen is never written over
-            // by recovery (at worst its text is missing from the history).
-            if let Some(answered) = message.answers {
-                diesel::update(messages::table.find(answered))
-                    .set(messages::status.eq(MessageStatus::Complete.as_str()))
-                    .execute(conn)
-                    .await?;
-            }
             // A message of an update that has one stored already is not stored again
             // (`messages.update_id` is unique).
             let inserted = diesel::insert_into(messages::table)
@@ -55,6 +46,14 @@ macro_rules! append_statements {
             let Some(message_id) = inserted else {
                 return Ok(Appended::Duplicate);
             };
+            // Should the process stop before this, recovery finds the reply after the
+            // pending message and marks it answered.
+            if let Some(answered) = message.answers {
+                diesel::update(messages::table.find(answered))
+                    .set(messages::status.eq(MessageStatus::Complete.as_str()))
+                    .execute(conn)
+                    .await?;
+            }
             if let Some(update_id) = message.update_id {
                 // Its message is stored: the update is handled, never replayed.
                 diesel::update(inbox::table.find(update_id))
@@ -217,6 +216,15 @@ impl Database {
                         created_at: row.created_at,
                     })
                     .collect();
+                let undelivered = rows
+                    .iter()
+                    .filter(|row| row.status == MessageStatus::Delivering.as_str())
+                    .map(|row| PendingDelivery {
+                        message_id: row.id,
+                        telegram_message_id: row.telegram_message_id,
+                        content: row.content.clone(),
+                    })
+                    .collect();
                 let history = rows
                     .into_iter()
                     .filter_map(|row| {
@@ -246,6 +254,7 @@ impl Database {
                     persona_messages: u32::try_from(count).unwrap_or(0),
                     history,
                     pending,
+                    undelivered,
                 });
             }
             Ok(Some(StoredSession {
@@ -473,6 +482,28 @@ impl SessionStore for Database {
             diesel::update(inbox::table.find(update_id))
                 .filter(inbox::payload.is_not_null())
                 .set(inbox::payload.eq(None::<String>))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn finish_delivery(
+        &self,
+        message_id: i64,
+        status: MessageStatus,
+        telegram_message_id: Option<i64>,
+        earlier_parts: &[i64],
+    ) -> Result<(), StoreError> {
+        let parts = part_ids_text(earlier_parts);
+        with_connection!(self, |conn| {
+            diesel::update(messages::table.find(message_id))
+                .set((
+                    messages::status.eq(status.as_str()),
+                    messages::telegram_message_id.eq(telegram_message_id),
+                    messages::telegram_part_ids.eq(parts),
+                ))
                 .execute(conn)
                 .await?;
             Ok(())

@@ -151,3 +151,49 @@ mod tests {
         assert!(unknown.to_inbound(0).is_none());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Whatever arrives at the webhook (or from getUpdates): an update or a clear refusal,
+    //! never a panic.
+
+    use proptest::prelude::*;
+
+    use super::IncomingUpdate;
+
+    const UPDATE: &str = r#"{"update_id":5,"message":{"message_id":7,"date":1700000000,
+"chat":{"id":42,"type":"private","first_name":"Ann"},
+"from":{"id":42,"is_bot":false,"first_name":"Ann","language_code":"en"},"text":"hello"}}"#;
+
+    const BUTTON: &str = r#"{"update_id":6,"callback_query":{"id":"c1","chat_instance":"x",
+"from":{"id":42,"is_bot":false,"first_name":"Ann"},"data":"c:1","message":{"message_id":3,
+"date":1700000000,"chat":{"id":42,"type":"private","first_name":"Ann"},"text":"hi"}}}"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_body_is_an_update_or_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(update) = IncomingUpdate::from_json(&body) {
+                let _ = update.to_inbound(0);
+            }
+        }
+
+        #[test]
+        fn a_mutated_update_is_read_or_refused(
+            which in 0..2usize,
+            at in 0usize..400,
+            len in 0usize..12,
+            junk in "[\\[\\]{}:,\"a-z0-9 .-]{0,10}",
+        ) {
+            let mut text = [UPDATE, BUTTON][which].to_owned();
+            let start = at % (text.len() + 1);
+            let end = (start + len).min(text.len());
+            text.replace_range(start..end, &junk);
+            if let Ok(update) = IncomingUpdate::from_json(text.as_bytes()) {
+                let _ = update.user_id();
+                let _ = update.to_inbound(1);
+            }
+        }
+    }
+}

@@ -361,3 +361,22 @@ fn a_broken_safety_file_stops_the_start_with_its_reason() {
         "{message}"
     );
 }
+
+#[test]
+fn supervision_settings_from_the_environment_are_read_with_their_types() {
+    let output = vitte(
+        &["check-config"],
+        &[
+            ("VITTE__TELEGRAM__TOKEN", "987654:token"),
+            (
+                "VITTE__SUPERVISION__SESSION__RESTART_INTENSITY__MAX_RESTARTS",
+                "77",
+            ),
+            ("VITTE__SUPERVISION__SESSION__MAILBOX_CAPACITY", "3"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("max_restarts = 77"), "{printed}");
+    assert!(printed.contains("mailbox_capacity = 3"), "{printed}");
+}

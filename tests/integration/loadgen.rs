@@ -17,9 +17,8 @@ fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
             think: Duration::from_millis(5),
         },
         llm: LlmBehaviour {
-            chunks: 2,
-            chunk_delay: Duration::from_millis(5),
             failure_rate,
+            ..LlmBehaviour::steady(2, Duration::from_millis(5))
         },
         backend,
         vitte_binary: PathBuf::from(env!("CARGO_BIN_EXE_vitte")),
@@ -31,6 +30,8 @@ fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
         max_posts: 64,
         reply_timeout: Duration::from_secs(30),
         progress: false,
+        vitte_env: Vec::new(),
+        redeliver_rate: 0.0,
     }
 }
 

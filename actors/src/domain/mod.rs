@@ -8,3 +8,6 @@ pub mod persona;
 pub mod prompt;
 pub mod safety;
 pub mod texts;
+
+#[cfg(test)]
+mod fuzz;

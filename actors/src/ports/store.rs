@@ -41,6 +41,10 @@ pub enum MessageStatus {
     /// A user message whose reply is being written: what a crash leaves behind, and what
     /// recovery answers (or visibly fails) after it.
     Pending,
+    /// A persona reply stored just before it is shown in full: if the process stops before
+    /// it is marked shown, recovery shows this text again (an edit that changes nothing if it
+    /// had arrived) instead of writing a different one.
+    Delivering,
     /// A user message the LLM could not answer (kept, so nothing is lost).
     Unanswered,
     /// A reply that Telegram did not accept (kept in the history all the same).
@@ -58,6 +62,7 @@ impl MessageStatus {
         match self {
             MessageStatus::Complete => "complete",
             MessageStatus::Pending => "pending",
+            MessageStatus::Delivering => "delivering",
             MessageStatus::Unanswered => "unanswered",
             MessageStatus::Undelivered => "undelivered",
             MessageStatus::Partial => "partial",
@@ -169,6 +174,17 @@ pub struct StoredDialog {
     /// User messages of this dialog whose reply was still being written when the process
     /// stopped (or its session crashed), oldest first.
     pub pending: Vec<PendingReply>,
+    /// Persona replies stored but perhaps not shown in full when the process stopped.
+    pub undelivered: Vec<PendingDelivery>,
+}
+
+/// A persona reply stored before it was shown, and never marked shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub message_id: i64,
+    /// The Telegram message it was being shown in.
+    pub telegram_message_id: Option<i64>,
+    pub content: String,
 }
 
 /// A user message whose reply was never finished.
@@ -266,6 +282,16 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Marks an accepted update handled: it is not replayed after a restart.
     async fn finish_update(&self, update_id: i64) -> Result<(), StoreError>;
+
+    /// Marks a persona reply stored as `Delivering` shown: its final `status` and the
+    /// Telegram messages it occupies.
+    async fn finish_delivery(
+        &self,
+        message_id: i64,
+        status: MessageStatus,
+        telegram_message_id: Option<i64>,
+        earlier_parts: &[i64],
+    ) -> Result<(), StoreError>;
 
     /// Stores how a user message's reply ended: `Complete` (answered, or stopped by the
     /// user) or `Unanswered` (failed; "Retry" asks again).

@@ -246,6 +246,7 @@ impl SessionActor {
         let deps = self.deps.clone();
         let mut state = self.state.take().unwrap_or_default();
         let sender = event.sender.clone();
+        let update_id = event.update_id;
         let generation = Arc::new(Generation::default());
         self.generation = Some(generation.clone());
         let guard = self.guard.clone();
@@ -270,7 +271,12 @@ impl SessionActor {
                     session.state = Some(state);
                     session.phase = Phase::Ready;
                 }
-                Err(crash) => session.restart_after(&crash, Some(&sender), ctx),
+                Err(crash) => {
+                    // The user is told (by the restarted session): never replayed later.
+                    let deps = session.deps.clone();
+                    actix::spawn(async move { finish_update(&deps, update_id).await });
+                    session.restart_after(&crash, Some(&sender), ctx);
+                }
             }
             session.pump(ctx);
         }));
@@ -370,6 +376,12 @@ impl Handler<Passivate> for SessionActor {
 /// counts it as finished.
 /// (The user is asked to send it again: its update is done with, never replayed.)
 fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
+    // Operators see every message vitte did not handle (counted by the caller).
+    tracing::warn!(
+        update_id = ?event.update_id,
+        notice,
+        "an event was refused; the user is asked to send it again"
+    );
     if let InboundKind::Button { callback_id, .. } = &event.kind {
         spawn_acknowledge(deps, callback_id.clone());
     }

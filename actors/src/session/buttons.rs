@@ -361,4 +361,16 @@ mod tests {
             assert_eq!(ButtonData::decode(data), ButtonData::Unknown, "{data:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn any_button_data_decodes_and_what_decodes_encodes_back(data in ".{0,80}") {
+        let decoded = ButtonData::decode(&data);
+        if decoded != ButtonData::Unknown {
+            proptest::prop_assert_eq!(ButtonData::decode(&decoded.encode()), decoded);
+        }
+    }
+    }
 }

@@ -15,8 +15,8 @@ use crate::domain::safety::SafetyPolicy;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::Metrics;
 use crate::ports::{
-    Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingReply,
-    SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
+    Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingDelivery,
+    PendingReply, SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
 };
 use crate::supervision::Supervisor;
 
@@ -86,9 +86,18 @@ pub(crate) struct SessionState {
     /// Slot n lives at index n - 1.
     pub(crate) slots: [Option<Dialog>; SLOT_COUNT as usize],
     pub(crate) active_slot: Option<u8>,
-    /// Replies left unfinished by a crash, found on loading, each with its dialog's slot:
-    /// the session finishes (or visibly fails) them before anything else.
-    pub(crate) unfinished: Vec<(u8, PendingReply)>,
+    /// What a crash left unfinished, found on loading, each with its dialog's slot: the
+    /// session finishes (or visibly fails) it before anything else.
+    pub(crate) unfinished: Vec<(u8, Unfinished)>,
+}
+
+/// Something a crash left half done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unfinished {
+    /// A user message whose reply was being written.
+    Reply(PendingReply),
+    /// A persona reply stored, and perhaps not shown in full.
+    Delivery(PendingDelivery),
 }
 
 /// One slot's dialog: a persona playing a story.
@@ -231,9 +240,13 @@ impl SessionState {
                 continue;
             }
             let slot = dialog.slot;
-            state
-                .unfinished
-                .extend(dialog.pending.iter().map(|pending| (slot, pending.clone())));
+            let deliveries = dialog.undelivered.iter().cloned().map(Unfinished::Delivery);
+            let replies = dialog.pending.iter().cloned().map(Unfinished::Reply);
+            state.unfinished.extend(
+                deliveries
+                    .chain(replies)
+                    .map(|unfinished| (slot, unfinished)),
+            );
             // A dialog whose persona file was removed cannot go on; the slot shows empty.
             state.slots[index] = Dialog::from_stored(personas, dialog);
         }

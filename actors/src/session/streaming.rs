@@ -395,6 +395,8 @@ pub(crate) async fn write_reply_into(
     directive: Directive,
     mut live: LiveReply,
 ) {
+    #[cfg(feature = "fault-injection")]
+    crate::faults::maybe_panic_in_reply();
     let deps = turn.deps;
     let texts = turn.texts;
     let answering = directive.answers(dialog);
@@ -507,21 +509,15 @@ pub(crate) async fn write_reply_into(
         Some(note) => format!("{text}\n\n{note}"),
         None => text.clone(),
     };
-    let delivered = live.show(deps, &shown, Some(&keyboard)).await;
-    deps.metrics.count_reply(outcome);
-    let status = if delivered {
-        status
-    } else {
-        delivery_status(None)
-    };
     let replaces = match &directive {
         Directive::Regenerate { previous } => Some(previous.message_id),
         _ => None,
     };
+    // Stored before it is shown in full (as `Delivering`): should the process stop while
+    // Telegram gets it, recovery shows this same text again, never a different one.
     let extras = Extras {
-        status,
-        telegram_message_id: live.last_message_id(),
-        earlier_parts: live.earlier_parts(),
+        status: MessageStatus::Delivering,
+        telegram_message_id: live.first_message_id(),
         provider,
         usage: Some(usage),
         replaces,
@@ -533,6 +529,46 @@ pub(crate) async fn write_reply_into(
     if let (Directive::Regenerate { previous }, Recorded::Failed) = (&directive, recorded) {
         // Storage still has the earlier reply as the dialog's last word; so does memory.
         dialog.restore(previous.clone());
+    }
+    let delivered = live.show(deps, &shown, Some(&keyboard)).await;
+    deps.metrics.count_reply(outcome);
+    if let Recorded::Stored(message_id) = recorded {
+        let status = if delivered {
+            status
+        } else {
+            delivery_status(None)
+        };
+        finish_delivery(turn, dialog, message_id, status, &live).await;
+    }
+}
+
+/// Marks a stored reply shown, with the messages it occupies (in storage and in memory).
+async fn finish_delivery(
+    turn: &Turn<'_>,
+    dialog: &mut Dialog,
+    message_id: i64,
+    status: MessageStatus,
+    live: &LiveReply,
+) {
+    let (last, earlier) = (live.last_message_id(), live.earlier_parts());
+    if let Err(error) = turn
+        .deps
+        .store
+        .finish_delivery(message_id, status, last, &earlier)
+        .await
+    {
+        // Recovery shows it again after a restart: an edit that changes nothing.
+        tracing::warn!(%error, "could not mark a reply shown");
+        turn.deps.metrics.count_error(ErrorKind::Storage);
+    }
+    if let Some(entry) = dialog
+        .history
+        .iter_mut()
+        .rev()
+        .find(|entry| entry.message_id == message_id)
+    {
+        entry.telegram_message_id = last;
+        entry.earlier_parts = earlier;
     }
 }
 

@@ -12,7 +12,7 @@ CREATE INDEX inbox_pending ON inbox (update_id) WHERE payload IS NOT NULL;
 ALTER TABLE messages ADD COLUMN update_id BIGINT;
 CREATE UNIQUE INDEX messages_by_update ON messages (update_id);
 ALTER TABLE messages ADD COLUMN reply_message_id BIGINT;
-CREATE INDEX messages_pending ON messages (dialog_id) WHERE status = 'pending';
+CREATE INDEX messages_pending ON messages (dialog_id) WHERE status IN ('pending', 'delivering');
 
 -- The write probe of the readiness check.
 CREATE TABLE health_probe (

@@ -1,5 +1,6 @@
-//! Finishing what a crash left unfinished: replies whose user message is stored as
-//! `pending`, found when the session loads.
+//! Finishing what a crash left unfinished, found when the session loads: persona replies
+//! stored as `delivering` (shown again, as they were), and user messages stored as
+//! `pending` (their reply written again, or failed visibly).
 //!
 //! After a restart of the process, a reply still young enough (`session.answer_within`) is
 //! written again into the placeholder the crash froze (a new message if that cannot be
@@ -9,12 +10,13 @@
 //! placeholder's place. Either way each message ends answered or visibly failed, once.
 
 use crate::domain::event::Sender;
+use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, split_message};
 use crate::metrics::Recovered;
 use crate::ports::clock::millis;
-use crate::ports::{MessageStatus, PendingReply, Render};
+use crate::ports::{DeliveryError, MessageStatus, PendingDelivery, PendingReply, Render, Role};
 use crate::session::delivery::send;
-use crate::session::keyboards::retry_keyboard;
-use crate::session::state::{Generation, Recovery, SessionDeps, SessionState};
+use crate::session::keyboards::{reply_keyboard, retry_keyboard};
+use crate::session::state::{Dialog, Generation, Recovery, SessionDeps, SessionState, Unfinished};
 use crate::session::streaming::{Directive, ShownReply, open_reply, write_reply_into};
 use crate::session::turn::Turn;
 
@@ -54,14 +56,40 @@ pub(crate) async fn recover_replies(
         texts: lang.texts(),
         generation,
     };
-    for (slot, pending) in unfinished {
+    for (slot, unfinished) in unfinished {
         let Some(dialog) = state.slot_mut(slot) else {
             continue;
+        };
+        let pending = match unfinished {
+            Unfinished::Reply(pending) => pending,
+            // Its text is stored: shown again as it was (whatever stopped the process).
+            Unfinished::Delivery(delivery) => {
+                show_again(&turn, dialog, &delivery).await;
+                continue;
+            }
         };
         let is_last = dialog
             .history
             .back()
             .is_some_and(|entry| entry.message_id == pending.message_id);
+        let answered = dialog
+            .history
+            .iter()
+            .skip_while(|entry| entry.message_id != pending.message_id)
+            .skip(1)
+            .any(|entry| entry.role == Role::Assistant);
+        if answered {
+            // Its reply is stored (the process stopped between the two writes): it was
+            // answered, and the reply was shown (again) above.
+            if let Err(error) = deps
+                .store
+                .set_status(pending.message_id, MessageStatus::Complete)
+                .await
+            {
+                tracing::warn!(%error, "could not mark an answered message answered");
+            }
+            continue;
+        }
         let age = turn.now() - pending.created_at;
         let answer_now = recovery == Recovery::AfterRestart
             && is_last
@@ -81,6 +109,50 @@ pub(crate) async fn recover_replies(
             Recovery::AfterRestart => turn.texts.reply_interrupted,
         };
         fail_visibly(&turn, &pending, text, is_last).await;
+    }
+}
+
+/// Shows a stored reply again in its message: an edit that changes nothing if it had
+/// arrived, the reply itself if it had not (a new message if that one cannot be edited).
+async fn show_again(turn: &Turn<'_>, dialog: &mut Dialog, delivery: &PendingDelivery) {
+    let deps = turn.deps;
+    let keyboard = reply_keyboard(
+        turn.texts,
+        dialog.persona_messages,
+        deps.settings.continue_every,
+    );
+    let parts = split_message(&delivery.content, TELEGRAM_MESSAGE_LIMIT);
+    let last = parts.len() - 1;
+    // The messages the reply occupies, in order.
+    let mut shown_in = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        let keyboard = (index == last).then_some(&keyboard);
+        if let (0, Some(message_id)) = (index, delivery.telegram_message_id) {
+            let edit = deps
+                .messenger
+                .edit_text(turn.chat(), message_id, part, keyboard, Render::Final)
+                .await;
+            // Only a certain refusal makes a new message (see `DeliveryError`).
+            if !matches!(edit, Err(DeliveryError::Failed(_))) {
+                shown_in.push(message_id);
+                continue;
+            }
+        }
+        if let Some(message_id) = send(deps, turn.chat(), part, keyboard).await {
+            shown_in.push(message_id);
+        }
+    }
+    deps.metrics.count_recovered(Recovered::Reshown);
+    let (last, earlier) = match shown_in.split_last() {
+        Some((last, earlier)) => (Some(*last), earlier.to_vec()),
+        None => (None, Vec::new()),
+    };
+    if let Err(error) = deps
+        .store
+        .finish_delivery(delivery.message_id, MessageStatus::Complete, last, &earlier)
+        .await
+    {
+        tracing::warn!(%error, "could not mark a reply shown again");
     }
 }
 

@@ -69,6 +69,10 @@ pub(super) async fn answer_text(
         // It waited through an overload or a restart: an answer now would come out of
         // nowhere. Kept, and failed where the user sees it.
         deps.metrics.count_reply(ReplyOutcome::Late);
+        tracing::warn!(
+            waited_ms = waited.unwrap_or_default(),
+            "a message waited too long to be answered; failed visibly with Retry"
+        );
         let late = Extras {
             status: MessageStatus::Unanswered,
             ..extras

@@ -391,3 +391,53 @@ async fn a_user_who_blocked_the_bot_costs_no_llm_call() {
     );
     h.router.stop();
 }
+
+#[actix_rt::test]
+async fn a_reply_stored_but_perhaps_not_shown_is_shown_again_as_it_was() {
+    let h = SessionHarness::standard();
+    h.handle(pick(USER, "mira")).await;
+    h.handle(text(USER, "the tide?")).await;
+    // As if the process stopped while Telegram got the final text: stored as being shown,
+    // the chat still on a draft.
+    let reply = h.messenger.messages_to(USER).pop().expect("the reply");
+    let stored = h.store.message_count() as i64;
+    {
+        use crate::ports::{MessageStatus, Messenger, SessionStore};
+        h.store
+            .set_status(stored, MessageStatus::Delivering)
+            .await
+            .expect("status");
+        h.messenger
+            .edit_text(
+                USER,
+                reply.id,
+                "reply to: the",
+                None,
+                crate::ports::Render::Draft,
+            )
+            .await
+            .expect("a draft");
+    }
+    let h = h.crash_and_restart(EchoLlm::default());
+    h.router.activate(USER);
+    eventually("the reply shown again", || {
+        h.last_text(USER) == "reply to: the tide?"
+    })
+    .await;
+    eventually("the recovery finished", || h.router.in_flight() == 0).await;
+    assert_eq!(
+        h.messenger.texts_to(USER).len(),
+        2,
+        "in its own message, once"
+    );
+    assert!(
+        h.llm.requests.lock().expect("lock").is_empty(),
+        "not written anew"
+    );
+    assert_eq!(
+        h.store.messages().last(),
+        Some(&("reply to: the tide?".to_owned(), "complete"))
+    );
+    assert_eq!(h.last_buttons(USER), ["regen"]);
+    h.router.stop();
+}

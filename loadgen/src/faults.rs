@@ -106,7 +106,7 @@ pub async fn run_fault(name: &str, options: &SuiteOptions) -> anyhow::Result<Ver
                 first_token_delay: seconds(3, 20),
                 ..steady
             };
-            (base(40, scale(120, 1_000), llm, Backend::Sqlite), None)
+            (base(40, scale(120, 400), llm, Backend::Sqlite), None)
         }
         "stream-cut" => {
             let llm = LlmBehaviour {

@@ -299,8 +299,13 @@ impl Run {
     }
 
     async fn send(&self, user: usize, seq: u64) {
-        let text = format!("{} tell me about the ships tonight", tag(user, seq));
         self.tracker.message_sent(user, seq);
+        self.post(user, seq).await;
+    }
+
+    /// Posts message `seq` of `user` (already marked sent).
+    async fn post(&self, user: usize, seq: u64) {
+        let text = format!("{} tell me about the ships tonight", tag(user, seq));
         self.poster.say(self.tracker.user_id(user), &text).await;
     }
 }
@@ -396,7 +401,11 @@ async fn fixed_rate(run: Arc<Run>, per_second: f64, duration: Duration) {
         next = user + 1;
         let seq = seqs[user].fetch_add(1, Ordering::Relaxed) + 1;
         let run = run.clone();
-        tokio::spawn(async move { run.send(user, seq).await });
+        // Marked busy here, not in the task: under load the task may start after later
+        // ticks, which must not pick the same user again (a second message in flight would
+        // be miscounted: one reply seen as lost, the other as a duplicate).
+        run.tracker.message_sent(user, seq);
+        tokio::spawn(async move { run.post(user, seq).await });
     }
 }
 

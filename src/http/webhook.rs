@@ -36,6 +36,14 @@ pub async fn telegram_webhook(
         state.metrics.count_error(ErrorKind::WebhookAuth);
         return error_body(StatusCode::UNAUTHORIZED, "missing or wrong secret token");
     }
+    if !state.sink.is_ready() {
+        // Shutting down (or not registered yet): Telegram delivers it again, to whichever
+        // replica is ready. The connection closes, so a graceful stop is not held open.
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+            .force_close()
+            .json(json!({ "error": "shutting down; deliver it again" }));
+    }
     let update = match IncomingUpdate::from_json(&body) {
         Ok(update) => update,
         Err(error) => {

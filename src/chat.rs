@@ -88,7 +88,14 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     let messenger = Arc::new(TerminalMessenger {
         keyboard: Mutex::new(None),
     });
-    let core = Core::start(&settings, messenger.clone(), None, Arc::new(SystemClock)).await?;
+    let core = Core::start(
+        &settings,
+        messenger.clone(),
+        Arc::new(crate::telegram::payments::NoPayments),
+        None,
+        Arc::new(SystemClock),
+    )
+    .await?;
     let Some(persona) = core.personas.get(persona_id) else {
         let known: Vec<&str> = core.personas.all().iter().map(|p| p.id.as_str()).collect();
         anyhow::bail!(

@@ -76,9 +76,11 @@ pub fn run() -> anyhow::Result<()> {
             settings.validate(Purpose::Serve).map_err(config_error)?;
             let personas = PersonaCatalog::load_dir(&settings.personas.dir)?;
             SafetyPolicy::load(&settings.safety.file)?;
+            let catalogue = settings.catalogue().map_err(config_error)?;
             eprintln!(
-                "configuration is valid; {} personas and the safety rules load",
-                personas.all().len()
+                "configuration is valid; {} personas, the safety rules and {} products load",
+                personas.all().len(),
+                catalogue.all().len()
             );
             Ok(())
         }

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
+use vitte_actors::domain::catalogue::Catalogue;
+use vitte_actors::domain::entitlement::{Limits, parse_zone};
 use vitte_actors::gateway::RetrySettings;
+use vitte_actors::payments::PayloadSigner;
 use vitte_actors::resilience::backoff::BackoffSettings;
 use vitte_actors::resilience::breaker::BreakerSettings;
 use vitte_actors::resilience::intensity::IntensitySettings;
@@ -50,6 +53,32 @@ pub struct Settings {
     pub personas: PersonaSettings,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub payments: PaymentSettings,
+    pub limits: LimitSettings,
+}
+
+/// What vitte sells and how payloads are signed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PaymentSettings {
+    /// The catalogue file (plans and unlocks).
+    pub catalogue: PathBuf,
+    /// The key invoice payloads are signed with; empty derives one from the bot token.
+    #[serde(serialize_with = "redact")]
+    pub payload_secret: SecretString,
+    /// How often plans are checked for entering grace and expiring.
+    #[serde(with = "humantime_serde")]
+    pub sweep_every: Duration,
+}
+
+/// The daily limits and the plans' grace.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LimitSettings {
+    pub free_daily_messages: u32,
+    pub paid_daily_messages: u32,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// An IANA time zone: its midnight starts a new day.
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -415,6 +444,57 @@ impl Settings {
     }
 
     /// Checks every key `purpose` needs.
+    /// The daily limits, with the time zone read.
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
+        let limits = &self.limits;
+        let zone = parse_zone(&limits.time_zone).ok_or_else(|| {
+            ConfigError::invalid(
+                "limits.time_zone",
+                format!(
+                    "{:?} is not an IANA time zone (such as Europe/Moscow)",
+                    limits.time_zone
+                ),
+            )
+        })?;
+        for (key, value) in [
+            ("limits.free_daily_messages", limits.free_daily_messages),
+            ("limits.paid_daily_messages", limits.paid_daily_messages),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if limits.paid_daily_messages < limits.free_daily_messages {
+            return Err(ConfigError::invalid(
+                "limits.paid_daily_messages",
+                "must be at least limits.free_daily_messages",
+            ));
+        }
+        Ok(Limits {
+            free_daily_messages: limits.free_daily_messages,
+            paid_daily_messages: limits.paid_daily_messages,
+            grace: limits.grace,
+            zone,
+        })
+    }
+
+    /// The catalogue file, read and checked.
+    pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
+        Catalogue::load(&self.payments.catalogue)
+            .map_err(|error| ConfigError::invalid("payments.catalogue", error.to_string()))
+    }
+
+    /// The key invoice payloads are signed with: `payments.payload_secret`, or one derived
+    /// from the bot token.
+    pub fn payload_key(&self) -> Vec<u8> {
+        let secret = self.payments.payload_secret.expose_secret();
+        if secret.is_empty() {
+            PayloadSigner::derive_key(self.telegram.token.expose_secret())
+        } else {
+            secret.as_bytes().to_vec()
+        }
+    }
+
     pub fn validate(&self, purpose: Purpose) -> Result<(), ConfigError> {
         self.database_target()?;
         if self.database.max_connections == 0 {
@@ -464,6 +544,13 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "streaming.edit_interval",
                 "must be at least 100ms (Telegram limits edits per chat)",
+            ));
+        }
+        self.limits()?;
+        if self.payments.sweep_every < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "payments.sweep_every",
+                "must be at least 1s",
             ));
         }
         self.validate_reloadable()?;

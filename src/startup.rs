@@ -17,6 +17,8 @@ use vitte_actors::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use vitte_actors::domain::safety::SafetyPolicy;
 use vitte_actors::gateway::{LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec};
 use vitte_actors::metrics::Metrics;
+use vitte_actors::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
+use vitte_actors::ports::payments::PaymentsApi;
 use vitte_actors::ports::{
     Clock, LanguageModel, Messenger, RateLimiter, ResponseCache, SystemClock,
 };
@@ -31,6 +33,8 @@ use crate::redis_backend::RedisBackend;
 use crate::reload::{ReloadError, Reloader, gateway_tuning, provider_tuning};
 use crate::storage::Database;
 use crate::telegram::bot_api::BotApiClient;
+use crate::telegram::payments::StarsApi;
+use crate::telegram::raw::RawBotApi;
 use crate::telegram::{IncomingUpdate, UpdateSink, polling};
 
 /// Wraps what sessions call the LLM through (fault injection in tests).
@@ -58,6 +62,7 @@ pub struct Core {
     pub redis: Option<RedisBackend>,
     pub router: SessionRouter,
     pub clock: Arc<dyn Clock>,
+    pub desk: DeskHandle,
 }
 
 impl Core {
@@ -66,10 +71,13 @@ impl Core {
     pub async fn start(
         settings: &Settings,
         messenger: Arc<dyn Messenger>,
+        payments_api: Arc<dyn PaymentsApi>,
         wrap_llm: Option<LlmWrapper>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
         let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
+        let catalogue = Arc::new(settings.catalogue()?);
+        let limits = settings.limits()?;
         let safety = Arc::new(SafetyPolicy::load(&settings.safety.file)?);
         let database = Database::connect(
             &settings.database_target()?,
@@ -145,6 +153,21 @@ impl Core {
             Some(wrap) => wrap(gateway.clone()),
             None => gateway.clone(),
         };
+        let commerce = Commerce {
+            catalogue,
+            limits,
+            signer: PayloadSigner::new(&settings.payload_key()),
+            api: payments_api,
+            store: Arc::new(database.clone()),
+        };
+        let desk = PaymentDesk::launch(DeskDeps {
+            commerce: commerce.clone(),
+            messenger: messenger.clone(),
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            clock: clock.clone(),
+            sweep_every: settings.payments.sweep_every,
+        });
         let deps = SessionDeps {
             messenger,
             llm: sessions_llm,
@@ -172,12 +195,15 @@ impl Core {
             },
             clock: clock.clone(),
             in_flight: AtomicUsize::new(0),
+            commerce,
+            desk: desk.clone(),
         };
         let shards = match settings.session.shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             shards => shards,
         };
         let router = SessionRouter::start(shards, deps);
+        desk.listen(Arc::new(router.clone()));
         Ok(Core {
             personas,
             database,
@@ -187,6 +213,7 @@ impl Core {
             redis,
             router,
             clock,
+            desk,
         })
     }
 }
@@ -268,6 +295,7 @@ impl Application {
         let core = Core::start(
             &settings,
             Arc::new(BotApiClient::new(bot.clone())),
+            Arc::new(StarsApi::new(RawBotApi::new(&bot))),
             customization.wrap_llm,
             clock,
         )
@@ -284,6 +312,7 @@ impl Application {
         let (stopped, _) = watch::channel(false);
         let sink = UpdateSink {
             router: core.router.clone(),
+            desk: core.desk.clone(),
             metrics: core.metrics.clone(),
             database: core.database.clone(),
             clock: core.clock.clone(),

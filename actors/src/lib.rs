@@ -36,6 +36,8 @@
 //! - [`session`]: the session actors, their router and their handlers (one folder per
 //!   actor kind: the actor, its messages, its handlers and its tests);
 //! - [`gateway`]: the LLM gateway, a supervised service;
+//! - [`payments`]: the payment desk, its messages and handlers (Telegram Stars purchases,
+//!   subscriptions, refunds, the plans' sweep);
 //! - [`supervision`]: the kinds, their policies, and the guard every actor runs under;
 //! - [`metrics`]: every Prometheus metric;
 //! - [`domain`]: what several actors share: events, personas, prompts, safety, texts;
@@ -48,6 +50,7 @@ pub mod domain;
 pub mod faults;
 pub mod gateway;
 pub mod metrics;
+pub mod payments;
 pub mod ports;
 pub mod resilience;
 pub mod session;

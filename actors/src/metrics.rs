@@ -127,6 +127,13 @@ pub struct Metrics {
     pub recovered_replies_total: IntCounterVec,
     /// Accepted updates handed to their sessions again after a restart.
     pub replayed_updates_total: IntCounter,
+    /// Payment events by provider and status (`pre_checkout_accepted`, `paid`, `renewed`,
+    /// `duplicate`, `unmatched`, `refunded`, …).
+    pub payments_total: IntCounterVec,
+    /// Plans open (active or in grace), by catalogue product.
+    pub subscriptions_active: IntGaugeVec,
+    /// Messages not answered because of a limit, by reason (`free_limit`, `fair_use`).
+    pub entitlement_denials_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -230,6 +237,21 @@ impl Metrics {
                 "vitte_replayed_updates_total",
                 "Accepted updates handed to their sessions again after a restart",
             )?,
+            payments_total: counter_vec(
+                "payments_total",
+                "Payment events by provider and status",
+                &["provider", "status"],
+            )?,
+            subscriptions_active: gauge_vec(
+                "subscriptions_active",
+                "Plans open (active or in grace), by product",
+                &["plan"],
+            )?,
+            entitlement_denials_total: counter_vec(
+                "entitlement_denials_total",
+                "Messages not answered because of a daily limit, by reason",
+                &["reason"],
+            )?,
             registry: Registry::new(),
         };
         metrics.register_all()?;
@@ -259,6 +281,9 @@ impl Metrics {
         r.register(Box::new(self.replies_total.clone()))?;
         r.register(Box::new(self.recovered_replies_total.clone()))?;
         r.register(Box::new(self.replayed_updates_total.clone()))?;
+        r.register(Box::new(self.payments_total.clone()))?;
+        r.register(Box::new(self.subscriptions_active.clone()))?;
+        r.register(Box::new(self.entitlement_denials_total.clone()))?;
         for outcome in Recovered::ALL {
             self.recovered_replies_total
                 .with_label_values(&[outcome.as_str()]);
@@ -279,6 +304,13 @@ impl Metrics {
         }
         for kind in ErrorKind::ALL {
             self.errors_total.with_label_values(&[kind.as_str()]);
+        }
+        for reason in ["free_limit", "fair_use"] {
+            self.entitlement_denials_total.with_label_values(&[reason]);
+        }
+        for status in ["paid", "refunded"] {
+            self.payments_total
+                .with_label_values(&[crate::payments::STARS, status]);
         }
         for kind in ActorKind::ALL {
             let label = [kind.as_str()];
@@ -304,6 +336,13 @@ impl Metrics {
     pub fn count_reply(&self, outcome: ReplyOutcome) {
         self.replies_total
             .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// One payment event of `provider` with `status` (`vitte_payments_total`).
+    pub fn count_payment(&self, provider: &str, status: &str) {
+        self.payments_total
+            .with_label_values(&[provider, status])
             .inc();
     }
 

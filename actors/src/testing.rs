@@ -10,10 +10,14 @@ use async_trait::async_trait;
 use crate::domain::event::{Inbound, InboundKind, Sender};
 use crate::ports::*;
 
+use crate::domain::catalogue::{Catalogue, TEST_CATALOGUE};
+use crate::domain::entitlement::Limits;
 use crate::domain::persona::{Persona, PersonaCatalog};
 use crate::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use crate::domain::safety::SafetyPolicy;
 use crate::metrics::Metrics;
+use crate::payments::testing::{MemoryPaymentStore, RecordingPaymentsApi};
+use crate::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
 use crate::resilience::backoff::BackoffSettings;
 use crate::session::{SessionDeps, SessionRouter, SessionSettings};
 use crate::supervision::{ActorKind, KindPolicy, Supervisor};
@@ -541,6 +545,10 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 /// A session router on the in-memory ports, with a manual clock: the sessions' test bench.
 pub struct SessionHarness {
     pub router: SessionRouter,
+    pub payments: Arc<MemoryPaymentStore>,
+    pub payments_api: Arc<RecordingPaymentsApi>,
+    pub desk: DeskHandle,
+    limits: Limits,
     pub messenger: Arc<RecordingMessenger>,
     pub llm: Arc<EchoLlm>,
     pub store: Arc<MemoryStore>,
@@ -548,6 +556,19 @@ pub struct SessionHarness {
     pub clock: Arc<ManualClock>,
     settings: SessionSettings,
     policy: KindPolicy,
+}
+
+/// `policy` with a short restart backoff.
+fn supervised_policy(policy: &KindPolicy) -> KindPolicy {
+    KindPolicy {
+        backoff: BackoffSettings {
+            min_ms: 10,
+            max_ms: 50,
+            jitter: 0.0,
+            reset_after_ms: 1_000,
+        },
+        ..policy.clone()
+    }
 }
 
 /// Test personas: each with one story, `first`, whose opening greets the user.
@@ -568,16 +589,64 @@ impl SessionHarness {
             Arc::new(MemoryStore::with_clock(clock.clone())),
             clock,
         );
-        SessionHarness::start(settings, Arc::new(llm), policy, ports)
+        SessionHarness::start(settings, Arc::new(llm), policy, Limits::default(), ports)
+    }
+
+    /// The standard harness with `limits` (a small free tier, say).
+    pub fn with_limits(limits: Limits) -> SessionHarness {
+        let clock = ManualClock::starting_at(1_700_000_000_000);
+        let ports = (
+            Arc::new(RecordingMessenger::default()),
+            Arc::new(MemoryStore::with_clock(clock.clone())),
+            clock,
+        );
+        let llm = Arc::new(EchoLlm::default());
+        SessionHarness::start(
+            SessionSettings::default(),
+            llm,
+            KindPolicy::default(),
+            limits,
+            ports,
+        )
     }
 
     fn start(
         settings: SessionSettings,
         llm: Arc<EchoLlm>,
         policy: KindPolicy,
+        limits: Limits,
         (messenger, store, clock): (Arc<RecordingMessenger>, Arc<MemoryStore>, Arc<ManualClock>),
     ) -> SessionHarness {
         let metrics = Metrics::new().expect("metrics");
+        let payments = Arc::new(MemoryPaymentStore::new(clock.clone()));
+        let payments_api = Arc::new(RecordingPaymentsApi::default());
+        let supervisor = Arc::new(Supervisor::new(
+            HashMap::from([
+                (ActorKind::Session, supervised_policy(&policy)),
+                (
+                    ActorKind::Payments,
+                    supervised_policy(&KindPolicy::default()),
+                ),
+            ]),
+            metrics.clone(),
+        ));
+        let commerce = Commerce {
+            catalogue: Arc::new(
+                Catalogue::parse("catalogue.toml", TEST_CATALOGUE).expect("catalogue"),
+            ),
+            limits: limits.clone(),
+            signer: PayloadSigner::new(b"test"),
+            api: payments_api.clone(),
+            store: payments.clone(),
+        };
+        let desk = PaymentDesk::launch(DeskDeps {
+            commerce: commerce.clone(),
+            messenger: messenger.clone(),
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            clock: clock.clone(),
+            sweep_every: Duration::from_secs(60),
+        });
         let safety = Arc::new(
             SafetyPolicy::parse("safety.toml", crate::domain::safety::TEST_POLICY).expect("policy"),
         );
@@ -592,15 +661,6 @@ impl SessionHarness {
                 Persona::parse(std::path::Path::new(&format!("{id}.toml")), &file).expect("persona")
             })
             .collect();
-        let supervised = KindPolicy {
-            backoff: BackoffSettings {
-                min_ms: 10,
-                max_ms: 50,
-                jitter: 0.0,
-                reset_after_ms: 1_000,
-            },
-            ..policy.clone()
-        };
         let deps = SessionDeps {
             messenger: messenger.clone(),
             llm: llm.clone(),
@@ -616,16 +676,21 @@ impl SessionHarness {
             ),
             safety,
             metrics: metrics.clone(),
-            supervisor: Arc::new(Supervisor::new(
-                HashMap::from([(ActorKind::Session, supervised)]),
-                metrics.clone(),
-            )),
+            supervisor,
             settings: settings.clone(),
             clock: clock.clone(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            commerce,
+            desk: desk.clone(),
         };
+        let router = SessionRouter::start(1, deps);
+        desk.listen(Arc::new(router.clone()));
         SessionHarness {
-            router: SessionRouter::start(1, deps),
+            router,
+            payments,
+            payments_api,
+            desk,
+            limits,
             messenger,
             llm,
             store,
@@ -641,7 +706,13 @@ impl SessionHarness {
     pub fn crash_and_restart(self, llm: EchoLlm) -> SessionHarness {
         self.router.stop();
         let ports = (self.messenger, self.store, self.clock);
-        SessionHarness::start(self.settings, Arc::new(llm), self.policy, ports)
+        SessionHarness::start(
+            self.settings,
+            Arc::new(llm),
+            self.policy,
+            self.limits,
+            ports,
+        )
     }
 
     /// The default settings and policy, and an LLM that echoes at once.

@@ -61,6 +61,17 @@ impl VitteProcess {
                 "VITTE__PERSONAS__DIR",
                 options.repository.join("personas").display().to_string(),
             ),
+            (
+                "VITTE__PAYMENTS__CATALOGUE",
+                options
+                    .repository
+                    .join("config/catalogue.toml")
+                    .display()
+                    .to_string(),
+            ),
+            // Load users write far more than a free tier's day: the limit is not measured.
+            ("VITTE__LIMITS__FREE_DAILY_MESSAGES", "1000000".into()),
+            ("VITTE__LIMITS__PAID_DAILY_MESSAGES", "1000000".into()),
             ("VITTE__TELEGRAM__TOKEN", "123456:LOAD".into()),
             ("VITTE__TELEGRAM__API_URL", peers.into()),
             ("VITTE__TELEGRAM__MODE", "webhook".into()),

@@ -8,6 +8,9 @@ use subtle::ConstantTimeEq;
 
 use super::state::{HttpState, error_body};
 use crate::reload::ReloadError;
+use vitte_actors::domain::entitlement::Entitlement;
+use vitte_actors::payments::messages::RefundError;
+use vitte_actors::ports::payments::PaymentStore;
 
 /// Whether the request carries `Authorization: Bearer <admin token>` (constant-time).
 fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
@@ -57,5 +60,111 @@ pub async fn reload(request: HttpRequest, state: web::Data<HttpState>) -> HttpRe
             tracing::warn!(%error, "reload refused; the running settings stay");
             error_body(StatusCode::BAD_REQUEST, &error.to_string())
         }
+    }
+}
+
+/// An entitlement as operators read it.
+fn entitlement_json(entitlement: &Entitlement) -> serde_json::Value {
+    json!({
+        "plan": entitlement.plan.as_ref().map(|plan| json!({
+            "product": plan.product_id,
+            "paid_until": plan.paid_until,
+            "renewing": plan.renewing,
+            "subscription_charge": plan.subscription_charge,
+        })),
+        "unlocked": entitlement
+            .unlocked
+            .iter()
+            .map(|feature| feature.as_str())
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Refunds a payment: Telegram gives the Stars back (`refundStarPayment`), then what it
+/// granted is taken back, once. 404 for an unknown charge, 409 if refunded before, 502 when
+/// Telegram refuses.
+pub async fn refund(
+    request: HttpRequest,
+    state: web::Data<HttpState>,
+    charge_id: web::Path<String>,
+) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    match state.sink.desk.refund(&charge_id).await {
+        Ok(entitlement) => HttpResponse::Ok().json(json!({
+            "status": "refunded",
+            "charge_id": charge_id.as_str(),
+            "entitlement": entitlement_json(&entitlement),
+        })),
+        Err(error) => {
+            let status = match error {
+                RefundError::UnknownCharge => StatusCode::NOT_FOUND,
+                RefundError::AlreadyRefunded => StatusCode::CONFLICT,
+                RefundError::Telegram(_) => StatusCode::BAD_GATEWAY,
+                RefundError::Storage(_) | RefundError::Crashed => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error_body(status, &error.to_string())
+        }
+    }
+}
+
+/// A user's payments, their audit (every transition with its time and source) and what
+/// they have now.
+pub async fn payments(
+    request: HttpRequest,
+    state: web::Data<HttpState>,
+    user_id: web::Path<i64>,
+) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    let user_id = user_id.into_inner();
+    let history = state.database.history(user_id).await;
+    let entitlement = state.database.entitlement(user_id).await;
+    match (history, entitlement) {
+        (Ok((payments, events)), Ok(entitlement)) => HttpResponse::Ok().json(json!({
+            "user_id": user_id,
+            "entitlement": entitlement_json(&entitlement),
+            "payments": payments,
+            "events": events,
+        })),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "could not read a user's payments");
+            error_body(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable")
+        }
+    }
+}
+
+/// Blocks a user's purchases: their pre-checkout queries are refused from now on.
+pub async fn block(
+    request: HttpRequest,
+    state: web::Data<HttpState>,
+    user_id: web::Path<i64>,
+) -> HttpResponse {
+    set_blocked(request, state, user_id.into_inner(), true).await
+}
+
+/// Lets a blocked user buy again.
+pub async fn unblock(
+    request: HttpRequest,
+    state: web::Data<HttpState>,
+    user_id: web::Path<i64>,
+) -> HttpResponse {
+    set_blocked(request, state, user_id.into_inner(), false).await
+}
+
+async fn set_blocked(
+    request: HttpRequest,
+    state: web::Data<HttpState>,
+    user_id: i64,
+    blocked: bool,
+) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    match state.sink.desk.set_blocked(user_id, blocked).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "user_id": user_id, "blocked": blocked })),
+        Err(error) => error_body(StatusCode::SERVICE_UNAVAILABLE, &error),
     }
 }

@@ -25,5 +25,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(webhook::telegram_webhook)),
         )
         .route("/admin/actors", web::get().to(admin::actors))
-        .route("/admin/supervision/reload", web::post().to(admin::reload));
+        .route("/admin/supervision/reload", web::post().to(admin::reload))
+        .route(
+            "/admin/payments/{charge_id}/refund",
+            web::post().to(admin::refund),
+        )
+        .route(
+            "/admin/users/{user_id}/payments",
+            web::get().to(admin::payments),
+        )
+        .route("/admin/users/{user_id}/block", web::post().to(admin::block))
+        .route(
+            "/admin/users/{user_id}/unblock",
+            web::post().to(admin::unblock),
+        );
 }

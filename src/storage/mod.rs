@@ -116,6 +116,7 @@ macro_rules! with_connection {
 
 mod inbox;
 pub use inbox::{Accepted, UnhandledUpdate};
+mod payments;
 mod sessions;
 
 impl Database {

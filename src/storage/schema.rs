@@ -76,6 +76,61 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// What each user has bought: one row, changed in transactions with their audit line.
+    entitlements (user_id) {
+        user_id -> BigInt,
+        plan_product -> Nullable<Text>,
+        paid_until -> Nullable<BigInt>,
+        renewing -> Bool,
+        subscription_charge -> Nullable<Text>,
+        unlocked -> Text,
+        plan_state -> Text,
+        blocked -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Telegram Stars payments, once per charge.
+    payments (charge_id) {
+        charge_id -> Text,
+        user_id -> BigInt,
+        product_id -> Text,
+        stars -> Integer,
+        kind -> Text,
+        days_granted -> Integer,
+        status -> Text,
+        created_at -> BigInt,
+        refunded_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Pre-checkout queries and the answers given.
+    checkouts (query_id) {
+        query_id -> Text,
+        user_id -> BigInt,
+        payload -> Text,
+        accepted -> Bool,
+        refusal -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// The payment audit: every transition with its time and source.
+    payment_events (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        charge_id -> Nullable<Text>,
+        event -> Text,
+        source -> Text,
+        detail -> Text,
+        at -> BigInt,
+    }
+}
+
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -84,5 +139,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     inbox,
     health_probe,
-    token_usage
+    token_usage,
+    entitlements,
+    payments,
+    checkouts,
+    payment_events
 );

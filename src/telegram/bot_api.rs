@@ -102,7 +102,14 @@ impl BotApiClient {
 fn to_markup(keyboard: &Keyboard) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(keyboard.rows.iter().map(|row| {
         row.iter()
-            .map(|button| InlineKeyboardButton::callback(button.label.clone(), button.data.clone()))
+            .map(|button| {
+                // A link button (an invoice link) whose URL does not parse is shown as a
+                // button that does nothing rather than dropped from the keyboard.
+                match button.url.as_deref().map(reqwest::Url::parse) {
+                    Some(Ok(url)) => InlineKeyboardButton::url(button.label.clone(), url),
+                    _ => InlineKeyboardButton::callback(button.label.clone(), button.data.clone()),
+                }
+            })
             .collect::<Vec<_>>()
     }))
 }

@@ -2,6 +2,7 @@
 //! calling the Bot API (the [`bot_api::BotApiClient`], which implements the `Messenger` port).
 
 pub mod bot_api;
+pub mod payments;
 pub mod polling;
 pub mod raw;
 pub mod update;
@@ -15,12 +16,19 @@ use vitte_actors::ports::Clock;
 
 use crate::storage::{Accepted, Database, StorageError};
 pub use update::IncomingUpdate;
+use vitte_actors::payments::DeskHandle;
 use vitte_actors::resilience::backoff::BackoffSettings;
 use vitte_actors::session::SessionRouter;
 
 /// The update kinds vitte asks Telegram for (`allowed_updates` of `getUpdates` and
 /// `setWebhook`).
-pub const ALLOWED_UPDATES: &[&str] = &["message", "callback_query"];
+pub const ALLOWED_UPDATES: &[&str] = &[
+    "message",
+    "callback_query",
+    "pre_checkout_query",
+    // Bot API 10.2: a Stars subscription canceled, resumed or failed to renew.
+    "subscription",
+];
 
 /// Pauses between failed attempts to reach Telegram for updates (`getUpdates`,
 /// `setWebhook`): from half a second, doubling up to a minute.
@@ -80,6 +88,8 @@ pub async fn register_commands(bot: teloxide::Bot) {
 #[derive(Clone)]
 pub struct UpdateSink {
     pub router: SessionRouter,
+    /// Where payment updates go.
+    pub desk: DeskHandle,
     pub metrics: Metrics,
     pub database: Database,
     pub clock: Arc<dyn Clock>,
@@ -92,6 +102,24 @@ impl UpdateSink {
     /// may Telegram be told it arrived. An error means it was not stored, and Telegram must
     /// deliver it again.
     pub async fn accept(&self, update: &IncomingUpdate) -> Result<(), StorageError> {
+        if let Some(payment) = update.payment() {
+            let user_id = Some(payment.user_id());
+            match self
+                .database
+                .accept_update(update.update_id, user_id, &update.json)
+                .await?
+            {
+                Accepted::New => self.desk.deliver(payment.clone()),
+                Accepted::Duplicate => {
+                    tracing::debug!(
+                        update_id = update.update_id,
+                        "redelivered payment update ignored"
+                    );
+                    self.metrics.duplicate_updates_total.inc();
+                }
+            }
+            return Ok(());
+        }
         // Not one vitte handles (a group message, an edit): nothing to store or hand on.
         let Some(inbound) = update.to_inbound(self.clock.now_millis()) else {
             return Ok(());
@@ -119,6 +147,11 @@ impl UpdateSink {
 
     /// Hands an update accepted before a restart (at `received_at`) to its session again.
     pub fn replay(&self, update: &IncomingUpdate, received_at: i64) {
+        if let Some(payment) = update.payment() {
+            self.metrics.replayed_updates_total.inc();
+            self.desk.deliver(payment.clone());
+            return;
+        }
         if let Some(mut inbound) = update.to_inbound(received_at) {
             inbound.replayed = true;
             self.metrics.replayed_updates_total.inc();

@@ -7,7 +7,10 @@
 use serde_json::Value;
 use teloxide::types::{Update, UpdateKind};
 use vitte_actors::domain::event::{Inbound, InboundKind, Sender};
+use vitte_actors::payments::messages::PaymentUpdate;
 use vitte_actors::ports::UserId;
+
+use super::payments::payment_update;
 
 /// Why a body is not an update.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,8 @@ pub struct IncomingUpdate {
     pub json: String,
     /// `None` when teloxide cannot read it (a kind or field it does not know).
     parsed: Option<Update>,
+    /// A payment update (read from the JSON itself: see [`super::payments`]).
+    payment: Option<PaymentUpdate>,
 }
 
 impl IncomingUpdate {
@@ -38,6 +43,7 @@ impl IncomingUpdate {
     /// Reads one element of `getUpdates`' result (or a stored update).
     pub fn from_value(value: Value) -> Result<IncomingUpdate, UpdateError> {
         let update_id = value["update_id"].as_i64().ok_or(UpdateError::NoUpdateId)?;
+        let payment = payment_update(&value);
         let json = value.to_string();
         // From the text: teloxide's types read borrowed strings, which a `Value` cannot lend.
         let parsed = serde_json::from_str::<Update>(&json)
@@ -47,17 +53,30 @@ impl IncomingUpdate {
             update_id,
             json,
             parsed,
+            payment,
         })
     }
 
     /// The user it comes from, if it is one vitte handles.
     pub fn user_id(&self) -> Option<UserId> {
-        self.to_inbound(0).map(|inbound| inbound.sender.user_id)
+        match &self.payment {
+            Some(payment) => Some(payment.user_id()),
+            None => self.to_inbound(0).map(|inbound| inbound.sender.user_id),
+        }
+    }
+
+    /// The payment update it is (for the payment desk), if it is one.
+    pub fn payment(&self) -> Option<&PaymentUpdate> {
+        self.payment.as_ref()
     }
 
     /// The session event it is, accepted at `accepted_at`; `None` for updates the bot does
     /// not handle (group chats, edits, channel posts, messages from bots, …).
     pub fn to_inbound(&self, accepted_at: i64) -> Option<Inbound> {
+        if self.payment.is_some() {
+            // The payment desk's, not a session's.
+            return None;
+        }
         let update = self.parsed.as_ref()?;
         let update_id = Some(self.update_id);
         match &update.kind {

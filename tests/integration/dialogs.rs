@@ -319,9 +319,12 @@ async fn returning_after_a_while_opens_with_a_greeting_that_recalls_the_story(ba
 async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let user = 30301;
+    // The modes are purchases: both unlocked first (two thank-you messages).
+    app.user_buys(user, "intense_mode").await;
+    app.user_buys(user, "fantasy_scenes").await;
     app.start_dialog(user, "pavel").await;
     app.user_says(user, "/settings").await;
-    let settings = newest_message(&app, user, 2).await;
+    let settings = newest_message(&app, user, 4).await;
     assert_eq!(settings["text"], "Settings of dialog 1 (Pavel):");
     assert_eq!(
         button_labels(&settings),
@@ -335,7 +338,7 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
         (button_labels(settings) == ["Intense mode: on", "Fantasy scenes: off"]).then_some(())
     })
     .await;
-    assert_eq!(app.telegram.sent_texts(user).len(), 2, "no new message");
+    assert_eq!(app.telegram.sent_texts(user).len(), 4, "no new message");
 
     app.user_says(user, "a storm is coming").await;
     app.wait_for_last_text(user, "echo: a storm is coming")
@@ -348,7 +351,7 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     // Another slot has its own modes.
     app.start_dialog(user, "iris").await;
     app.user_says(user, "/settings").await;
-    let settings = newest_message(&app, user, 5).await;
+    let settings = newest_message(&app, user, 7).await;
     assert_eq!(settings["text"], "Settings of dialog 2 (Iris):");
     let message_id = settings["message_id"].as_i64().expect("an id");
     app.user_presses_on(user, "t:fantasy", message_id).await;
@@ -371,7 +374,7 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     // Stored: after a restart slot 1 is still intense.
     let app = app.restart().await;
     app.user_presses(user, "c:1").await;
-    app.wait_for_texts(user, 7).await;
+    app.wait_for_texts(user, 9).await;
     app.user_says(user, "still here?").await;
     app.wait_for_last_text(user, "echo: still here?").await;
     let (system, _) = last_request(&app);

@@ -325,7 +325,7 @@ async fn admin_endpoints_need_the_token() {
         .iter()
         .filter_map(|k| k["kind"].as_str())
         .collect();
-    assert_eq!(kinds, ["session", "llm"]);
+    assert_eq!(kinds, ["session", "llm", "payments"]);
     assert_eq!(actors["providers"][0]["breaker"], "closed");
     app.stop().await;
 }

@@ -10,5 +10,6 @@ mod faults;
 mod gateway;
 mod http_api;
 mod loadgen;
+mod payments;
 mod recovery;
 mod streaming;

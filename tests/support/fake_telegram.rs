@@ -47,6 +47,11 @@ const KNOWN_METHODS: &[&str] = &[
     "sendChatAction",
     "answerCallbackQuery",
     "deleteMessage",
+    "sendInvoice",
+    "createInvoiceLink",
+    "answerPreCheckoutQuery",
+    "refundStarPayment",
+    "editUserStarSubscription",
 ];
 
 /// One call the bot made to the fake server.
@@ -100,6 +105,22 @@ struct Inner {
     reject_bad_markdown: bool,
     webhook: Option<(String, Option<String>)>,
     next_message_id: i64,
+    /// Pre-checkout queries sent to the bot, with the answer once given.
+    pre_checkouts: std::collections::HashMap<String, Option<Value>>,
+    /// Stars charges Telegram made: who paid, and whether refunded / a subscription
+    /// (canceled by the bot or not).
+    charges: std::collections::HashMap<String, FakeCharge>,
+    /// The invoices the bot made (`sendInvoice` and `createInvoiceLink` bodies).
+    invoices: Vec<Value>,
+}
+
+/// A Stars charge as the fake Telegram knows it.
+#[derive(Debug, Clone, Default)]
+pub struct FakeCharge {
+    pub user_id: i64,
+    pub refunded: bool,
+    pub subscription: bool,
+    pub canceled: bool,
 }
 
 #[derive(Debug)]
@@ -146,6 +167,9 @@ impl FakeTelegram {
                 reject_bad_markdown: true,
                 webhook: None,
                 next_message_id: 1,
+                pre_checkouts: std::collections::HashMap::new(),
+                charges: std::collections::HashMap::new(),
+                invoices: Vec::new(),
             }),
             new_update: Notify::new(),
         });
@@ -295,6 +319,47 @@ impl FakeTelegram {
     /// The webhook URL set by `setWebhook` and its secret token, if any.
     pub fn webhook(&self) -> Option<(String, Option<String>)> {
         self.state.lock().webhook.clone()
+    }
+
+    /// Telegram is about to send the bot the pre-checkout query `query_id` (only known
+    /// queries can be answered, once).
+    pub fn open_pre_checkout(&self, query_id: &str) {
+        self.state
+            .lock()
+            .pre_checkouts
+            .insert(query_id.to_owned(), None);
+    }
+
+    /// The bot's answer to a pre-checkout query, once given.
+    pub fn pre_checkout_answer(&self, query_id: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .pre_checkouts
+            .get(query_id)
+            .cloned()
+            .flatten()
+    }
+
+    /// Telegram charged `user_id` (before it tells the bot with `successful_payment`).
+    pub fn charge(&self, charge_id: &str, user_id: i64, subscription: bool) {
+        self.state.lock().charges.insert(
+            charge_id.to_owned(),
+            FakeCharge {
+                user_id,
+                subscription,
+                ..FakeCharge::default()
+            },
+        );
+    }
+
+    /// A charge as Telegram knows it now.
+    pub fn charge_state(&self, charge_id: &str) -> Option<FakeCharge> {
+        self.state.lock().charges.get(charge_id).cloned()
+    }
+
+    /// The invoices the bot made, oldest first.
+    pub fn invoices(&self) -> Vec<Value> {
+        self.state.lock().invoices.clone()
     }
 
     /// Stops the server (without waiting for open requests).
@@ -542,6 +607,11 @@ async fn handle_call(
         "editMessageText" => edit_message_text(&state, &body),
         "deleteMessage" => delete_message(&state, &body),
         "sendChatAction" | "answerCallbackQuery" | "setMyCommands" => ok(json!(true)),
+        "sendInvoice" => send_invoice(&state, &body),
+        "createInvoiceLink" => create_invoice_link(&state, &body),
+        "answerPreCheckoutQuery" => answer_pre_checkout(&state, &body),
+        "refundStarPayment" => refund_star_payment(&state, &body),
+        "editUserStarSubscription" => edit_star_subscription(&state, &body),
         _ => error(404, "Not Found: method not found"),
     }
 }
@@ -822,4 +892,248 @@ fn edit_message_text(state: &State, body: &Value) -> HttpResponse {
     let mut message = bot_message(message_id, chat_id, &text, body);
     message["edit_date"] = json!(unix_now());
     ok(message)
+}
+
+/// Telegram's checks on an invoice (`sendInvoice`, `createInvoiceLink`) in Stars: title
+/// 1-32 characters, description 1-255, payload 1-128 bytes, currency `XTR` with exactly one
+/// price, and an empty (or absent) provider token.
+fn check_invoice(body: &Value) -> Result<(), HttpResponse> {
+    let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default();
+    let chars = |key: &str| text(key).chars().count();
+    if !(1..=32).contains(&chars("title")) {
+        return Err(error(400, "Bad Request: INVOICE_TITLE_INVALID"));
+    }
+    if !(1..=255).contains(&chars("description")) {
+        return Err(error(400, "Bad Request: INVOICE_DESCRIPTION_INVALID"));
+    }
+    if !(1..=128).contains(&text("payload").len()) {
+        return Err(error(400, "Bad Request: INVOICE_PAYLOAD_INVALID"));
+    }
+    if text("currency") != "XTR" {
+        return Err(error(400, "Bad Request: CURRENCY_INVALID"));
+    }
+    if !text("provider_token").is_empty() {
+        return Err(error(400, "Bad Request: PAYMENT_PROVIDER_INVALID"));
+    }
+    let prices = body.get("prices").and_then(Value::as_array);
+    let amount = match prices.map(Vec::as_slice) {
+        Some([price]) => price.get("amount").and_then(Value::as_i64).unwrap_or(0),
+        _ => return Err(error(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID")),
+    };
+    if !(1..=10_000).contains(&amount) {
+        return Err(error(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID"));
+    }
+    Ok(())
+}
+
+fn send_invoice(state: &State, body: &Value) -> HttpResponse {
+    let Some(chat_id) = chat_id_of(body) else {
+        return error(400, "Bad Request: chat_id is empty");
+    };
+    if body.get("subscription_period").is_some() {
+        // Only createInvoiceLink makes subscriptions.
+        return error(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID");
+    }
+    if let Err(response) = check_invoice(body) {
+        return response;
+    }
+    let mut inner = state.lock();
+    inner.invoices.push(body.clone());
+    let message_id = inner.next_message_id;
+    inner.next_message_id += 1;
+    let amount = body["prices"][0]["amount"].clone();
+    ok(json!({
+        "message_id": message_id,
+        "date": unix_now(),
+        "chat": { "id": chat_id, "type": "private", "first_name": "User" },
+        "from": bot_user_short(),
+        "invoice": {
+            "title": body["title"],
+            "description": body["description"],
+            "start_parameter": "",
+            "currency": "XTR",
+            "total_amount": amount,
+        },
+    }))
+}
+
+fn create_invoice_link(state: &State, body: &Value) -> HttpResponse {
+    if let Err(response) = check_invoice(body) {
+        return response;
+    }
+    if let Some(period) = body.get("subscription_period") {
+        // "Currently, it must always be 2592000 (30 days) if specified."
+        if period.as_i64() != Some(2_592_000) {
+            return error(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID");
+        }
+    }
+    let mut inner = state.lock();
+    inner.invoices.push(body.clone());
+    ok(json!(format!("https://t.me/$fake{}", inner.invoices.len())))
+}
+
+fn answer_pre_checkout(state: &State, body: &Value) -> HttpResponse {
+    let query_id = body
+        .get("pre_checkout_query_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let accepted = body.get("ok").and_then(Value::as_bool);
+    let Some(accepted) = accepted else {
+        return error(400, "Bad Request: ok is required");
+    };
+    if !accepted
+        && body
+            .get("error_message")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        return error(
+            400,
+            "Bad Request: error_message is required when ok is false",
+        );
+    }
+    let mut inner = state.lock();
+    match inner.pre_checkouts.get_mut(&query_id) {
+        // An unknown query, or one answered before.
+        None | Some(Some(_)) => error(400, "Bad Request: QUERY_ID_INVALID"),
+        Some(answer) => {
+            *answer = Some(body.clone());
+            ok(json!(true))
+        }
+    }
+}
+
+fn refund_star_payment(state: &State, body: &Value) -> HttpResponse {
+    let user_id = body.get("user_id").and_then(Value::as_i64);
+    let charge_id = body
+        .get("telegram_payment_charge_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut inner = state.lock();
+    match inner.charges.get_mut(charge_id) {
+        Some(charge) if Some(charge.user_id) == user_id => {
+            if charge.refunded {
+                return error(400, "Bad Request: CHARGE_ALREADY_REFUNDED");
+            }
+            charge.refunded = true;
+            ok(json!(true))
+        }
+        _ => error(400, "Bad Request: CHARGE_NOT_FOUND"),
+    }
+}
+
+fn edit_star_subscription(state: &State, body: &Value) -> HttpResponse {
+    let user_id = body.get("user_id").and_then(Value::as_i64);
+    let charge_id = body
+        .get("telegram_payment_charge_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(canceled) = body.get("is_canceled").and_then(Value::as_bool) else {
+        return error(400, "Bad Request: is_canceled is required");
+    };
+    let mut inner = state.lock();
+    match inner.charges.get_mut(charge_id) {
+        Some(charge) if Some(charge.user_id) == user_id && charge.subscription => {
+            charge.canceled = canceled;
+            ok(json!(true))
+        }
+        _ => error(400, "Bad Request: CHARGE_NOT_FOUND"),
+    }
+}
+
+/// A `pre_checkout_query` update: `user_id` is about to pay `amount` Stars for `payload`.
+#[allow(dead_code)]
+pub fn pre_checkout_update(
+    update_id: i64,
+    query_id: &str,
+    user_id: i64,
+    payload: &str,
+    amount: i64,
+) -> Value {
+    json!({
+        "update_id": update_id,
+        "pre_checkout_query": {
+            "id": query_id,
+            "from": user_json(user_id, &format!("User{user_id}"), "en"),
+            "currency": "XTR",
+            "total_amount": amount,
+            "invoice_payload": payload,
+        },
+    })
+}
+
+/// A private message with `successful_payment`; `subscription` is (first payment?, the
+/// paid period's end in Unix seconds) for a subscription's payment.
+#[allow(dead_code)]
+pub fn successful_payment_update(
+    update_id: i64,
+    user_id: i64,
+    payload: &str,
+    amount: i64,
+    charge_id: &str,
+    subscription: Option<(bool, i64)>,
+) -> Value {
+    let mut payment = json!({
+        "currency": "XTR",
+        "total_amount": amount,
+        "invoice_payload": payload,
+        "telegram_payment_charge_id": charge_id,
+        "provider_payment_charge_id": "",
+    });
+    if let Some((first, expires)) = subscription {
+        payment["is_recurring"] = json!(true);
+        payment["is_first_recurring"] = json!(first);
+        payment["subscription_expiration_date"] = json!(expires);
+    }
+    json!({
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id + 100_000,
+            "date": unix_now(),
+            "chat": { "id": user_id, "type": "private", "first_name": format!("User{user_id}") },
+            "from": user_json(user_id, &format!("User{user_id}"), "en"),
+            "successful_payment": payment,
+        },
+    })
+}
+
+/// A private message with `refunded_payment`.
+#[allow(dead_code)]
+pub fn refunded_payment_update(
+    update_id: i64,
+    user_id: i64,
+    payload: &str,
+    amount: i64,
+    charge_id: &str,
+) -> Value {
+    json!({
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id + 100_000,
+            "date": unix_now(),
+            "chat": { "id": user_id, "type": "private", "first_name": format!("User{user_id}") },
+            "from": user_json(user_id, &format!("User{user_id}"), "en"),
+            "refunded_payment": {
+                "currency": "XTR",
+                "total_amount": amount,
+                "invoice_payload": payload,
+                "telegram_payment_charge_id": charge_id,
+            },
+        },
+    })
+}
+
+/// A `subscription` update (Bot API 10.2): the user's subscription is `state` (canceled,
+/// active or failed).
+#[allow(dead_code)]
+pub fn subscription_update(update_id: i64, user_id: i64, payload: &str, state: &str) -> Value {
+    json!({
+        "update_id": update_id,
+        "subscription": {
+            "user": user_json(user_id, &format!("User{user_id}"), "en"),
+            "invoice_payload": payload,
+            "state": state,
+        },
+    })
 }

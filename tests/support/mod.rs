@@ -6,6 +6,7 @@
 
 pub mod fake_llm;
 pub mod fake_telegram;
+pub mod payments;
 pub mod tcp_proxy;
 pub mod watchdog;
 
@@ -220,6 +221,7 @@ impl TestApp {
             .shutdown_timeout = Duration::from_secs(5);
         settings.personas.dir = repo_path("personas");
         settings.safety.file = repo_path("config/safety.toml");
+        settings.payments.catalogue = repo_path("config/catalogue.toml");
         settings.admin.token = SecretString::from(ADMIN_TOKEN);
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);

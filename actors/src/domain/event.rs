@@ -80,6 +80,10 @@ pub enum Command {
     Stop,
     /// Clear all three slots (after confirmation).
     Reset,
+    /// The catalogue: plans and unlocks for Telegram Stars.
+    Store,
+    /// The user's plan, renewal, unlocked features and today's usage.
+    Status,
     /// A command we do not know; answered with the help text.
     Unknown(String),
 }
@@ -105,6 +109,8 @@ impl InboundKind {
             "language" => Command::Language,
             "stop" => Command::Stop,
             "reset" => Command::Reset,
+            "store" | "buy" => Command::Store,
+            "status" | "plan" => Command::Status,
             _ => Command::Unknown(name),
         })
     }

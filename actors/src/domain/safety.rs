@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::domain::texts::Lang;
 
 /// A text in both of the bot's languages.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Localized {
     pub en: String,

@@ -144,8 +144,13 @@ pub struct Texts {
     /// `{name}`, `{last}`: the welcome back when the LLM cannot write one.
     pub welcome_back: &'static str,
     /// The bot's command menu in Telegram: (command, description).
-    pub commands: [(&'static str, &'static str); 8],
+    pub commands: [(&'static str, &'static str); 10],
+    /// The store, plans, limits and payments.
+    pub shop: &'static ShopTexts,
 }
+
+use super::shop_texts as shop;
+pub use super::shop_texts::ShopTexts;
 
 /// Replaces `{key}` placeholders of a phrase.
 pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
@@ -167,6 +172,8 @@ const ENGLISH: Texts = Texts {
            /stop — stop the reply being written\n\
            /language — language of the bot\n\
            /reset — clear all dialogs\n\
+           /store — plans and unlocks\n\
+           /status — your plan and today's messages\n\
            /menu — the main menu\n\
            /help — this list of commands",
     unknown_persona: "That character is no longer available. Please pick another one:",
@@ -253,9 +260,12 @@ const ENGLISH: Texts = Texts {
         ("stop", "Stop the reply being written"),
         ("language", "Language of the bot"),
         ("reset", "Clear all dialogs"),
+        ("store", "Plans and unlocks"),
+        ("status", "Your plan and today's messages"),
         ("menu", "Main menu"),
         ("help", "Help"),
     ],
+    shop: &shop::ENGLISH,
 };
 
 const RUSSIAN: Texts = Texts {
@@ -269,6 +279,8 @@ const RUSSIAN: Texts = Texts {
            /stop — остановить ответ\n\
            /language — язык бота\n\
            /reset — очистить все диалоги\n\
+           /store — тарифы и открытия\n\
+           /status — ваш тариф и сообщения за сегодня\n\
            /menu — главное меню\n\
            /help — список команд",
     unknown_persona: "Этот персонаж больше недоступен. Выберите другого:",
@@ -358,9 +370,12 @@ const RUSSIAN: Texts = Texts {
         ("stop", "Остановить ответ"),
         ("language", "Язык бота"),
         ("reset", "Очистить все диалоги"),
+        ("store", "Тарифы и открытия"),
+        ("status", "Ваш тариф и сообщения за сегодня"),
         ("menu", "Главное меню"),
         ("help", "Помощь"),
     ],
+    shop: &shop::RUSSIAN,
 };
 
 impl Texts {

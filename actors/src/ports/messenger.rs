@@ -10,11 +10,13 @@ pub struct Keyboard {
     pub rows: Vec<Vec<Button>>,
 }
 
-/// One inline button: the label the user sees and the data the bot gets back when pressed.
+/// One inline button: the label the user sees and the data the bot gets back when pressed,
+/// or a link it opens (`url`: then `data` is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Button {
     pub label: String,
     pub data: String,
+    pub url: Option<String>,
 }
 
 /// Why a message could not be delivered.

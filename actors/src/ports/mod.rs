@@ -7,6 +7,7 @@
 //! - [`messenger`]: messages to the user, and their keyboards;
 //! - [`llm`]: completions, streamed or whole, and their errors;
 //! - [`store`]: the durable state of sessions;
+//! - [`payments`]: the Bot API's payment methods and the payment ledger;
 //! - [`limits`]: rate limits and the response cache of the LLM gateway;
 //! - [`clock`]: the time of day, and sleeping until a moment of it.
 
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod limits;
 pub mod llm;
 pub mod messenger;
+pub mod payments;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -17,14 +17,15 @@ use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
+use crate::domain::entitlement::{Entitlement, day_start, local_day};
 use crate::domain::event::{Command, Inbound, InboundKind, Sender};
 use crate::domain::texts::{Lang, Texts};
 use crate::metrics::ErrorKind;
 use crate::ports::{ChatId, UserId};
 use crate::session::delivery::{finish_update, send};
 use crate::session::handlers::{handle_event, recover_replies};
-use crate::session::messages::{Deliver, Passivate, SessionIdle};
-use crate::session::state::{Generation, Recovery, SessionDeps, SessionState};
+use crate::session::messages::{Deliver, EntitlementChanged, Passivate, SessionIdle};
+use crate::session::state::{Generation, Recovery, SessionDeps, SessionState, Usage};
 use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
 
 /// Where a session is in its life; exactly one piece of work runs at a time.
@@ -62,6 +63,9 @@ pub struct SessionActor {
     idle_timer: Option<SpawnHandle>,
     /// Runs each event's work under supervision (and remembers this session's crashes).
     guard: Arc<Guard>,
+    /// An entitlement the payment desk sent while the work owned the state: applied when
+    /// the state comes back.
+    pending_entitlement: Option<Entitlement>,
 }
 
 impl SessionActor {
@@ -79,7 +83,18 @@ impl SessionActor {
             idle_timer: None,
             guard: Arc::new(Guard::new(ActorKind::Session, deps.supervisor.clone())),
             deps,
+            pending_entitlement: None,
         }
+    }
+
+    /// The state is back (loaded, or returned by finished work): the session is ready, with
+    /// any entitlement that arrived meanwhile applied.
+    fn settle(&mut self, mut state: SessionState) {
+        if let Some(entitlement) = self.pending_entitlement.take() {
+            state.apply_entitlement(entitlement);
+        }
+        self.state = Some(state);
+        self.phase = Phase::Ready;
     }
 
     fn set_mailbox_depth(&self, change: i64) {
@@ -180,10 +195,7 @@ impl SessionActor {
             session.deps.in_flight.fetch_sub(1, Ordering::SeqCst);
             session.generation = None;
             match outcome {
-                Ok(state) => {
-                    session.state = Some(state);
-                    session.phase = Phase::Ready;
-                }
+                Ok(state) => session.settle(state),
                 // Recovery after a crash writes no reply: it cannot crash the same way
                 // twice. Whatever it was, the next load gives up on what is unfinished.
                 Err(crash) => session.restart_after(&crash, None, ctx),
@@ -212,15 +224,28 @@ impl SessionActor {
         let deps = self.deps.clone();
         let user_id = self.user_id;
         let load = async move {
-            deps.store
+            let stored = deps
+                .store
                 .load_session(user_id, deps.settings.history_limit)
-                .await
-                .map(|stored| SessionState::from_stored(stored, &deps.personas))
+                .await?;
+            let mut state = SessionState::from_stored(stored, &deps.personas);
+            // What the user bought and wrote today: then no message needs a database round
+            // trip for its limit.
+            let payments = &deps.commerce.store;
+            state.apply_entitlement(payments.entitlement(user_id).await?);
+            let (now, zone) = (deps.clock.now_millis(), deps.commerce.limits.zone);
+            let replies = payments
+                .replies_since(user_id, day_start(now, zone))
+                .await?;
+            state.usage = Usage {
+                day: local_day(now, zone),
+                replies,
+            };
+            Ok::<_, crate::ports::StoreError>(state)
         };
         ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| match loaded {
             Ok(state) => {
-                session.state = Some(state);
-                session.phase = Phase::Ready;
+                session.settle(state);
                 session.pump(ctx);
             }
             Err(error) => {
@@ -268,8 +293,7 @@ impl SessionActor {
             match outcome {
                 Ok(state) => {
                     session.lang = Some(state.lang(&sender));
-                    session.state = Some(state);
-                    session.phase = Phase::Ready;
+                    session.settle(state);
                 }
                 Err(crash) => {
                     // The user is told (by the restarted session): never replayed later.
@@ -360,6 +384,23 @@ impl Handler<Deliver> for SessionActor {
         self.queue.push_back(event);
         self.set_mailbox_depth(1);
         self.pump(ctx);
+    }
+}
+
+impl Handler<EntitlementChanged> for SessionActor {
+    type Result = ();
+
+    /// Takes the user's new entitlement: at once when the state is here, else when the work
+    /// in progress (or the load) gives it back.
+    fn handle(
+        &mut self,
+        EntitlementChanged(entitlement): EntitlementChanged,
+        _ctx: &mut Self::Context,
+    ) {
+        match self.state.as_mut() {
+            Some(state) => state.apply_entitlement(entitlement),
+            None => self.pending_entitlement = Some(entitlement),
+        }
     }
 }
 

@@ -23,6 +23,8 @@
 //! | `l:{ru,en}` | choose the language |
 //! | `regen`, `more`, `retry` | regenerate the last reply, continue the story, retry |
 //! | `x` | cancel a question |
+//! | `$`, `$:{product}`, `me` | the store, buy a product, the user's plan (/status) |
+//! | `renew:{on,off}` | resume or cancel the subscription's renewal |
 
 use crate::domain::texts::Lang;
 use crate::ports::DialogId;
@@ -85,6 +87,18 @@ pub enum ButtonData {
     ContinueStory,
     Retry,
     Cancel,
+    /// The store (/store).
+    Store,
+    /// Buy a catalogue product (its id: at most 24 characters).
+    Buy {
+        product: String,
+    },
+    /// The user's plan and usage (/status).
+    Status,
+    /// Resume (`true`) or cancel the subscription's renewal.
+    Renewal {
+        renewing: bool,
+    },
     /// Data this version does not understand.
     Unknown,
 }
@@ -118,6 +132,11 @@ impl ButtonData {
             ButtonData::ContinueStory => "more".into(),
             ButtonData::Retry => "retry".into(),
             ButtonData::Cancel => "x".into(),
+            ButtonData::Store => "$".into(),
+            ButtonData::Buy { product } => format!("$:{product}"),
+            ButtonData::Status => "me".into(),
+            ButtonData::Renewal { renewing: true } => "renew:on".into(),
+            ButtonData::Renewal { renewing: false } => "renew:off".into(),
             // Never sent; pressing it would answer "Cancelled." like any unknown data.
             ButtonData::Unknown => "?".into(),
         }
@@ -179,6 +198,13 @@ impl ButtonData {
             ("more", []) => ButtonData::ContinueStory,
             ("retry", []) => ButtonData::Retry,
             ("x", []) => ButtonData::Cancel,
+            ("$", []) => ButtonData::Store,
+            ("$", [product]) if product.len() <= 24 => ButtonData::Buy {
+                product: id(product)?,
+            },
+            ("me", []) => ButtonData::Status,
+            ("renew", ["on"]) => ButtonData::Renewal { renewing: true },
+            ("renew", ["off"]) => ButtonData::Renewal { renewing: false },
             _ => return None,
         };
         Some(data)
@@ -271,6 +297,13 @@ mod tests {
             ButtonData::ContinueStory,
             ButtonData::Retry,
             ButtonData::Cancel,
+            ButtonData::Store,
+            ButtonData::Buy {
+                product: longest_id(24),
+            },
+            ButtonData::Status,
+            ButtonData::Renewal { renewing: true },
+            ButtonData::Renewal { renewing: false },
         ]
     }
 

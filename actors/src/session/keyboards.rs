@@ -11,6 +11,16 @@ pub(crate) fn button(label: &str, data: ButtonData) -> Button {
     Button {
         label: label.to_owned(),
         data: data.encode(),
+        url: None,
+    }
+}
+
+/// A button that opens `url` (an invoice link).
+pub(crate) fn link_button(label: &str, url: &str) -> Button {
+    Button {
+        label: label.to_owned(),
+        data: String::new(),
+        url: Some(url.to_owned()),
     }
 }
 
@@ -32,6 +42,10 @@ pub(crate) fn menu_keyboard(texts: &Texts) -> Keyboard {
             vec![
                 button(texts.menu_settings_button, ButtonData::Settings),
                 button(texts.menu_language_button, ButtonData::LanguageMenu),
+            ],
+            vec![
+                button(texts.shop.store_button, ButtonData::Store),
+                button(texts.shop.status_button, ButtonData::Status),
             ],
         ],
     }

@@ -7,10 +7,13 @@
 //!   → [`Activate`] → the user's shard, which activates the session;
 //! - shard → [`Deliver`] → the user's session (activated first if need be);
 //! - session → [`SessionIdle`] → its shard, after the idle timeout;
-//! - shard → [`Passivate`] → the session, when no event is on its way to it.
+//! - shard → [`Passivate`] → the session, when no event is on its way to it;
+//! - payment desk → [`NotifyEntitlement`] → the user's shard → [`EntitlementChanged`] → the
+//!   session, if it is live (a passive one loads it on activation).
 
 use actix::prelude::*;
 
+use crate::domain::entitlement::Entitlement;
 use crate::domain::event::Inbound;
 use crate::ports::UserId;
 
@@ -44,3 +47,17 @@ pub struct SessionIdle {
     /// routed no more than that (no event is on its way).
     pub events_received: u64,
 }
+
+/// A user's entitlement changed (a payment, a refund, a renewal switch): for their shard,
+/// which passes it to the session if it is live.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct NotifyEntitlement {
+    pub user_id: UserId,
+    pub entitlement: Entitlement,
+}
+
+/// The session's user has a new entitlement.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct EntitlementChanged(pub Entitlement);

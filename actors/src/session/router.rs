@@ -10,10 +10,14 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 
+use crate::domain::entitlement::Entitlement;
 use crate::domain::event::Inbound;
+use crate::payments::EntitlementListener;
 use crate::ports::UserId;
 use crate::session::actor::SessionActor;
-use crate::session::messages::{Activate, Deliver, Passivate, RouteEvent, SessionIdle};
+use crate::session::messages::{
+    Activate, Deliver, EntitlementChanged, NotifyEntitlement, Passivate, RouteEvent, SessionIdle,
+};
 use crate::session::state::SessionDeps;
 
 /// Routes events to sessions; cheap to clone and share between HTTP workers.
@@ -92,6 +96,17 @@ impl SessionRouter {
     }
 }
 
+impl EntitlementListener for SessionRouter {
+    /// Passes the change to the user's session if it is live.
+    fn changed(&self, user_id: UserId, entitlement: Entitlement) {
+        let index = shard_index(user_id, self.shards.len());
+        self.shards[index].do_send(NotifyEntitlement {
+            user_id,
+            entitlement,
+        });
+    }
+}
+
 fn shard_index(user_id: UserId, shards: usize) -> usize {
     // Spread consecutive ids evenly; `rem_euclid` keeps negative ids (test users) in range.
     (user_id.rem_euclid(shards as i64)) as usize
@@ -150,6 +165,22 @@ impl Handler<Activate> for SessionShard {
     /// Activates the user's session if it is not active; it loads (and recovers) at once.
     fn handle(&mut self, Activate(user_id): Activate, ctx: &mut Self::Context) {
         self.session(user_id, ctx);
+    }
+}
+
+impl Handler<NotifyEntitlement> for SessionShard {
+    type Result = ();
+
+    /// Passes a changed entitlement to the user's live session; a passive one loads it from
+    /// storage when it next activates.
+    fn handle(&mut self, notice: NotifyEntitlement, _ctx: &mut Self::Context) {
+        if let Some(entry) = self.sessions.get(&notice.user_id) {
+            if entry.session.connected() {
+                entry
+                    .session
+                    .do_send(EntitlementChanged(notice.entitlement));
+            }
+        }
     }
 }
 

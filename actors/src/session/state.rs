@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::catalogue::Feature;
+use crate::domain::entitlement::{Entitlement, local_day};
 use crate::domain::event::Sender;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
 use crate::domain::safety::SafetyPolicy;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::Metrics;
+use crate::payments::{Commerce, DeskHandle};
 use crate::ports::{
     Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingDelivery,
     PendingReply, SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
@@ -75,6 +78,10 @@ pub struct SessionDeps {
     pub clock: Arc<dyn Clock>,
     /// Events accepted by sessions and not finished yet (for draining at shutdown).
     pub in_flight: AtomicUsize,
+    /// The catalogue, the limits, invoices.
+    pub commerce: Commerce,
+    /// The payment desk (the renewal switch of /status).
+    pub desk: DeskHandle,
 }
 
 /// The session's in-memory state. It is owned by the work in progress while an event is
@@ -89,6 +96,18 @@ pub(crate) struct SessionState {
     /// What a crash left unfinished, found on loading, each with its dialog's slot: the
     /// session finishes (or visibly fails) it before anything else.
     pub(crate) unfinished: Vec<(u8, Unfinished)>,
+    /// What the user has bought (loaded on activation, then kept current by the payment
+    /// desk): checked before every LLM call without a database round trip.
+    pub(crate) entitlement: Entitlement,
+    /// Replies written today, for the daily limit.
+    pub(crate) usage: Usage,
+}
+
+/// Replies written on one local day (days since 1970-01-01 in the limits' time zone).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) day: i64,
+    pub(crate) replies: u32,
 }
 
 /// Something a crash left half done.
@@ -254,6 +273,27 @@ impl SessionState {
         state
     }
 
+    /// Takes a new entitlement: the modes of features no longer unlocked (a refund) are
+    /// switched off in every dialog.
+    pub(crate) fn apply_entitlement(&mut self, entitlement: Entitlement) {
+        self.entitlement = entitlement;
+        for dialog in self.slots.iter_mut().flatten() {
+            let allowed = allowed_modes(dialog.modes, &self.entitlement);
+            if allowed != dialog.modes {
+                dialog.set_modes(allowed);
+            }
+        }
+    }
+
+    /// Replies written today (`now` in `zone`): the count starts over at local midnight.
+    pub(crate) fn replies_today(&mut self, now: i64, zone: chrono_tz::Tz) -> u32 {
+        let day = local_day(now, zone);
+        if self.usage.day != day {
+            self.usage = Usage { day, replies: 0 };
+        }
+        self.usage.replies
+    }
+
     /// The language the bot speaks to this user: the one chosen with /language, else the
     /// one Telegram reports.
     pub(crate) fn lang(&self, sender: &Sender) -> Lang {
@@ -289,6 +329,14 @@ impl SessionState {
             *place = Some(dialog);
             self.active_slot = Some(slot);
         }
+    }
+}
+
+/// `modes` without those whose feature is not unlocked.
+pub(crate) fn allowed_modes(modes: DialogModes, entitlement: &Entitlement) -> DialogModes {
+    DialogModes {
+        intense_mode: modes.intense_mode && entitlement.has(Feature::IntenseMode),
+        fantasy_scenes: modes.fantasy_scenes && entitlement.has(Feature::FantasyScenes),
     }
 }
 

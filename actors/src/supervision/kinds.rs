@@ -51,6 +51,8 @@ actor_kinds! {
     Session = "session", Mailbox;
     /// The LLM gateway (`gateway/`): a service with per-provider state, not a mailbox actor.
     Llm = "llm", Service;
+    /// The payment desk (`payments/`): one mailbox actor for every purchase and refund.
+    Payments = "payments", Mailbox;
 }
 
 impl ActorKind {

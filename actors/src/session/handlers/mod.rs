@@ -6,7 +6,10 @@
 //!   to replace when all three are in use, and for 18+ personas the age first);
 //! - [`slots`]: the three slots: opening a story in one, /dialogs, "Continue", clearing one
 //!   slot or all;
-//! - [`settings`]: the active slot's modes and the language;
+//! - [`settings`]: the active slot's modes (a locked one offers its unlock) and the
+//!   language;
+//! - [`shop`]: /store, buying, /status with the renewal switch, and the daily limit checked
+//!   before every reply;
 //! - [`reply`]: the user's text, "Retry", "Regenerate" and "Continue the story", written by
 //!   [`streaming`](super::streaming).
 
@@ -14,8 +17,11 @@ mod gallery;
 mod recover;
 mod reply;
 mod settings;
+mod shop;
 mod slots;
 
+#[cfg(test)]
+mod shop_tests;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +102,8 @@ async fn run_command(turn: &Turn<'_>, state: &mut SessionState, command: Command
             turn.say(texts.nothing_to_stop, None).await;
         }
         Command::Reset => slots::ask_reset(turn, state).await,
+        Command::Store => shop::show_store(turn, None).await,
+        Command::Status => shop::show_status(turn, state).await,
     }
 }
 
@@ -171,6 +179,10 @@ async fn press_button(
         ButtonData::Cancel => {
             turn.say(texts.cancelled, None).await;
         }
+        ButtonData::Store => shop::show_store(turn, None).await,
+        ButtonData::Buy { product } => shop::buy(turn, &product).await,
+        ButtonData::Status => shop::show_status(turn, state).await,
+        ButtonData::Renewal { renewing } => shop::set_renewal(turn, state, renewing).await,
         ButtonData::Unknown => {
             tracing::debug!(data, "unknown button data");
             turn.say(texts.cancelled, None).await;

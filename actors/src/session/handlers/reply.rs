@@ -12,6 +12,8 @@ use crate::session::state::SessionState;
 use crate::session::streaming::{Directive, open_reply, write_reply, write_reply_into};
 use crate::session::turn::{Arrival, Turn};
 
+use super::shop::{take_allowance, tell_denied};
+
 /// A user's text: the length and safety checks, then the placeholder, then the message
 /// stored (naming its update and its placeholder, pending), then the persona's reply. Any
 /// failure ends in a short answer, never silence.
@@ -84,6 +86,24 @@ pub(super) async fn answer_text(
             .await;
         return;
     }
+    if let Err(denial) = take_allowance(turn, state) {
+        // Kept in the story, unanswered: after an upgrade, "Retry" answers it.
+        let over_limit = Extras {
+            status: MessageStatus::Unanswered,
+            ..extras
+        };
+        let Some(dialog) = state.active() else {
+            return;
+        };
+        if let Recorded::Stored(_) = record(deps, dialog, Role::User, text, over_limit).await {
+            turn.generation.settle_update();
+        }
+        tell_denied(turn, state, denial).await;
+        return;
+    }
+    let Some(dialog) = state.active() else {
+        return;
+    };
     let away = dialog.away_longer_than(deps.settings.welcome_back_after, turn.now());
     // The placeholder first: the stored message names it, so a reply a crash cuts short is
     // finished in it. A user who blocked the bot gets no reply (and no LLM call).
@@ -129,6 +149,18 @@ pub(super) async fn answer_text(
 
 /// The "Retry" button: asks the LLM again when the last message is the user's, unanswered.
 pub(super) async fn retry_last(turn: &Turn<'_>, state: &mut SessionState) {
+    let waiting = state.active().is_some_and(|dialog| {
+        dialog
+            .history
+            .back()
+            .is_some_and(|entry| entry.role == Role::User)
+    });
+    if waiting {
+        if let Err(denial) = take_allowance(turn, state) {
+            tell_denied(turn, state, denial).await;
+            return;
+        }
+    }
     match state.active() {
         Some(dialog)
             if dialog
@@ -148,6 +180,12 @@ pub(super) async fn retry_last(turn: &Turn<'_>, state: &mut SessionState) {
 /// the old one stays stored, marked replaced, once the new one is in.
 pub(super) async fn regenerate(turn: &Turn<'_>, state: &mut SessionState, message_id: Option<i64>) {
     let texts = turn.texts;
+    if state.active().is_some() {
+        if let Err(denial) = take_allowance(turn, state) {
+            tell_denied(turn, state, denial).await;
+            return;
+        }
+    }
     let Some(dialog) = state.active() else {
         turn.say(texts.nothing_to_regenerate, None).await;
         return;
@@ -173,6 +211,12 @@ pub(super) async fn regenerate(turn: &Turn<'_>, state: &mut SessionState, messag
 
 /// "Continue": the persona goes on with the story without the user's input.
 pub(super) async fn continue_story(turn: &Turn<'_>, state: &mut SessionState) {
+    if state.active().is_some() {
+        if let Err(denial) = take_allowance(turn, state) {
+            tell_denied(turn, state, denial).await;
+            return;
+        }
+    }
     match state.active() {
         Some(dialog) => write_reply(turn, dialog, Directive::ContinueStory).await,
         None => {

@@ -1,5 +1,6 @@
 //! The active slot's modes (/settings) and the bot's language (/language).
 
+use crate::domain::catalogue::Feature;
 use crate::domain::texts::Lang;
 use crate::ports::{Keyboard, Render};
 use crate::session::buttons::{ButtonData, Mode};
@@ -11,14 +12,21 @@ use crate::session::turn::Turn;
 /// button was pressed.
 pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edit: Option<i64>) {
     let texts = turn.texts;
-    let Some(dialog) = state.active() else {
+    let Some(dialog) = state.active_slot.and_then(|slot| state.slot(slot)) else {
         turn.say(texts.settings_need_dialog, None).await;
         return;
     };
+    let entitlement = &state.entitlement;
     let toggle = |label: &str, on: bool, mode: Mode| {
-        let state = if on { texts.on } else { texts.off };
+        let shown = if !entitlement.has(feature_of(mode)) {
+            "🔒"
+        } else if on {
+            texts.on
+        } else {
+            texts.off
+        };
         vec![button(
-            &format!("{label}: {state}"),
+            &format!("{label}: {shown}"),
             ButtonData::Toggle(mode),
         )]
     };
@@ -60,6 +68,12 @@ pub(super) async fn toggle_mode(
     message_id: Option<i64>,
 ) {
     let texts = turn.texts;
+    let feature = feature_of(mode);
+    if !state.entitlement.has(feature) {
+        // Locked: its unlock is offered instead.
+        super::shop::offer_unlock(turn, feature, super::shop::feature_name(turn, feature)).await;
+        return;
+    }
     let Some(dialog) = state.active() else {
         turn.say(texts.settings_need_dialog, None).await;
         return;
@@ -75,6 +89,14 @@ pub(super) async fn toggle_mode(
     }
     dialog.set_modes(modes);
     show_settings(turn, state, message_id).await;
+}
+
+/// The feature that opens a mode.
+fn feature_of(mode: Mode) -> Feature {
+    match mode {
+        Mode::Intense => Feature::IntenseMode,
+        Mode::Fantasy => Feature::FantasyScenes,
+    }
 }
 
 /// /language: which language should the bot speak?

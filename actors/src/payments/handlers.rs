@@ -57,10 +57,7 @@ struct Refusal {
 /// stored (with its reason) before Telegram hears it.
 pub async fn pre_checkout(deps: &DeskDeps, query: &PreCheckout) {
     let texts = shop(query.language_code.as_deref());
-    let refusal = match check_checkout(deps, query, texts).await {
-        Ok(()) => None,
-        Err(refusal) => Some(refusal),
-    };
+    let refusal = check_checkout(deps, query, texts).await.err();
     let (event, detail) = match &refusal {
         None => (
             "pre_checkout_accepted",

@@ -8,8 +8,12 @@
 //!
 //! ```text
 //!  ingress (Telegram webhook / polling, terminal chat)
-//!     │ Inbound
-//!     ▼
+//!     │ Inbound                     │ PreCheckout, PaymentReceived, PaymentRefunded,
+//!     │                             │ SubscriptionChanged (and /admin: RefundByOperator)
+//!     │                             ▼
+//!     │                        PaymentDesk (one actor) ── PaymentsApi, PaymentStore ports
+//!     │                             │ NotifyEntitlement (via the router)   ▲ SetRenewal
+//!     ▼                             ▼                                      │ (/status)
 //!  SessionRouter ── RouteEvent ──► SessionShard (one per arbiter, user_id → shard)
 //!                                     │ Deliver            ▲ SessionIdle
 //!                                     ▼                    │
@@ -25,9 +29,9 @@
 //!  LanguageModel port (OpenAI-compatible providers)
 //! ```
 //!
-//! Every supervised component (sessions, the gateway's providers) runs its work through a
-//! [`supervision::Guard`]; the [`supervision::Supervisor`] keeps each kind's policy and
-//! restart history and tells readiness when a kind is escalated.
+//! Every supervised component (sessions, the payment desk, the gateway's providers) runs its
+//! work through a [`supervision::Guard`]; the [`supervision::Supervisor`] keeps each kind's
+//! policy and restart history and tells readiness when a kind is escalated.
 //!
 //! # Layout
 //!

@@ -333,7 +333,9 @@ async fn open_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
     // lock at once and wait on busy_timeout like any other write.
     connection
         .batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+            // busy_timeout first: switching to WAL takes a lock, and another connection
+            // (the payment desk's first sweep at start-up) may hold one for a moment.
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .await

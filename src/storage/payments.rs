@@ -24,6 +24,21 @@ use diesel_async::AsyncPgConnection;
 /// An entitlement row as stored.
 type Row = (Option<String>, Option<i64>, bool, Option<String>, String);
 
+/// The columns an [`Entitlement`] is read from, as a [`Row`].
+const ENTITLEMENT_COLUMNS: (
+    entitlements::plan_product,
+    entitlements::paid_until,
+    entitlements::renewing,
+    entitlements::subscription_charge,
+    entitlements::unlocked,
+) = (
+    entitlements::plan_product,
+    entitlements::paid_until,
+    entitlements::renewing,
+    entitlements::subscription_charge,
+    entitlements::unlocked,
+);
+
 fn from_row(
     (plan_product, paid_until, renewing, subscription_charge, unlocked): Row,
 ) -> Entitlement {
@@ -69,13 +84,7 @@ macro_rules! change_statements {
             .await?;
         let row: Row = entitlements::table
             .find(user_id)
-            .select((
-                entitlements::plan_product,
-                entitlements::paid_until,
-                entitlements::renewing,
-                entitlements::subscription_charge,
-                entitlements::unlocked,
-            ))
+            .select(ENTITLEMENT_COLUMNS)
             .first($conn)
             .await?;
         let changed: Entitlement = ($change)(from_row(row));
@@ -138,13 +147,7 @@ impl PaymentStore for Database {
         with_connection!(self, |conn| {
             let row: Option<Row> = entitlements::table
                 .find(user_id)
-                .select((
-                    entitlements::plan_product,
-                    entitlements::paid_until,
-                    entitlements::renewing,
-                    entitlements::subscription_charge,
-                    entitlements::unlocked,
-                ))
+                .select(ENTITLEMENT_COLUMNS)
                 .first(conn)
                 .await
                 .optional()?;
@@ -288,6 +291,38 @@ impl PaymentStore for Database {
                 })?;
                 let entitlement = change_statements!(conn, payment.user_id, change, &audit, now);
                 Ok(PaymentRecorded::New(entitlement))
+            })
+            .await
+        })
+        .map_err(StoreError::from)
+    }
+
+    async fn record_early_refund(
+        &self,
+        charge_id: &str,
+        audit: &AuditLine,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let (charge_id, audit) = (charge_id.to_owned(), audit.clone());
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                diesel::insert_into(payments::table)
+                    .values((
+                        payments::charge_id.eq(&charge_id),
+                        payments::user_id.eq(audit.user_id),
+                        payments::product_id.eq(""),
+                        payments::stars.eq(0),
+                        payments::kind.eq("one_off"),
+                        payments::days_granted.eq(0),
+                        payments::status.eq("refunded"),
+                        payments::created_at.eq(now),
+                        payments::refunded_at.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                audit_statements!(conn, &audit, now);
+                Ok::<_, StorageError>(())
             })
             .await
         })

@@ -22,6 +22,7 @@ on_both_backends!(
     refunds_by_operator_and_by_update_take_the_grant_back_once,
     the_daily_limit_is_reached_and_starts_over_at_the_zones_midnight,
     a_locked_feature_offers_its_purchase,
+    payment_updates_arrive_by_polling_too,
 );
 
 /// The newest message to `user`.
@@ -421,5 +422,38 @@ async fn a_locked_feature_offers_its_purchase(backend: Backend) {
         button_labels(&settings),
         ["Intense mode: off", "Fantasy scenes: 🔒"]
     );
+    app.stop().await;
+}
+
+async fn payment_updates_arrive_by_polling_too(backend: Backend) {
+    use crate::support::fake_telegram::{
+        callback_update, pre_checkout_update, subscription_update,
+    };
+    let options = TestOptions {
+        mode: vitte::config::TelegramMode::Polling,
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let user = 40801;
+    let press = callback_update(app.next_update_id(), user, "User", "en", "$:week");
+    app.telegram.push_update(press);
+    let invoice = wait_until("an invoice", || app.telegram.invoices().first().cloned()).await;
+    let payload = invoice["payload"].as_str().unwrap_or_default().to_owned();
+    // getUpdates asks for pre_checkout_query and subscription (the fake, like Telegram,
+    // delivers no kind the bot did not ask for).
+    app.telegram.open_pre_checkout("pq1");
+    let query = pre_checkout_update(app.next_update_id(), "pq1", user, &payload, 150);
+    app.telegram.push_update(query);
+    let answer = wait_until("the answer", || app.telegram.pre_checkout_answer("pq1")).await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    app.telegram.charge("pc1", user, false);
+    let paid = successful_payment_update(app.next_update_id(), user, &payload, 150, "pc1", None);
+    app.telegram.push_update(paid);
+    app.wait_for_last_text_starting(user, "Thank you! A week is yours until")
+        .await;
+    let change = subscription_update(app.next_update_id(), user, &payload, "canceled");
+    app.telegram.push_update(change);
+    app.wait_for_payment_event(user, "subscription_update_ignored")
+        .await;
     app.stop().await;
 }

@@ -720,6 +720,18 @@ async fn get_updates(state: &State, body: &Value) -> HttpResponse {
                 Some(offset) => inner.updates.retain(|u| update_id(u) >= offset),
                 None => {}
             }
+            // Like Telegram, updates of kinds not in `allowed_updates` (when given) are not
+            // delivered to this bot at all.
+            if let Some(allowed) = body.get("allowed_updates").and_then(Value::as_array) {
+                inner.updates.retain(|update| {
+                    update.as_object().is_some_and(|fields| {
+                        fields
+                            .keys()
+                            .filter(|key| *key != "update_id")
+                            .all(|kind| allowed.iter().any(|name| name.as_str() == Some(kind)))
+                    })
+                });
+            }
             inner.updates.iter().take(limit).cloned().collect()
         };
         if !ready.is_empty() || tokio::time::Instant::now() >= deadline {

@@ -316,6 +316,17 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
                 "a payment recorded before arrived again; nothing changed"
             );
             deps.metrics.count_payment(STARS, "duplicate");
+            let again = line(
+                payment.user_id,
+                Some(&payment.charge_id),
+                "payment_repeated",
+                Source::Telegram,
+                "recorded before (or refunded before it came): nothing granted".to_owned(),
+                None,
+            );
+            if let Err(error) = store.audit(&again).await {
+                tracing::warn!(%error, "could not record a repeated payment");
+            }
             None
         }
         Err(error) => {
@@ -368,15 +379,20 @@ async fn take_back(
     let storage = |error: crate::ports::StoreError| RefundError::Storage(error.to_string());
     let Some(payment) = store.payment(charge_id).await.map_err(storage)? else {
         if let Some(user_id) = fallback_user {
+            // Telegram's updates out of order: the payment may still come. It will find
+            // its charge refunded and grant nothing.
             let audit = line(
                 user_id,
                 Some(charge_id),
-                "refund_unknown",
+                "refund_before_payment",
                 source,
-                "no payment with this charge id".to_owned(),
+                "no payment with this charge id yet: recorded as refunded".to_owned(),
                 update_id,
             );
-            store.audit(&audit).await.map_err(storage)?;
+            store
+                .record_early_refund(charge_id, &audit)
+                .await
+                .map_err(storage)?;
         }
         return Err(RefundError::UnknownCharge);
     };

@@ -161,6 +161,30 @@ impl PaymentStore for MemoryPaymentStore {
         Ok(PaymentRecorded::New(entitlement))
     }
 
+    async fn record_early_refund(
+        &self,
+        charge_id: &str,
+        audit: &AuditLine,
+    ) -> Result<(), StoreError> {
+        let mut ledger = lock(&self.ledger);
+        let now = self.clock.now_millis();
+        ledger
+            .payments
+            .entry(charge_id.to_owned())
+            .or_insert_with(|| StoredPayment {
+                charge_id: charge_id.to_owned(),
+                user_id: audit.user_id,
+                product_id: String::new(),
+                stars: 0,
+                kind: PaymentKind::OneOff.as_str().to_owned(),
+                days_granted: 0,
+                status: "refunded".to_owned(),
+                created_at: now,
+            });
+        self.write_audit(&mut ledger, audit);
+        Ok(())
+    }
+
     async fn payment(&self, charge_id: &str) -> Result<Option<StoredPayment>, StoreError> {
         Ok(lock(&self.ledger).payments.get(charge_id).cloned())
     }

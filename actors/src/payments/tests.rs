@@ -532,3 +532,26 @@ async fn the_sweep_records_grace_and_expiry_once_each_and_tells_the_user() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_refund_before_its_payment_leaves_the_payment_granting_nothing() {
+    let desk = desk();
+    let refund = PaymentRefunded {
+        update_id: Some(3),
+        user_id: USER,
+        chat_id: USER,
+        language_code: None,
+        charge_id: "late".into(),
+    };
+    assert_eq!(payment_refunded(&desk.deps, &refund).await, None);
+    assert!(desk.store.is_handled(3));
+    assert_eq!(
+        payment_received(&desk.deps, &desk.paid("late", "week", 150)).await,
+        None
+    );
+    assert_eq!(desk.entitlement().await, Entitlement::default());
+    assert_eq!(
+        desk.store.events(USER),
+        ["refund_before_payment", "payment_repeated"]
+    );
+}

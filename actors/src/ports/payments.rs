@@ -237,6 +237,15 @@ pub trait PaymentStore: Send + Sync + 'static {
         audit: &AuditLine,
     ) -> Result<PaymentRecorded, StoreError>;
 
+    /// A refund that came before its payment (updates out of order): the charge is recorded
+    /// as refunded for nothing, so the payment, when it comes, is a duplicate and grants
+    /// nothing. With `audit`, in one transaction.
+    async fn record_early_refund(
+        &self,
+        charge_id: &str,
+        audit: &AuditLine,
+    ) -> Result<(), StoreError>;
+
     /// The payment of `charge_id`, if there is one.
     async fn payment(&self, charge_id: &str) -> Result<Option<StoredPayment>, StoreError>;
 

@@ -30,6 +30,9 @@ macro_rules! label_values {
     };
 }
 
+/// The provider label of `payments_total` for Telegram Stars.
+pub const STARS: &str = "telegram_stars";
+
 label_values! {
     /// The kinds of `errors_total`.
     ErrorKind {
@@ -309,8 +312,7 @@ impl Metrics {
             self.entitlement_denials_total.with_label_values(&[reason]);
         }
         for status in ["paid", "refunded"] {
-            self.payments_total
-                .with_label_values(&[crate::payments::STARS, status]);
+            self.payments_total.with_label_values(&[STARS, status]);
         }
         for kind in ActorKind::ALL {
             let label = [kind.as_str()];

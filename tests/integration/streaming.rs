@@ -266,7 +266,8 @@ async fn a_broken_stream_keeps_what_came_with_a_note_and_is_stored_as_partial(ba
     );
     let stored = app
         .stored_when(20301, "the partial reply stored", |stored| {
-            stored.len() == 3
+            // Stored `delivering` before its final edit, `partial` once that is shown.
+            stored.len() == 3 && stored.last().is_some_and(|last| last.2 != "delivering")
         })
         .await;
     let last = stored.last().expect("stored");

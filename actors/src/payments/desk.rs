@@ -12,31 +12,18 @@
 //! refunds.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::domain::entitlement::Entitlement;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::ErrorKind;
 use crate::payments::messages::{
     Listen, PaymentReceived, PaymentRefunded, PaymentUpdate, PreCheckout, RefundByOperator,
     RefundError, RenewalError, SetBlocked, SetRenewal, SubscriptionChanged, Sweep,
 };
-use crate::payments::{Commerce, EntitlementListener, STARS, handlers};
-use crate::ports::{Clock, Messenger, UserId};
-use crate::supervision::{ActorKind, Guard, Supervisor};
-
-/// What the desk needs.
-pub struct DeskDeps {
-    pub commerce: Commerce,
-    /// Thanks, refunds and plan notices reach users through it.
-    pub messenger: Arc<dyn Messenger>,
-    pub metrics: Metrics,
-    pub supervisor: Arc<Supervisor>,
-    pub clock: Arc<dyn Clock>,
-    /// How often plans are checked for grace and expiry (on the injected clock).
-    pub sweep_every: Duration,
-}
+use crate::payments::{Commerce, DeskDeps, EntitlementListener, STARS, handlers};
+use crate::ports::UserId;
+use crate::supervision::{ActorKind, Guard};
 
 /// The payment desk.
 pub struct PaymentDesk {

@@ -8,7 +8,7 @@ use crate::domain::entitlement::{Entitlement, PlanState, format_local};
 use crate::domain::shop_texts::ShopTexts;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::ErrorKind;
-use crate::payments::desk::DeskDeps;
+use crate::payments::DeskDeps;
 use crate::payments::messages::{
     PaymentReceived, PaymentRefunded, PreCheckout, RefundError, RenewalError, SetBlocked,
     SetRenewal, SubscriptionChanged, SubscriptionState,

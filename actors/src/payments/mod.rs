@@ -34,12 +34,17 @@ pub(crate) mod testing;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::ports::{Clock, Messenger};
+use crate::supervision::Supervisor;
 
 use crate::domain::catalogue::Catalogue;
 use crate::domain::entitlement::{Entitlement, Limits};
 use crate::ports::UserId;
 use crate::ports::payments::{PaymentStore, PaymentsApi};
-pub use desk::{DeskDeps, DeskHandle, PaymentDesk};
+pub use desk::{DeskHandle, PaymentDesk};
 pub use payload::{InvoicePayload, PayloadSigner};
 
 /// Told by the desk when a user's entitlement changed (the session router: the user's live
@@ -59,5 +64,16 @@ pub struct Commerce {
     pub store: Arc<dyn PaymentStore>,
 }
 
-/// The provider label of `vitte_payments_total` for Telegram Stars.
-pub const STARS: &str = "telegram_stars";
+pub use crate::metrics::STARS;
+
+/// What the desk needs.
+pub struct DeskDeps {
+    pub commerce: Commerce,
+    /// Thanks, refunds and plan notices reach users through it.
+    pub messenger: Arc<dyn Messenger>,
+    pub metrics: Metrics,
+    pub supervisor: Arc<Supervisor>,
+    pub clock: Arc<dyn Clock>,
+    /// How often plans are checked for grace and expiry (on the injected clock).
+    pub sweep_every: Duration,
+}

@@ -737,18 +737,26 @@ impl SessionHarness {
 
     /// The `callback_data` of the buttons of the chat's last message, row by row.
     pub fn last_buttons(&self, chat: ChatId) -> Vec<String> {
+        self.last_keyboard(chat)
+            .into_iter()
+            .map(|button| button.data)
+            .collect()
+    }
+
+    /// The labels of the buttons of the chat's last message, row by row.
+    pub fn last_labels(&self, chat: ChatId) -> Vec<String> {
+        self.last_keyboard(chat)
+            .into_iter()
+            .map(|button| button.label)
+            .collect()
+    }
+
+    fn last_keyboard(&self, chat: ChatId) -> Vec<Button> {
         self.messenger
             .messages_to(chat)
             .pop()
             .and_then(|message| message.keyboard)
-            .map(|keyboard| {
-                keyboard
-                    .rows
-                    .into_iter()
-                    .flatten()
-                    .map(|button| button.data)
-                    .collect()
-            })
+            .map(|keyboard| keyboard.rows.into_iter().flatten().collect())
             .unwrap_or_default()
     }
 }

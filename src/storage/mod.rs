@@ -114,6 +114,21 @@ macro_rules! with_connection {
     }};
 }
 
+/// Runs `$body` in one transaction on a pooled connection (see [`with_connection!`]): all of
+/// it is stored, or none. `$body` evaluates to `Result<T, StorageError>`; an error (from `?`
+/// too) rolls the transaction back.
+macro_rules! in_transaction {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        with_connection!($db, |conn| {
+            conn.transaction(async |$conn| {
+                let outcome: Result<_, StorageError> = $body;
+                outcome
+            })
+            .await
+        })
+    };
+}
+
 mod inbox;
 pub use inbox::{Accepted, UnhandledUpdate};
 mod payments;

@@ -172,26 +172,23 @@ impl PaymentStore for Database {
     async fn set_blocked(&self, blocked: bool, audit: &AuditLine) -> Result<(), StoreError> {
         let now = self.now();
         let audit = audit.clone();
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                diesel::insert_into(entitlements::table)
-                    .values((
-                        entitlements::user_id.eq(audit.user_id),
-                        entitlements::blocked.eq(blocked),
-                        entitlements::updated_at.eq(now),
-                    ))
-                    .on_conflict(entitlements::user_id)
-                    .do_update()
-                    .set((
-                        entitlements::blocked.eq(blocked),
-                        entitlements::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
-                audit_statements!(conn, &audit, now);
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            diesel::insert_into(entitlements::table)
+                .values((
+                    entitlements::user_id.eq(audit.user_id),
+                    entitlements::blocked.eq(blocked),
+                    entitlements::updated_at.eq(now),
+                ))
+                .on_conflict(entitlements::user_id)
+                .do_update()
+                .set((
+                    entitlements::blocked.eq(blocked),
+                    entitlements::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            audit_statements!(conn, &audit, now);
+            Ok(())
         })
         .map_err(StoreError::from)
     }
@@ -210,25 +207,22 @@ impl PaymentStore for Database {
             refusal.map(str::to_owned),
             audit.clone(),
         );
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                // A query delivered again keeps its first answer's record.
-                diesel::insert_into(checkouts::table)
-                    .values((
-                        checkouts::query_id.eq(&query_id),
-                        checkouts::user_id.eq(audit.user_id),
-                        checkouts::payload.eq(&payload),
-                        checkouts::accepted.eq(refusal.is_none()),
-                        checkouts::refusal.eq(&refusal),
-                        checkouts::created_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                audit_statements!(conn, &audit, now);
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            // A query delivered again keeps its first answer's record.
+            diesel::insert_into(checkouts::table)
+                .values((
+                    checkouts::query_id.eq(&query_id),
+                    checkouts::user_id.eq(audit.user_id),
+                    checkouts::payload.eq(&payload),
+                    checkouts::accepted.eq(refusal.is_none()),
+                    checkouts::refusal.eq(&refusal),
+                    checkouts::created_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            audit_statements!(conn, &audit, now);
+            Ok(())
         })
         .map_err(StoreError::from)
     }
@@ -256,43 +250,35 @@ impl PaymentStore for Database {
     ) -> Result<PaymentRecorded, StoreError> {
         let now = self.now();
         let (payment, audit) = (payment.clone(), audit.clone());
-        // The change runs inside whichever backend's transaction is taken.
-        let mut change = Some(change);
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                // The charge's primary key decides: a concurrent delivery of the same charge
-                // waits for this one, then inserts nothing.
-                let inserted = diesel::insert_into(payments::table)
-                    .values((
-                        payments::charge_id.eq(&payment.charge_id),
-                        payments::user_id.eq(payment.user_id),
-                        payments::product_id.eq(&payment.product_id),
-                        payments::stars.eq(i32::try_from(payment.stars).unwrap_or(i32::MAX)),
-                        payments::kind.eq(payment.kind.as_str()),
-                        payments::days_granted
-                            .eq(i32::try_from(payment.days_granted).unwrap_or(i32::MAX)),
-                        payments::status.eq(payment.status),
-                        payments::created_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                if inserted == 0 {
-                    if let Some(update_id) = audit.update_id {
-                        diesel::update(inbox::table.find(update_id))
-                            .set(inbox::payload.eq(None::<String>))
-                            .execute(conn)
-                            .await?;
-                    }
-                    return Ok::<_, StorageError>(PaymentRecorded::Duplicate);
+        in_transaction!(self, |conn| {
+            // The charge's primary key decides: a concurrent delivery of the same charge
+            // waits for this one, then inserts nothing.
+            let inserted = diesel::insert_into(payments::table)
+                .values((
+                    payments::charge_id.eq(&payment.charge_id),
+                    payments::user_id.eq(payment.user_id),
+                    payments::product_id.eq(&payment.product_id),
+                    payments::stars.eq(i32::try_from(payment.stars).unwrap_or(i32::MAX)),
+                    payments::kind.eq(payment.kind.as_str()),
+                    payments::days_granted
+                        .eq(i32::try_from(payment.days_granted).unwrap_or(i32::MAX)),
+                    payments::status.eq(payment.status),
+                    payments::created_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                if let Some(update_id) = audit.update_id {
+                    diesel::update(inbox::table.find(update_id))
+                        .set(inbox::payload.eq(None::<String>))
+                        .execute(conn)
+                        .await?;
                 }
-                let change = change.take().ok_or_else(|| {
-                    StorageError::Task("a payment's change was applied twice".into())
-                })?;
-                let entitlement = change_statements!(conn, payment.user_id, change, &audit, now);
-                Ok(PaymentRecorded::New(entitlement))
-            })
-            .await
+                return Ok(PaymentRecorded::Duplicate);
+            }
+            let entitlement = change_statements!(conn, payment.user_id, change, &audit, now);
+            Ok(PaymentRecorded::New(entitlement))
         })
         .map_err(StoreError::from)
     }
@@ -304,27 +290,24 @@ impl PaymentStore for Database {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let (charge_id, audit) = (charge_id.to_owned(), audit.clone());
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                diesel::insert_into(payments::table)
-                    .values((
-                        payments::charge_id.eq(&charge_id),
-                        payments::user_id.eq(audit.user_id),
-                        payments::product_id.eq(""),
-                        payments::stars.eq(0),
-                        payments::kind.eq("one_off"),
-                        payments::days_granted.eq(0),
-                        payments::status.eq("refunded"),
-                        payments::created_at.eq(now),
-                        payments::refunded_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                audit_statements!(conn, &audit, now);
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            diesel::insert_into(payments::table)
+                .values((
+                    payments::charge_id.eq(&charge_id),
+                    payments::user_id.eq(audit.user_id),
+                    payments::product_id.eq(""),
+                    payments::stars.eq(0),
+                    payments::kind.eq("one_off"),
+                    payments::days_granted.eq(0),
+                    payments::status.eq("refunded"),
+                    payments::created_at.eq(now),
+                    payments::refunded_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            audit_statements!(conn, &audit, now);
+            Ok(())
         })
         .map_err(StoreError::from)
     }
@@ -351,40 +334,33 @@ impl PaymentStore for Database {
     ) -> Result<RefundRecorded, StoreError> {
         let now = self.now();
         let (charge_id, audit) = (charge_id.to_owned(), audit.clone());
-        let mut change = Some(change);
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                // Only a payment not refunded yet turns refunded: once, however often the
-                // refund arrives.
-                let refunded = diesel::update(payments::table.find(&charge_id))
-                    .filter(payments::status.ne("refunded"))
-                    .set((
-                        payments::status.eq("refunded"),
-                        payments::refunded_at.eq(now),
-                    ))
-                    .returning(payments::user_id)
-                    .get_result::<i64>(conn)
-                    .await
-                    .optional()?;
-                let Some(user_id) = refunded else {
-                    let known: i64 = payments::table
-                        .filter(payments::charge_id.eq(&charge_id))
-                        .count()
-                        .get_result(conn)
-                        .await?;
-                    return Ok::<_, StorageError>(if known > 0 {
-                        RefundRecorded::AlreadyRefunded
-                    } else {
-                        RefundRecorded::Unknown
-                    });
-                };
-                let change = change.take().ok_or_else(|| {
-                    StorageError::Task("a refund's change was applied twice".into())
-                })?;
-                let entitlement = change_statements!(conn, user_id, change, &audit, now);
-                Ok(RefundRecorded::Refunded(entitlement))
-            })
-            .await
+        in_transaction!(self, |conn| {
+            // Only a payment not refunded yet turns refunded: once, however often the
+            // refund arrives.
+            let refunded = diesel::update(payments::table.find(&charge_id))
+                .filter(payments::status.ne("refunded"))
+                .set((
+                    payments::status.eq("refunded"),
+                    payments::refunded_at.eq(now),
+                ))
+                .returning(payments::user_id)
+                .get_result::<i64>(conn)
+                .await
+                .optional()?;
+            let Some(user_id) = refunded else {
+                let known: i64 = payments::table
+                    .filter(payments::charge_id.eq(&charge_id))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                return Ok(if known > 0 {
+                    RefundRecorded::AlreadyRefunded
+                } else {
+                    RefundRecorded::Unknown
+                });
+            };
+            let entitlement = change_statements!(conn, user_id, change, &audit, now);
+            Ok(RefundRecorded::Refunded(entitlement))
         })
         .map_err(StoreError::from)
     }
@@ -396,16 +372,9 @@ impl PaymentStore for Database {
     ) -> Result<Entitlement, StoreError> {
         let now = self.now();
         let audit = audit.clone();
-        let mut change = Some(change);
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                let change = change.take().ok_or_else(|| {
-                    StorageError::Task("an entitlement change was applied twice".into())
-                })?;
-                let entitlement = change_statements!(conn, audit.user_id, change, &audit, now);
-                Ok::<_, StorageError>(entitlement)
-            })
-            .await
+        in_transaction!(self, |conn| {
+            let entitlement = change_statements!(conn, audit.user_id, change, &audit, now);
+            Ok(entitlement)
         })
         .map_err(StoreError::from)
     }
@@ -413,12 +382,9 @@ impl PaymentStore for Database {
     async fn audit(&self, audit: &AuditLine) -> Result<(), StoreError> {
         let now = self.now();
         let audit = audit.clone();
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                audit_statements!(conn, &audit, now);
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            audit_statements!(conn, &audit, now);
+            Ok(())
         })
         .map_err(StoreError::from)
     }
@@ -489,16 +455,13 @@ impl PaymentStore for Database {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let (user_id, state, audit) = (transition.user_id, transition.state, audit.clone());
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                diesel::update(entitlements::table.find(user_id))
-                    .set(entitlements::plan_state.eq(state))
-                    .execute(conn)
-                    .await?;
-                audit_statements!(conn, &audit, now);
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            diesel::update(entitlements::table.find(user_id))
+                .set(entitlements::plan_state.eq(state))
+                .execute(conn)
+                .await?;
+            audit_statements!(conn, &audit, now);
+            Ok(())
         })
         .map_err(StoreError::from)
     }

@@ -353,21 +353,18 @@ impl SessionStore for Database {
 
     async fn close_all_dialogs(&self, user_id: UserId) -> Result<(), StoreError> {
         let now = self.now();
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                diesel::update(dialogs::table)
-                    .filter(dialogs::user_id.eq(user_id))
-                    .filter(dialogs::closed_at.is_null())
-                    .set(dialogs::closed_at.eq(now))
-                    .execute(conn)
-                    .await?;
-                diesel::update(users::table.find(user_id))
-                    .set(users::active_slot.eq(None::<i32>))
-                    .execute(conn)
-                    .await?;
-                Ok::<_, StorageError>(())
-            })
-            .await
+        in_transaction!(self, |conn| {
+            diesel::update(dialogs::table)
+                .filter(dialogs::user_id.eq(user_id))
+                .filter(dialogs::closed_at.is_null())
+                .set(dialogs::closed_at.eq(now))
+                .execute(conn)
+                .await?;
+            diesel::update(users::table.find(user_id))
+                .set(users::active_slot.eq(None::<i32>))
+                .execute(conn)
+                .await?;
+            Ok(())
         })
         .map_err(StoreError::from)
     }

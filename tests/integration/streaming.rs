@@ -326,7 +326,8 @@ async fn stop_cancels_the_reply_being_written(backend: Backend) {
     );
     let stored = app
         .stored_when(20401, "the stopped reply stored", |stored| {
-            stored.len() == 3
+            // Stored `delivering` before its final edit, `partial` once that is shown.
+            stored.len() == 3 && stored.last().is_some_and(|last| last.2 != "delivering")
         })
         .await;
     let last = stored.last().expect("stored");

@@ -1098,16 +1098,21 @@ pub fn successful_payment_update(
         payment["is_first_recurring"] = json!(first);
         payment["subscription_expiration_date"] = json!(expires);
     }
-    json!({
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id + 100_000,
-            "date": unix_now(),
-            "chat": { "id": user_id, "type": "private", "first_name": format!("User{user_id}") },
-            "from": user_json(user_id, &format!("User{user_id}"), "en"),
-            "successful_payment": payment,
-        },
-    })
+    service_message(update_id, user_id, "successful_payment", payment)
+}
+
+/// A service message in the private chat of `user_id` (an English speaker named after the
+/// id) carrying `field`.
+fn service_message(update_id: i64, user_id: i64, field: &str, value: Value) -> Value {
+    let name = format!("User{user_id}");
+    let mut message = json!({
+        "message_id": update_id + 100_000,
+        "date": unix_now(),
+        "chat": { "id": user_id, "type": "private", "first_name": name },
+        "from": user_json(user_id, &name, "en"),
+    });
+    message[field] = value;
+    json!({ "update_id": update_id, "message": message })
 }
 
 /// A private message with `refunded_payment`.
@@ -1119,21 +1124,13 @@ pub fn refunded_payment_update(
     amount: i64,
     charge_id: &str,
 ) -> Value {
-    json!({
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id + 100_000,
-            "date": unix_now(),
-            "chat": { "id": user_id, "type": "private", "first_name": format!("User{user_id}") },
-            "from": user_json(user_id, &format!("User{user_id}"), "en"),
-            "refunded_payment": {
-                "currency": "XTR",
-                "total_amount": amount,
-                "invoice_payload": payload,
-                "telegram_payment_charge_id": charge_id,
-            },
-        },
-    })
+    let refund = json!({
+        "currency": "XTR",
+        "total_amount": amount,
+        "invoice_payload": payload,
+        "telegram_payment_charge_id": charge_id,
+    });
+    service_message(update_id, user_id, "refunded_payment", refund)
 }
 
 /// A `subscription` update (Bot API 10.2): the user's subscription is `state` (canceled,

@@ -159,6 +159,15 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// How many times `event` is in the user's audit.
+    pub async fn payment_event_count(&self, user_id: i64, event: &str) -> usize {
+        self.payment_events(user_id)
+            .await
+            .iter()
+            .filter(|logged| *logged == event)
+            .count()
+    }
+
     /// Waits until the user's audit holds `event`.
     pub async fn wait_for_payment_event(&self, user_id: i64, event: &str) {
         wait_until_async(&format!("{event} in the payment audit"), || async {

@@ -21,7 +21,7 @@ use crate::payments::messages::{
     Listen, PaymentReceived, PaymentRefunded, PaymentUpdate, PreCheckout, RefundByOperator,
     RefundError, RenewalError, SetBlocked, SetRenewal, SubscriptionChanged, Sweep,
 };
-use crate::payments::{Commerce, DeskDeps, EntitlementListener, STARS, handlers};
+use crate::payments::{DeskDeps, EntitlementListener, STARS, handlers};
 use crate::ports::UserId;
 use crate::supervision::{ActorKind, Guard};
 
@@ -379,15 +379,5 @@ impl DeskHandle {
     pub fn listen(&self, listener: Arc<dyn EntitlementListener>) {
         self.enqueue();
         self.address.do_send(Listen(listener));
-    }
-
-    /// Asks for a sweep now (operators; tests).
-    pub fn sweep(&self) {
-        self.address.do_send(Sweep);
-    }
-
-    /// The shared selling context (catalogue, limits, signer, ports).
-    pub fn commerce(&self) -> &Commerce {
-        &self.deps.commerce
     }
 }

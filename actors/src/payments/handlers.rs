@@ -4,7 +4,7 @@
 //! twice).
 
 use crate::domain::catalogue::{Grant, Product};
-use crate::domain::entitlement::{Entitlement, PlanState, format_local};
+use crate::domain::entitlement::{Entitlement, format_local};
 use crate::domain::shop_texts::ShopTexts;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::ErrorKind;
@@ -304,7 +304,7 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
             deps.metrics
                 .count_payment(STARS, if renewal { "renewed" } else { status });
             if status == "paid" {
-                tell_paid(deps, payment, &record.product_id, &entitlement).await;
+                tell_paid(deps, payment, &record.product_id, &entitlement);
                 Some(entitlement)
             } else {
                 None
@@ -338,7 +338,7 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
     }
 }
 
-async fn tell_paid(
+fn tell_paid(
     deps: &DeskDeps,
     payment: &PaymentReceived,
     product_id: &str,
@@ -357,13 +357,18 @@ async fn tell_paid(
         }
         _ => fill(texts.paid_unlock, &[("title", title)]),
     };
-    notify(deps, payment.chat_id, &text).await;
+    notify(deps, payment.chat_id, text);
 }
 
-async fn notify(deps: &DeskDeps, chat: ChatId, text: &str) {
-    if let Err(error) = deps.messenger.send_text(chat, text, None).await {
-        tracing::info!(%error, "could not tell a user about their payment");
-    }
+/// Tells a user something, without holding the desk: its next message (a pre-checkout with
+/// 10 s to answer) never waits for Telegram to take a notice.
+fn notify(deps: &DeskDeps, chat: ChatId, text: String) {
+    let messenger = deps.messenger.clone();
+    tokio::spawn(async move {
+        if let Err(error) = messenger.send_text(chat, &text, None).await {
+            tracing::info!(%error, "could not tell a user about their payment");
+        }
+    });
 }
 
 /// Takes back what a payment granted, once: the plan's days (a refunded subscription stops
@@ -442,13 +447,13 @@ async fn take_back(
     }
 }
 
-async fn tell_refunded(deps: &DeskDeps, user_id: UserId, lang: Lang, product_id: &str) {
+fn tell_refunded(deps: &DeskDeps, user_id: UserId, lang: Lang, product_id: &str) {
     if let Some(product) = deps.commerce.catalogue.get(product_id) {
         let text = fill(
             lang.texts().shop.refunded,
             &[("title", product.title_in(lang))],
         );
-        notify(deps, user_id, &text).await;
+        notify(deps, user_id, text);
     }
 }
 
@@ -468,7 +473,7 @@ pub async fn payment_refunded(
     {
         Ok((user_id, entitlement, product_id)) => {
             let lang = Lang::from_telegram(refund.language_code.as_deref());
-            tell_refunded(deps, refund.chat_id, lang, &product_id).await;
+            tell_refunded(deps, refund.chat_id, lang, &product_id);
             Some((user_id, entitlement))
         }
         Err(error) => {
@@ -510,7 +515,7 @@ pub async fn refund_by_operator(
     }
     let (user_id, entitlement, product_id) =
         take_back(deps, charge_id, Source::Operator, None, None).await?;
-    tell_refunded(deps, user_id, Lang::En, &product_id).await;
+    tell_refunded(deps, user_id, Lang::En, &product_id);
     Ok((user_id, entitlement))
 }
 
@@ -575,7 +580,7 @@ pub async fn subscription_changed(
                     shop(change.language_code.as_deref()).renewal_failed_notice,
                     &[("until", &format_local(until, deps.commerce.limits.zone))],
                 );
-                notify(deps, change.user_id, &text).await;
+                notify(deps, change.user_id, text);
             }
             Some(entitlement)
         }
@@ -700,7 +705,7 @@ pub async fn sweep(deps: &DeskDeps) {
             ),
             _ => continue,
         };
-        notify(deps, transition.user_id, &text).await;
+        notify(deps, transition.user_id, text);
     }
     match store.open_plans(now, grace).await {
         Ok(counts) => {
@@ -720,15 +725,5 @@ pub async fn sweep(deps: &DeskDeps) {
         Err(error) => {
             tracing::warn!(%error, "could not count open plans");
         }
-    }
-}
-
-/// The plan state's name as stored by the sweep.
-pub fn state_name(state: PlanState) -> &'static str {
-    match state {
-        PlanState::Free => "free",
-        PlanState::Active { .. } => "active",
-        PlanState::Grace { .. } => "grace",
-        PlanState::Expired { .. } => "expired",
     }
 }

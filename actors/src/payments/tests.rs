@@ -117,6 +117,16 @@ impl Desk {
         self.store.entitlement(USER).await.expect("entitlement")
     }
 
+    /// The messages the user got, once there are `count` (the desk sends them without
+    /// waiting).
+    async fn notices(&self, count: usize) -> Vec<String> {
+        crate::testing::eventually("the user's notices", || {
+            self.messenger.texts_to(USER).len() >= count
+        })
+        .await;
+        self.messenger.texts_to(USER)
+    }
+
     fn now(&self) -> i64 {
         use crate::ports::Clock;
         self.clock.now_millis()
@@ -231,7 +241,7 @@ async fn a_payment_is_granted_once_however_often_it_arrives() {
         1
     );
     // The user is thanked once, with the plan's end.
-    let thanks = desk.messenger.texts_to(USER);
+    let thanks = desk.notices(1).await;
     assert_eq!(thanks.len(), 1, "{thanks:?}");
     assert!(thanks[0].starts_with("Thank you! A week is yours until"));
 }
@@ -348,8 +358,8 @@ async fn an_unlock_is_granted_and_a_refund_takes_it_back_once() {
         Some("refund_repeated")
     );
     assert!(
-        desk.messenger
-            .texts_to(USER)
+        desk.notices(2)
+            .await
             .last()
             .is_some_and(|text| text.contains("refunded"))
     );
@@ -453,8 +463,8 @@ async fn subscription_updates_switch_renewal_and_a_failed_renewal_starts_the_gra
         }
     );
     assert!(
-        desk.messenger
-            .texts_to(USER)
+        desk.notices(2)
+            .await
             .last()
             .is_some_and(|text| text.contains("could not renew"))
     );
@@ -513,7 +523,7 @@ async fn the_sweep_records_grace_and_expiry_once_each_and_tells_the_user() {
         .filter(|event| event.starts_with("plan_"))
         .collect();
     assert_eq!(timer_events, ["plan_grace", "plan_expired"]);
-    let notices = desk.messenger.texts_to(USER);
+    let notices = desk.notices(3).await;
     assert!(
         notices
             .iter()

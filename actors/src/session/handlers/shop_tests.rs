@@ -134,20 +134,7 @@ async fn a_locked_mode_offers_its_unlock_and_buying_sends_a_stars_invoice() {
     let h = SessionHarness::standard();
     h.handle(pick(USER, "mira")).await;
     h.handle(command(USER, "/settings")).await;
-    let labels: Vec<String> = h
-        .messenger
-        .messages_to(USER)
-        .pop()
-        .and_then(|message| message.keyboard)
-        .map(|keyboard| {
-            keyboard
-                .rows
-                .into_iter()
-                .flatten()
-                .map(|b| b.label)
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels = h.last_labels(USER);
     assert_eq!(labels, ["Intense mode: 🔒", "Fantasy scenes: 🔒"]);
 
     h.handle(press(USER, "t:intense")).await;

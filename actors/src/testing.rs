@@ -193,6 +193,30 @@ impl MemoryStore {
         self.clock.as_ref().map_or(0, |clock| clock.now_millis())
     }
 
+    /// Persona replies the LLM wrote for `user_id` since `since` (as the SQL store counts
+    /// them for the daily limit).
+    pub fn replies_since(&self, user_id: UserId, since: i64) -> u32 {
+        let data = lock(&self.data);
+        let users_dialogs: Vec<DialogId> = data
+            .dialogs
+            .iter()
+            .filter(|dialog| dialog.user_id == user_id)
+            .map(|dialog| dialog.id)
+            .collect();
+        let replies = data
+            .messages
+            .iter()
+            .filter(|(_, dialog, message, _, created_at)| {
+                users_dialogs.contains(dialog)
+                    && *created_at >= since
+                    && message.role == Role::Assistant
+                    && message.provider.is_some()
+                    && message.status != MessageStatus::Pending
+            })
+            .count();
+        u32::try_from(replies).unwrap_or(u32::MAX)
+    }
+
     pub fn message_count(&self) -> usize {
         lock(&self.data).messages.len()
     }
@@ -618,7 +642,11 @@ impl SessionHarness {
         (messenger, store, clock): (Arc<RecordingMessenger>, Arc<MemoryStore>, Arc<ManualClock>),
     ) -> SessionHarness {
         let metrics = Metrics::new().expect("metrics");
-        let payments = Arc::new(MemoryPaymentStore::new(clock.clone()));
+        let sessions_store = store.clone();
+        let payments = Arc::new(MemoryPaymentStore::counting_replies(
+            clock.clone(),
+            Box::new(move |user, since| sessions_store.replies_since(user, since)),
+        ));
         let payments_api = Arc::new(RecordingPaymentsApi::default());
         let supervisor = Arc::new(Supervisor::new(
             HashMap::from([

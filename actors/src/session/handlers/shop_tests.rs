@@ -61,6 +61,9 @@ async fn the_free_limit_is_told_kindly_keeps_the_message_and_starts_over_at_loca
     h.handle(press(USER, "more")).await;
     assert_eq!(llm_calls(&h), 2);
 
+    // The count is in storage too: a session passivated by the idle timeout (the clock
+    // jumps below) loads it back.
+    assert_eq!(h.store.replies_since(USER, 0), 2);
     // One second before local midnight: still over; at midnight the count starts over.
     let midnight = 1_700_082_000_000;
     h.clock.set(midnight - 1_000);

@@ -220,7 +220,15 @@ async fn a_subscription_renews_cancels_fails_and_expires_in_controlled_time(back
             .filter(|charge| charge.canceled)
     })
     .await;
-    let status = app.wait_for_last_text_starting(user, "📊 Your plan").await;
+    // The status shown again after the switch (the one above it said "Renews by itself").
+    let status = wait_until("the status shown again", || {
+        let texts = app.telegram.sent_texts(user);
+        texts
+            .last()
+            .filter(|text| text.starts_with("📊 Your plan") && !text.contains("Renews by itself"))
+            .cloned()
+    })
+    .await;
     assert!(status.contains("Does not renew."), "{status}");
     app.user_presses(user, "renew:on").await;
     wait_until("renewal resumed", || {

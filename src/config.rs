@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 use vitte_actors::domain::catalogue::Catalogue;
 use vitte_actors::domain::entitlement::{Limits, parse_zone};
+use vitte_actors::domain::memory::{Category, MemorySettings};
 use vitte_actors::gateway::RetrySettings;
 use vitte_actors::payments::PayloadSigner;
 use vitte_actors::resilience::backoff::BackoffSettings;
@@ -55,6 +56,48 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub payments: PaymentSettings,
     pub limits: LimitSettings,
+    pub memory: MemorySection,
+}
+
+/// Long-term memory: extraction, recall and summaries (`[memory]`), and its embeddings
+/// provider (`[memory.embeddings]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MemorySection {
+    pub enabled: bool,
+    pub extract_after_messages: usize,
+    /// Categories remembered for the whole user (identity, preference, relationship,
+    /// event, other); the rest belong to the persona they were told to.
+    pub user_wide: Vec<Category>,
+    pub near_duplicate: f32,
+    pub top_k: usize,
+    pub threshold: f32,
+    pub keyword_weight: f32,
+    pub prompt_tokens: usize,
+    #[serde(with = "humantime_serde")]
+    pub recall_deadline: Duration,
+    pub summary_chunk: usize,
+    pub embeddings: EmbeddingsSettings,
+}
+
+/// The OpenAI-compatible `/embeddings` provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EmbeddingsSettings {
+    /// Its name in metrics and /admin/llm.
+    pub name: String,
+    /// Empty: `llm.base_url`.
+    pub base_url: String,
+    /// Empty: `llm.api_key`.
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+    pub model: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    #[serde(default)]
+    pub retry: RetrySettings,
 }
 
 /// What vitte sells and how payloads are signed.
@@ -478,6 +521,47 @@ impl Settings {
         })
     }
 
+    /// Memory's settings, checked.
+    pub fn memory(&self) -> Result<MemorySettings, ConfigError> {
+        let section = &self.memory;
+        let settings = MemorySettings {
+            enabled: section.enabled,
+            extract_after_messages: section.extract_after_messages,
+            user_wide: section.user_wide.clone(),
+            near_duplicate: section.near_duplicate,
+            top_k: section.top_k,
+            threshold: section.threshold,
+            keyword_weight: section.keyword_weight,
+            prompt_tokens: section.prompt_tokens,
+            recall_deadline: section.recall_deadline,
+            summary_chunk: section.summary_chunk,
+        };
+        settings
+            .validate()
+            .map_err(|problem| ConfigError::invalid("memory", problem))?;
+        Ok(settings)
+    }
+
+    /// The embeddings endpoint: `memory.embeddings.base_url`, else the LLM's.
+    pub fn embeddings_base_url(&self) -> &str {
+        let own = self.memory.embeddings.base_url.trim();
+        if own.is_empty() {
+            &self.llm.base_url
+        } else {
+            own
+        }
+    }
+
+    /// The embeddings key: `memory.embeddings.api_key`, else the LLM's.
+    pub fn embeddings_api_key(&self) -> SecretString {
+        let own = &self.memory.embeddings.api_key;
+        if own.expose_secret().is_empty() {
+            self.llm.api_key.clone()
+        } else {
+            own.clone()
+        }
+    }
+
     /// The catalogue file, read and checked.
     pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
         Catalogue::load(&self.payments.catalogue)
@@ -547,6 +631,11 @@ impl Settings {
             ));
         }
         self.limits()?;
+        self.memory()?;
+        check_http_url("memory.embeddings.base_url", self.embeddings_base_url())?;
+        if self.memory.embeddings.model.trim().is_empty() {
+            return Err(ConfigError::invalid("memory.embeddings.model", "must be set"));
+        }
         if self.payments.sweep_every < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "payments.sweep_every",
@@ -610,6 +699,13 @@ impl Settings {
                 &fallback.retry,
             ));
         }
+        let embeddings = &self.memory.embeddings;
+        providers.push((
+            "memory.embeddings".to_owned(),
+            &embeddings.breaker,
+            &embeddings.rate_limit,
+            &embeddings.retry,
+        ));
         for (prefix, breaker, rate_limit, retry) in providers {
             breaker
                 .validate()

@@ -5,12 +5,15 @@
 //! server-sent events, one `data: {json}` line per piece (`choices[0].delta.content`), ending
 //! with `data: [DONE]`. Each piece goes to the sink as it arrives; a stream that breaks off
 //! after some text is [`LlmError::Interrupted`].
+//!
+//! [`OpenAiEmbeddings`] is the `POST {base_url}/embeddings` client long-term memory uses.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use vitte_actors::ports::memory::Embedder;
 use vitte_actors::ports::{
     ChatMessage, Completion, CompletionRequest, LanguageModel, LlmError, TextSink,
 };
@@ -368,6 +371,111 @@ fn error_message(body: &str) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| body.chars().take(ERROR_BODY_CHARS).collect())
+}
+
+/// A client for an OpenAI-compatible `POST {base_url}/embeddings` endpoint and model.
+pub struct OpenAiEmbeddings {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: SecretString,
+    model: String,
+}
+
+#[derive(Serialize)]
+struct EmbeddingsBody<'a> {
+    model: &'a str,
+    input: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    embedding: Vec<f32>,
+    #[serde(default)]
+    index: Option<usize>,
+}
+
+impl OpenAiEmbeddings {
+    pub fn new(
+        base_url: &str,
+        api_key: SecretString,
+        model: &str,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<OpenAiEmbeddings, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(OpenAiEmbeddings {
+            http,
+            endpoint: format!("{}/embeddings", base_url.trim_end_matches('/')),
+            api_key,
+            model: model.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Embedder for OpenAiEmbeddings {
+    /// One vector per text, in order (the answer's `index` decides where each goes).
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let body = EmbeddingsBody {
+            model: &self.model,
+            input: texts,
+        };
+        let mut call = self.http.post(&self.endpoint).json(&body);
+        let key = self.api_key.expose_secret();
+        if !key.is_empty() {
+            call = call.bearer_auth(key);
+        }
+        let response = call.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_retry_after);
+            let text = response.text().await.unwrap_or_default();
+            return Err(LlmError::Status {
+                status: status.as_u16(),
+                message: error_message(&text),
+                retry_after,
+            });
+        }
+        let parsed: EmbeddingsResponse = response.json().await.map_err(|error| {
+            if error.is_timeout() {
+                LlmError::Timeout
+            } else {
+                LlmError::Malformed(error.to_string())
+            }
+        })?;
+        if parsed.data.len() != texts.len() {
+            return Err(LlmError::Malformed(format!(
+                "{} embeddings for {} texts",
+                parsed.data.len(),
+                texts.len()
+            )));
+        }
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for (position, item) in parsed.data.into_iter().enumerate() {
+            let index = item.index.unwrap_or(position);
+            let Some(slot) = vectors.get_mut(index) else {
+                return Err(LlmError::Malformed(format!("embedding index {index} out of range")));
+            };
+            *slot = item.embedding;
+        }
+        if vectors.iter().any(Vec::is_empty) {
+            return Err(LlmError::Malformed("an embedding is missing or empty".into()));
+        }
+        Ok(vectors)
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ pub fn gateway_tuning(settings: &Settings) -> GatewayTuning {
             provider_tuning(&fallback.breaker, &fallback.rate_limit, &fallback.retry),
         );
     }
+    let embeddings = &settings.memory.embeddings;
+    providers.insert(
+        embeddings.name.clone(),
+        provider_tuning(&embeddings.breaker, &embeddings.rate_limit, &embeddings.retry),
+    );
     GatewayTuning {
         user_rate_limit: llm.user_rate_limit.clone(),
         max_queue_wait: llm.max_queue_wait,

@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use vitte_actors::domain::persona::PersonaCatalog;
 use vitte_actors::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use vitte_actors::domain::safety::SafetyPolicy;
-use vitte_actors::gateway::{LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec};
+use vitte_actors::gateway::{
+    EmbeddingSpec, LlmGateway, MemoryCache, MemoryRateLimiter, ProviderSpec,
+};
+use vitte_actors::memory::{KeeperDeps, MemoryDeps, MemoryKeeper};
 use vitte_actors::metrics::Metrics;
 use vitte_actors::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
 use vitte_actors::ports::payments::PaymentsApi;
@@ -27,7 +30,7 @@ use vitte_actors::supervision::{ActorKind, Supervisor};
 
 use crate::config::{ConfigSource, Purpose, Settings, TelegramMode};
 use crate::http::{self, HttpState};
-use crate::llm::OpenAiClient;
+use crate::llm::{OpenAiClient, OpenAiEmbeddings};
 use crate::llm::ProviderEndpoint;
 use crate::redis_backend::RedisBackend;
 use crate::reload::{ReloadError, Reloader, gateway_tuning, provider_tuning};
@@ -142,13 +145,35 @@ impl Core {
                 tuning: provider_tuning(&fallback.breaker, &fallback.rate_limit, &fallback.retry),
             });
         }
-        let gateway = Arc::new(LlmGateway::new(
-            providers,
-            gateway_tuning(settings),
-            limiter,
-            cache,
-            supervisor.clone(),
-        ));
+        let memory_settings = settings.memory()?;
+        let embeddings = &settings.memory.embeddings;
+        let embeddings_client = OpenAiEmbeddings::new(
+            settings.embeddings_base_url(),
+            settings.embeddings_api_key(),
+            &embeddings.model,
+            embeddings.request_timeout,
+            settings.llm.connect_timeout,
+        )
+        .context("creating the embeddings client")?;
+        let gateway = Arc::new(
+            LlmGateway::new(
+                providers,
+                gateway_tuning(settings),
+                limiter,
+                cache,
+                supervisor.clone(),
+            )
+            .with_embeddings(EmbeddingSpec {
+                name: embeddings.name.clone(),
+                model: embeddings.model.clone(),
+                client: Arc::new(embeddings_client),
+                tuning: provider_tuning(
+                    &embeddings.breaker,
+                    &embeddings.rate_limit,
+                    &embeddings.retry,
+                ),
+            }),
+        );
         let sessions_llm: Arc<dyn LanguageModel> = match wrap_llm {
             Some(wrap) => wrap(gateway.clone()),
             None => gateway.clone(),
@@ -167,6 +192,16 @@ impl Core {
             supervisor: supervisor.clone(),
             clock: clock.clone(),
             sweep_every: settings.payments.sweep_every,
+        });
+        let keeper = MemoryKeeper::launch(KeeperDeps {
+            llm: gateway.clone(),
+            embedder: gateway.clone(),
+            store: Arc::new(database.clone()),
+            settings: memory_settings.clone(),
+            counter,
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            clock: clock.clone(),
         });
         let deps = SessionDeps {
             messenger,
@@ -197,6 +232,12 @@ impl Core {
             in_flight: AtomicUsize::new(0),
             commerce,
             desk: desk.clone(),
+            memory: MemoryDeps {
+                keeper: keeper.clone(),
+                embedder: gateway.clone(),
+                store: Arc::new(database.clone()),
+                settings: memory_settings,
+            },
         };
         let shards = match settings.session.shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -204,6 +245,7 @@ impl Core {
         };
         let router = SessionRouter::start(shards, deps);
         desk.listen(Arc::new(router.clone()));
+        keeper.listen(Arc::new(router.clone()));
         Ok(Core {
             personas,
             database,

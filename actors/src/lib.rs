@@ -53,6 +53,7 @@ pub mod domain;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod gateway;
+pub mod memory;
 pub mod metrics;
 pub mod payments;
 pub mod ports;

@@ -71,6 +71,10 @@ label_values! {
     }
 }
 
+/// Recall stages take from microseconds (ranking) to the embedding deadline.
+const RECALL_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+];
 const LATENCY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0];
 
 label_values! {
@@ -137,6 +141,21 @@ pub struct Metrics {
     pub subscriptions_active: IntGaugeVec,
     /// Messages not answered because of a limit, by reason (`free_limit`, `fair_use`).
     pub entitlement_denials_total: IntCounterVec,
+    /// Facts the memory keeper extracted, by outcome (`added`, `refreshed`, `superseded`,
+    /// `duplicate`).
+    pub memory_saved_total: IntCounterVec,
+    /// Extractions skipped, by reason (`malformed`, `llm`, `embedding`, `storage`).
+    pub memory_extraction_failures_total: IntCounterVec,
+    /// Recall's time per message, by stage: `embed` (the message's embedding) and `rank`
+    /// (scoring the cached memories, CPU only).
+    pub memory_recall_seconds: HistogramVec,
+    /// Replies that went without memories, by reason (`deadline`, `embedding_failed`,
+    /// `storage`).
+    pub memory_recall_skipped_total: IntCounterVec,
+    /// Jobs waiting in the memory keeper's queue.
+    pub memory_queue_depth: IntGauge,
+    /// Memory jobs dropped because the queue was full (oldest first).
+    pub memory_jobs_dropped_total: IntCounter,
 }
 
 impl Metrics {
@@ -255,6 +274,34 @@ impl Metrics {
                 "Messages not answered because of a daily limit, by reason",
                 &["reason"],
             )?,
+            memory_saved_total: counter_vec(
+                "memory_saved_total",
+                "Facts extracted for long-term memory, by outcome",
+                &["outcome"],
+            )?,
+            memory_extraction_failures_total: counter_vec(
+                "memory_extraction_failures_total",
+                "Memory extractions skipped, by reason",
+                &["reason"],
+            )?,
+            memory_recall_seconds: HistogramVec::new(
+                HistogramOpts::new("memory_recall_seconds", "Memory recall time per message")
+                    .buckets(RECALL_BUCKETS.to_vec()),
+                &["stage"],
+            )?,
+            memory_recall_skipped_total: counter_vec(
+                "memory_recall_skipped_total",
+                "Replies written without memories, by reason",
+                &["reason"],
+            )?,
+            memory_queue_depth: IntGauge::new(
+                "memory_queue_depth",
+                "Jobs waiting in the memory keeper's queue",
+            )?,
+            memory_jobs_dropped_total: IntCounter::new(
+                "memory_jobs_dropped_total",
+                "Memory jobs dropped because the keeper's queue was full",
+            )?,
             registry: Registry::new(),
         };
         metrics.register_all()?;
@@ -287,6 +334,26 @@ impl Metrics {
         r.register(Box::new(self.payments_total.clone()))?;
         r.register(Box::new(self.subscriptions_active.clone()))?;
         r.register(Box::new(self.entitlement_denials_total.clone()))?;
+        r.register(Box::new(self.memory_saved_total.clone()))?;
+        r.register(Box::new(self.memory_extraction_failures_total.clone()))?;
+        r.register(Box::new(self.memory_recall_seconds.clone()))?;
+        r.register(Box::new(self.memory_recall_skipped_total.clone()))?;
+        r.register(Box::new(self.memory_queue_depth.clone()))?;
+        r.register(Box::new(self.memory_jobs_dropped_total.clone()))?;
+        for saved in crate::memory::handlers::Saved::ALL {
+            self.memory_saved_total.with_label_values(&[saved.as_str()]);
+        }
+        for reason in crate::memory::handlers::EXTRACTION_FAILURES {
+            self.memory_extraction_failures_total
+                .with_label_values(&[reason]);
+        }
+        for reason in crate::memory::recall::Skipped::ALL {
+            self.memory_recall_skipped_total
+                .with_label_values(&[reason.as_str()]);
+        }
+        for stage in ["embed", "rank"] {
+            self.memory_recall_seconds.with_label_values(&[stage]);
+        }
         for outcome in Recovered::ALL {
             self.recovered_replies_total
                 .with_label_values(&[outcome.as_str()]);

@@ -15,6 +15,9 @@ use crate::domain::entitlement::Limits;
 use crate::domain::persona::{Persona, PersonaCatalog};
 use crate::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use crate::domain::safety::SafetyPolicy;
+use crate::domain::memory::MemorySettings;
+use crate::memory::testing::{MemoryLedger, WordEmbedder};
+use crate::memory::{KeeperDeps, MemoryDeps, MemoryKeeper};
 use crate::metrics::Metrics;
 use crate::payments::testing::{MemoryPaymentStore, RecordingPaymentsApi};
 use crate::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
@@ -114,11 +117,13 @@ impl Messenger for RecordingMessenger {
 /// Answers "reply to: <last user message>" after a delay (streamed in two pieces when the
 /// request asks for a stream); panics when the last user message is "PANIC"; records every
 /// request. With a gate, each answer waits for a permit.
+/// Memory extractions get `facts` (default: none found) and summaries "summary of: …".
 #[derive(Default)]
 pub struct EchoLlm {
     pub requests: Mutex<Vec<CompletionRequest>>,
     pub delay: Duration,
     pub gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    pub facts: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -131,7 +136,13 @@ impl LanguageModel for EchoLlm {
         tokio::time::sleep(self.delay).await;
         let last = request.last_user_text();
         assert!(last != "PANIC", "injected panic");
-        let text = format!("reply to: {last}");
+        let text = match request.purpose {
+            Purpose::Memory => lock(&self.facts)
+                .clone()
+                .unwrap_or_else(|| r#"{"facts": []}"#.into()),
+            Purpose::Summary => format!("summary of: {last}"),
+            Purpose::Companion => format!("reply to: {last}"),
+        };
         if let Some(sink) = &request.stream {
             let (first, second) = text.split_at(text.len() / 2);
             sink.push(first);
@@ -322,6 +333,8 @@ impl SessionStore for MemoryStore {
                     history: all[all.len().saturating_sub(history_limit)..].to_vec(),
                     pending,
                     undelivered,
+                    extracted_through: 0,
+                    summary: None,
                 }
             })
             .collect();
@@ -578,6 +591,9 @@ pub struct SessionHarness {
     pub store: Arc<MemoryStore>,
     pub metrics: Metrics,
     pub clock: Arc<ManualClock>,
+    /// Long-term memory's store (memory is off unless the harness was made
+    /// [`SessionHarness::with_memory`]).
+    pub memories: Arc<MemoryLedger>,
     settings: SessionSettings,
     policy: KindPolicy,
 }
@@ -634,12 +650,45 @@ impl SessionHarness {
         )
     }
 
+    /// The standard harness with long-term memory on.
+    pub fn with_memory() -> SessionHarness {
+        let clock = ManualClock::starting_at(1_700_000_000_000);
+        let ports = (
+            Arc::new(RecordingMessenger::default()),
+            Arc::new(MemoryStore::with_clock(clock.clone())),
+            clock,
+        );
+        SessionHarness::start_with(
+            SessionSettings::default(),
+            Arc::new(EchoLlm::default()),
+            KindPolicy::default(),
+            Limits::default(),
+            ports,
+            MemorySettings::default(),
+        )
+    }
+
     fn start(
         settings: SessionSettings,
         llm: Arc<EchoLlm>,
         policy: KindPolicy,
         limits: Limits,
+        ports: (Arc<RecordingMessenger>, Arc<MemoryStore>, Arc<ManualClock>),
+    ) -> SessionHarness {
+        let memory_off = MemorySettings {
+            enabled: false,
+            ..MemorySettings::default()
+        };
+        SessionHarness::start_with(settings, llm, policy, limits, ports, memory_off)
+    }
+
+    fn start_with(
+        settings: SessionSettings,
+        llm: Arc<EchoLlm>,
+        policy: KindPolicy,
+        limits: Limits,
         (messenger, store, clock): (Arc<RecordingMessenger>, Arc<MemoryStore>, Arc<ManualClock>),
+        memory_settings: MemorySettings,
     ) -> SessionHarness {
         let metrics = Metrics::new().expect("metrics");
         let sessions_store = store.clone();
@@ -655,6 +704,7 @@ impl SessionHarness {
                     ActorKind::Payments,
                     supervised_policy(&KindPolicy::default()),
                 ),
+                (ActorKind::Memory, supervised_policy(&KindPolicy::default())),
             ]),
             metrics.clone(),
         ));
@@ -674,6 +724,18 @@ impl SessionHarness {
             supervisor: supervisor.clone(),
             clock: clock.clone(),
             sweep_every: Duration::from_secs(60),
+        });
+        let memories = Arc::new(MemoryLedger::default());
+        let embedder = Arc::new(WordEmbedder::default());
+        let keeper = MemoryKeeper::launch(KeeperDeps {
+            llm: llm.clone(),
+            embedder: embedder.clone(),
+            store: memories.clone(),
+            settings: memory_settings.clone(),
+            counter: TokenCounter::new(),
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            clock: clock.clone(),
         });
         let safety = Arc::new(
             SafetyPolicy::parse("safety.toml", crate::domain::safety::TEST_POLICY).expect("policy"),
@@ -710,9 +772,16 @@ impl SessionHarness {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             commerce,
             desk: desk.clone(),
+            memory: MemoryDeps {
+                keeper: keeper.clone(),
+                embedder: embedder.clone(),
+                store: memories.clone(),
+                settings: memory_settings,
+            },
         };
         let router = SessionRouter::start(1, deps);
         desk.listen(Arc::new(router.clone()));
+        keeper.listen(Arc::new(router.clone()));
         SessionHarness {
             router,
             payments,
@@ -724,6 +793,7 @@ impl SessionHarness {
             store,
             metrics,
             clock,
+            memories,
             settings,
             policy,
         }

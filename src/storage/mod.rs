@@ -9,7 +9,8 @@
 
 //!
 //! Files: this one holds the pool, the runtime and the queries operators use;
-//! `sessions.rs` the `SessionStore` port; `migrations.rs` the embedded migrations;
+//! `sessions.rs` the `SessionStore` port; `payments.rs` the ledger; `memory.rs` memories and
+//! summaries; `migrations.rs` the embedded migrations;
 //! `schema.rs` the tables. Times come from the injected clock, never the system's.
 
 mod migrations;
@@ -131,6 +132,8 @@ macro_rules! in_transaction {
 
 mod inbox;
 pub use inbox::{Accepted, UnhandledUpdate};
+mod memory;
+pub use memory::{MemoryRecord, UserFootprint};
 mod payments;
 mod sessions;
 

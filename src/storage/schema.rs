@@ -27,6 +27,7 @@ diesel::table! {
         intense_mode -> Bool,
         fantasy_scenes -> Bool,
         persona_messages -> Integer,
+        extracted_through -> BigInt,
     }
 }
 
@@ -131,6 +132,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Long-term memories: facts about a user, with their embedding and history.
+    memories (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        persona_id -> Nullable<Text>,
+        dialog_id -> Nullable<BigInt>,
+        text -> Text,
+        category -> Text,
+        importance -> Integer,
+        embedding -> Binary,
+        content_hash -> Text,
+        created_at -> BigInt,
+        confirmed_at -> BigInt,
+        superseded_by -> Nullable<BigInt>,
+        invalidated_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The summary standing in for a dialog's earlier part in prompts.
+    dialog_summaries (dialog_id) {
+        dialog_id -> BigInt,
+        through_message_id -> BigInt,
+        text -> Text,
+        token_count -> Integer,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -143,5 +174,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     entitlements,
     payments,
     checkouts,
-    payment_events
+    payment_events,
+    memories,
+    dialog_summaries
 );

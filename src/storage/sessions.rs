@@ -9,7 +9,11 @@ use vitte_actors::ports::{
     UserId, UserPreferences, UserProfile,
 };
 
-use super::schema::{dialogs, inbox, messages, token_usage, users};
+use super::schema::{dialog_summaries, dialogs, inbox, messages, token_usage, users};
+use vitte_actors::ports::memory::StoredSummary;
+
+/// An open dialog's row as a session loads it.
+type DialogRow = (i64, i32, String, Option<String>, i64, bool, bool, i32, i64);
 use super::{Database, Pool, SqliteConn, StorageError};
 use diesel_async::AsyncPgConnection;
 
@@ -190,13 +194,39 @@ impl Database {
                     dialogs::intense_mode,
                     dialogs::fantasy_scenes,
                     dialogs::persona_messages,
+                    dialogs::extracted_through,
                 ))
-                .load::<(i64, i32, String, Option<String>, i64, bool, bool, i32)>(conn)
+                .load::<DialogRow>(conn)
                 .await?;
             let mut stored_dialogs = Vec::with_capacity(open.len());
-            for (dialog_id, slot, persona_id, story_id, last_active_at, intense, fantasy, count) in
-                open
+            for (
+                dialog_id,
+                slot,
+                persona_id,
+                story_id,
+                last_active_at,
+                intense,
+                fantasy,
+                count,
+                extracted_through,
+            ) in open
             {
+                let summary = dialog_summaries::table
+                    .find(dialog_id)
+                    .select((
+                        dialog_summaries::through_message_id,
+                        dialog_summaries::text,
+                        dialog_summaries::token_count,
+                    ))
+                    .first::<(i64, String, i32)>(conn)
+                    .await
+                    .optional()?
+                    .map(|(through_message_id, text, tokens)| StoredSummary {
+                        dialog_id,
+                        through_message_id,
+                        text,
+                        token_count: u32::try_from(tokens).unwrap_or(0),
+                    });
                 let mut rows = messages::table
                     .filter(messages::dialog_id.eq(dialog_id))
                     .filter(messages::status.ne_all(hidden))
@@ -255,6 +285,8 @@ impl Database {
                     history,
                     pending,
                     undelivered,
+                    extracted_through,
+                    summary,
                 });
             }
             Ok(Some(StoredSession {

@@ -4,6 +4,13 @@
 //! `POST /chat/completions` and `POST /v1/chat/completions`. It records every
 //! request and answers according to a script of [`LlmBehaviour`]s, by default
 //! with an echo of the last user message.
+//!
+//! Long-term memory's background requests (fact extraction and story summaries, told apart
+//! by the first words of their system message) are recorded separately and answered from
+//! their own scripts, so they never take a scripted reply meant for a user. The server also
+//! serves `POST /embeddings` (and `/v1/embeddings`) as OpenAI does: one vector per input,
+//! deterministic, texts sharing words pointing the same way (hashed bags of words); it can
+//! be made to fail or to hold its answers.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,12 +65,31 @@ struct Inner {
     /// Requests wait (after the latency) until [`FakeLlm::release`].
     held: bool,
     next_id: u64,
+    /// Memory extractions and summaries, recorded apart from replies.
+    background: Vec<Value>,
+    /// Answers to extraction requests, one per request; then `facts_default`.
+    facts_script: VecDeque<String>,
+    facts_default: String,
+    /// The answer to summary requests.
+    summary_reply: String,
+    embedding_requests: Vec<Value>,
+    embeddings_down: bool,
+    /// Embedding requests wait until [`FakeLlm::release_embeddings`].
+    embeddings_held: bool,
 }
+
+/// The first words of an extraction request's system message.
+const EXTRACTION_MARKER: &str = "You maintain the long-term memory of a companion.";
+/// The first words of a summary request's system message.
+const SUMMARY_MARKER: &str = "You keep the running summary of a long story.";
+/// Dimensions of the fake's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 64;
 
 #[derive(Debug)]
 struct State {
     inner: Mutex<Inner>,
     released: tokio::sync::Notify,
+    embeddings_released: tokio::sync::Notify,
 }
 
 impl State {
@@ -95,8 +121,16 @@ impl FakeLlm {
                 down: false,
                 held: false,
                 next_id: 1,
+                background: Vec::new(),
+                facts_script: VecDeque::new(),
+                facts_default: r#"{"facts": []}"#.to_owned(),
+                summary_reply: "The story so far, in short.".to_owned(),
+                embedding_requests: Vec::new(),
+                embeddings_down: false,
+                embeddings_held: false,
             }),
             released: tokio::sync::Notify::new(),
+            embeddings_released: tokio::sync::Notify::new(),
         });
 
         let listener =
@@ -113,6 +147,8 @@ impl FakeLlm {
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .route("/chat/completions", web::post().to(chat_completions))
                 .route("/v1/chat/completions", web::post().to(chat_completions))
+                .route("/embeddings", web::post().to(embeddings))
+                .route("/v1/embeddings", web::post().to(embeddings))
         })
         .workers(1)
         .disable_signals()
@@ -174,6 +210,66 @@ impl FakeLlm {
     pub fn release(&self) {
         self.state.lock().held = false;
         self.state.released.notify_waiters();
+    }
+
+    /// Memory extractions and summaries received so far (not in [`FakeLlm::requests`]).
+    pub fn background_requests(&self) -> Vec<Value> {
+        self.state.lock().background.clone()
+    }
+
+    /// Extraction requests received so far.
+    pub fn extraction_requests(&self) -> Vec<Value> {
+        self.background_of(EXTRACTION_MARKER)
+    }
+
+    /// Summary requests received so far.
+    pub fn summary_requests(&self) -> Vec<Value> {
+        self.background_of(SUMMARY_MARKER)
+    }
+
+    fn background_of(&self, marker: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .background
+            .iter()
+            .filter(|request| system_text(request).starts_with(marker))
+            .cloned()
+            .collect()
+    }
+
+    /// Answers for the next extraction requests, one each (then the default).
+    pub fn script_facts(&self, answers: impl IntoIterator<Item = String>) {
+        self.state.lock().facts_script.extend(answers);
+    }
+
+    /// What extraction requests get when their script is empty (`{"facts": []}` at first).
+    pub fn set_facts_default(&self, answer: &str) {
+        self.state.lock().facts_default = answer.to_owned();
+    }
+
+    /// What summary requests get.
+    pub fn set_summary_reply(&self, answer: &str) {
+        self.state.lock().summary_reply = answer.to_owned();
+    }
+
+    /// Embedding requests received so far.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.state.lock().embedding_requests.clone()
+    }
+
+    /// Makes every embedding request fail with 503 until `set_embeddings_down(false)`.
+    pub fn set_embeddings_down(&self, down: bool) {
+        self.state.lock().embeddings_down = down;
+    }
+
+    /// Holds every embedding request until [`FakeLlm::release_embeddings`].
+    pub fn hold_embeddings(&self) {
+        self.state.lock().embeddings_held = true;
+    }
+
+    pub fn release_embeddings(&self) {
+        self.state.lock().embeddings_held = false;
+        self.state.embeddings_released.notify_waiters();
     }
 
     /// Stops the server (without waiting for open requests).
@@ -400,6 +496,11 @@ async fn chat_completions(state: web::Data<State>, body: web::Bytes) -> HttpResp
         }
     };
 
+    if let Some(answer) = background_answer(&state, &request) {
+        let id = state.lock().next_id;
+        return success(&request, id, &answer);
+    }
+
     // Record the request and pick its behaviour (None = echo).
     let (behaviour, latency, id) = {
         let mut inner = state.lock();
@@ -449,4 +550,91 @@ async fn chat_completions(state: web::Data<State>, body: web::Bytes) -> HttpResp
             paced_stream(&request, id, pieces, delay, false)
         }
     }
+}
+
+/// The text of a request's first (system) message.
+fn system_text(request: &Value) -> String {
+    content_text(messages(request).first().and_then(|m| m.get("content")))
+}
+
+/// The answer to a memory extraction or summary request, recorded apart; `None` for any
+/// other request.
+fn background_answer(state: &State, request: &Value) -> Option<String> {
+    let system = system_text(request);
+    let mut inner = state.lock();
+    let answer = if system.starts_with(EXTRACTION_MARKER) {
+        let default = inner.facts_default.clone();
+        inner.facts_script.pop_front().unwrap_or(default)
+    } else if system.starts_with(SUMMARY_MARKER) {
+        inner.summary_reply.clone()
+    } else {
+        return None;
+    };
+    inner.background.push(request.clone());
+    Some(answer)
+}
+
+/// The fake's embedding of `text`: its words (lowercase letters and digits) counted into
+/// hashed buckets.
+pub fn fake_embedding(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+    let lower = text.to_lowercase();
+    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let hash = word
+            .bytes()
+            .fold(5381_u64, |hash, byte| hash.wrapping_mul(33) ^ u64::from(byte));
+        vector[(hash % EMBEDDING_DIMENSIONS as u64) as usize] += 1.0;
+    }
+    vector
+}
+
+async fn embeddings(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return openai_error(StatusCode::BAD_REQUEST, "invalid JSON", "invalid_request_error");
+    };
+    let down = {
+        let mut inner = state.lock();
+        inner.embedding_requests.push(request.clone());
+        inner.embeddings_down
+    };
+    loop {
+        let released = state.embeddings_released.notified();
+        if !state.lock().embeddings_held {
+            break;
+        }
+        released.await;
+    }
+    if down {
+        return failure(503, "the fake embeddings are down", None);
+    }
+    let inputs: Vec<String> = match request.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "input must be a string or an array of strings",
+                "invalid_request_error",
+            );
+        }
+    };
+    if request.get("model").and_then(Value::as_str).is_none() {
+        return openai_error(StatusCode::BAD_REQUEST, "model is required", "invalid_request_error");
+    }
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({ "object": "embedding", "index": index, "embedding": fake_embedding(text) })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.get("model"),
+        "usage": { "prompt_tokens": 0, "total_tokens": 0 },
+    }))
 }

@@ -84,6 +84,10 @@ pub enum Command {
     Store,
     /// The user's plan, renewal, unlocked features and today's usage.
     Status,
+    /// What the active dialog's persona remembers, with buttons to forget.
+    Memory,
+    /// Delete everything about the user (after confirmation).
+    ForgetMe,
     /// A command we do not know; answered with the help text.
     Unknown(String),
 }
@@ -111,6 +115,8 @@ impl InboundKind {
             "reset" => Command::Reset,
             "store" | "buy" => Command::Store,
             "status" | "plan" => Command::Status,
+            "memory" | "memories" => Command::Memory,
+            "forget_me" | "forgetme" => Command::ForgetMe,
             _ => Command::Unknown(name),
         })
     }

@@ -62,9 +62,18 @@ pub struct PromptContext<'a> {
     pub story: &'a Story,
     pub user_name: &'a str,
     pub modes: DialogModes,
-    /// What the bot remembers about the user across dialogs. Empty until the memory issue
-    /// fills it; the section is left out while empty.
+}
+
+/// What changes from one reply to the next besides the history: what memory recalled for
+/// this message, and the summary standing in for the history's earlier part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnContext<'a> {
+    /// The memory part (one memory per line); left out when empty.
     pub memory: &'a str,
+    /// The summary of the story before the history given, with its token count.
+    pub summary: Option<(&'a str, u32)>,
+    /// A one-off instruction after everything else ("go on with the story").
+    pub directive: Option<&'a str>,
 }
 
 /// Builds prompts in a fixed order:
@@ -73,14 +82,17 @@ pub struct PromptContext<'a> {
 /// 2. the safety rules;
 /// 3. the mode (normal or intense);
 /// 4. the story (title and premise);
-/// 5. long-term memory (when there is any);
-/// 6. enabled features (fantasy scenes);
-/// 7. the message history, as much as fits, newest kept;
-/// 8. the post-history instructions (and a one-off directive, e.g. "go on with the story").
+/// 5. enabled features (fantasy scenes);
+/// 6. long-term memory recalled for this message (when there is any);
+/// 7. the summary of the story's earlier part (when the history outgrew the budget);
+/// 8. the message history, as much as fits, newest kept;
+/// 9. the post-history instructions (and a one-off directive, e.g. "go on with the story").
 ///
-/// Parts 1–6 form one system message, built and counted once per dialog (and again when its
-/// modes change). Within the token budget the oldest history is dropped first; the fixed
-/// parts never are, and the newest message is always kept.
+/// Parts 1–5 are built and counted once per dialog (and again when its modes change); parts
+/// 6 and 7 change per message and are appended to the same system message. Within the token
+/// budget the oldest history is dropped first; the other parts never are, and the newest
+/// message is always kept. How much history was left out is reported, so the caller can
+/// have it summarised.
 #[derive(Debug, Clone)]
 pub struct PromptBuilder {
     counter: TokenCounter,
@@ -93,6 +105,7 @@ pub const SAFETY_TITLE: &str = "Safety rules";
 pub const MODE_TITLE: &str = "Mode";
 pub const STORY_TITLE: &str = "Story";
 pub const MEMORY_TITLE: &str = "What you remember about {{user}}";
+pub const SUMMARY_TITLE: &str = "The story so far";
 pub const FEATURES_TITLE: &str = "Enabled features";
 
 impl PromptBuilder {
@@ -148,7 +161,6 @@ impl PromptBuilder {
             (SAFETY_TITLE, &self.rules.rules),
             (MODE_TITLE, mode),
             (STORY_TITLE, &story),
-            (MEMORY_TITLE, context.memory),
             (FEATURES_TITLE, &features),
         ];
         for (title, body) in sections {
@@ -169,6 +181,7 @@ impl PromptBuilder {
             system,
             post,
             tokens,
+            user_name: context.user_name.to_owned(),
         }
     }
 
@@ -185,13 +198,47 @@ impl PromptBuilder {
         history: &[HistoryEntry],
         directive: Option<&str>,
     ) -> BuiltPrompt {
+        let turn = TurnContext {
+            directive,
+            ..TurnContext::default()
+        };
+        self.build_turn(fixed, &turn, history)
+    }
+
+    /// Builds one reply's request: the fixed prompt with this message's memory and the
+    /// story's summary, then as much of `history` (after the summary) as fits.
+    pub fn build_turn(
+        &self,
+        fixed: &FixedPrompt,
+        turn: &TurnContext<'_>,
+        history: &[HistoryEntry],
+    ) -> BuiltPrompt {
+        let directive = turn.directive;
+        let mut system = fixed.system.clone();
+        let mut extra_tokens = 0;
+        if !turn.memory.trim().is_empty() {
+            let section = format!(
+                "\n\n{}:\n{}",
+                MEMORY_TITLE.replace("{{user}}", &fixed.user_name),
+                turn.memory.trim()
+            );
+            extra_tokens += self.counter.count(&section) as usize;
+            system.push_str(&section);
+        }
+        if let Some((summary, tokens)) = turn.summary {
+            system.push_str("\n\n");
+            system.push_str(SUMMARY_TITLE);
+            system.push_str(":\n");
+            system.push_str(summary.trim());
+            extra_tokens += tokens as usize + self.counter.count(SUMMARY_TITLE) as usize + 2;
+        }
         let directive_tokens = directive.map_or(0, |text| {
             self.counter.count(text) as usize + TOKENS_PER_MESSAGE
         });
         let available = self
             .budget
             .prompt_tokens()
-            .saturating_sub(fixed.tokens + directive_tokens);
+            .saturating_sub(fixed.tokens + extra_tokens + directive_tokens);
         let mut kept = 0;
         let mut spent = 0;
         for entry in history.iter().rev() {
@@ -206,7 +253,7 @@ impl PromptBuilder {
         let mut messages = Vec::with_capacity(kept + 3);
         messages.push(ChatMessage {
             role: Role::System,
-            content: fixed.system.clone(),
+            content: system,
         });
         messages.extend(
             history[history.len() - kept..]
@@ -230,8 +277,9 @@ impl PromptBuilder {
         }
         BuiltPrompt {
             messages,
-            estimated_tokens: u32::try_from(fixed.tokens + directive_tokens + spent)
+            estimated_tokens: u32::try_from(fixed.tokens + extra_tokens + directive_tokens + spent)
                 .unwrap_or(u32::MAX),
+            left_out: history.len() - kept,
         }
     }
 }
@@ -241,18 +289,22 @@ impl PromptBuilder {
 pub struct BuiltPrompt {
     pub messages: Vec<ChatMessage>,
     pub estimated_tokens: u32,
+    /// The oldest history entries that did not fit (the caller may have them summarised).
+    pub left_out: usize,
 }
 
 /// A dialog's fixed part of every prompt, with its token cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedPrompt {
-    /// The system message: persona, safety, mode, story, memory, features (placeholders
-    /// replaced).
+    /// The system message's fixed part: persona, safety, mode, story, features
+    /// (placeholders replaced).
     pub system: String,
     /// Post-history instructions, sent after the history; may be empty.
     pub post: String,
     /// Tokens of both, including per-message overhead.
     pub tokens: usize,
+    /// The user's name, for the memory section's title.
+    pub user_name: String,
 }
 
 #[cfg(test)]
@@ -312,18 +364,12 @@ opening_message = "*The door opens.*"
         }
     }
 
-    fn fixed(
-        builder: &PromptBuilder,
-        persona: &Persona,
-        modes: DialogModes,
-        memory: &str,
-    ) -> FixedPrompt {
+    fn fixed(builder: &PromptBuilder, persona: &Persona, modes: DialogModes) -> FixedPrompt {
         builder.fixed_prompt(&PromptContext {
             persona,
             story: &persona.stories[0],
             user_name: "Ann",
             modes,
-            memory,
         })
     }
 
@@ -336,14 +382,17 @@ opening_message = "*The door opens.*"
             intense_mode: true,
             fantasy_scenes: true,
         };
-        let fixed_prompt = fixed(&builder, &persona, modes, "Ann likes tea.");
+        let fixed_prompt = fixed(&builder, &persona, modes);
         let history = vec![
             entry(counter, Role::Assistant, "Who's there?"),
             entry(counter, Role::User, "A traveller."),
         ];
-        let messages = builder
-            .build_with_directive(&fixed_prompt, &history, Some("Go on with the story."))
-            .messages;
+        let turn = TurnContext {
+            memory: "- Ann likes tea.",
+            summary: Some(("Ann was shipwrecked.", 5)),
+            directive: Some("Go on with the story."),
+        };
+        let messages = builder.build_turn(&fixed_prompt, &turn, &history).messages;
         assert_eq!(messages.len(), 5);
         let system = &messages[0].content;
         assert_eq!(messages[0].role, Role::System);
@@ -357,8 +406,9 @@ opening_message = "*The door opens.*"
             position("RULES: nothing harmful."),
             position("MODE: intense drama."),
             position("The storm night\nA boat breaks on the rocks and Ann swims ashore."),
-            position("Ann likes tea."),
             position("FEATURE: fantasy scenes."),
+            position("What you remember about Ann:\n- Ann likes tea."),
+            position("The story so far:\nAnn was shipwrecked."),
         ];
         assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{order:?}");
         assert!(!system.contains("MODE: gentle."));
@@ -368,10 +418,12 @@ opening_message = "*The door opens.*"
         assert_eq!(messages[4].content, "Go on with the story.");
 
         // Modes off: the normal mode, no features section; no memory, no memory section.
-        let plain = fixed(&builder, &persona, DialogModes::default(), "");
+        let plain = fixed(&builder, &persona, DialogModes::default());
         assert!(plain.system.contains("MODE: gentle."));
         assert!(!plain.system.contains(FEATURES_TITLE));
-        assert!(!plain.system.contains("What you remember"));
+        let plain_messages = builder.build(&plain, &history).messages;
+        assert!(!plain_messages[0].content.contains("What you remember"));
+        assert!(!plain_messages[0].content.contains(SUMMARY_TITLE));
     }
 
     #[test]
@@ -388,7 +440,7 @@ opening_message = "*The door opens.*"
                 )
             })
             .collect();
-        let fixed_prompt = fixed(&unlimited, &persona, DialogModes::default(), "");
+        let fixed_prompt = fixed(&unlimited, &persona, DialogModes::default());
         let fixed_cost: usize = unlimited
             .build(&fixed_prompt, &[])
             .messages
@@ -406,6 +458,7 @@ opening_message = "*The door opens.*"
             built.estimated_tokens as usize,
             fixed_prompt.tokens + per_message * 5
         );
+        assert_eq!(built.left_out, 45, "what did not fit is reported for a summary");
         let messages = built.messages;
         let kept: Vec<&str> = messages[1..messages.len() - 1]
             .iter()

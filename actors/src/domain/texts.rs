@@ -144,11 +144,15 @@ pub struct Texts {
     /// `{name}`, `{last}`: the welcome back when the LLM cannot write one.
     pub welcome_back: &'static str,
     /// The bot's command menu in Telegram: (command, description).
-    pub commands: [(&'static str, &'static str); 10],
+    pub commands: [(&'static str, &'static str); 12],
     /// The store, plans, limits and payments.
     pub shop: &'static ShopTexts,
+    /// What the personas remember: /memory and /forget_me.
+    pub memory: &'static MemoryTexts,
 }
 
+use super::memory_texts as memory;
+pub use super::memory_texts::MemoryTexts;
 use super::shop_texts as shop;
 pub use super::shop_texts::ShopTexts;
 
@@ -174,6 +178,8 @@ const ENGLISH: Texts = Texts {
            /reset — clear all dialogs\n\
            /store — plans and unlocks\n\
            /status — your plan and today's messages\n\
+           /memory — what the character remembers about you\n\
+           /forget_me — delete everything about you\n\
            /menu — the main menu\n\
            /help — this list of commands",
     unknown_persona: "That character is no longer available. Please pick another one:",
@@ -262,10 +268,13 @@ const ENGLISH: Texts = Texts {
         ("reset", "Clear all dialogs"),
         ("store", "Plans and unlocks"),
         ("status", "Your plan and today's messages"),
+        ("memory", "What the character remembers about you"),
+        ("forget_me", "Delete everything about you"),
         ("menu", "Main menu"),
         ("help", "Help"),
     ],
     shop: &shop::ENGLISH,
+    memory: &memory::ENGLISH,
 };
 
 const RUSSIAN: Texts = Texts {
@@ -281,6 +290,8 @@ const RUSSIAN: Texts = Texts {
            /reset — очистить все диалоги\n\
            /store — тарифы и открытия\n\
            /status — ваш тариф и сообщения за сегодня\n\
+           /memory — что персонаж помнит о вас\n\
+           /forget_me — удалить всё о вас\n\
            /menu — главное меню\n\
            /help — список команд",
     unknown_persona: "Этот персонаж больше недоступен. Выберите другого:",
@@ -372,10 +383,13 @@ const RUSSIAN: Texts = Texts {
         ("reset", "Очистить все диалоги"),
         ("store", "Тарифы и открытия"),
         ("status", "Ваш тариф и сообщения за сегодня"),
+        ("memory", "Что персонаж помнит о вас"),
+        ("forget_me", "Удалить всё о вас"),
         ("menu", "Главное меню"),
         ("help", "Помощь"),
     ],
     shop: &shop::RUSSIAN,
+    memory: &memory::RUSSIAN,
 };
 
 impl Texts {

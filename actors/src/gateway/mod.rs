@@ -23,6 +23,7 @@
 //! answer, an error ends the request. A streamed call cancelled after its text began (the
 //! user pressed /stop) does not count against the provider.
 
+mod embeddings;
 mod local;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use embeddings::EmbeddingSpec;
 pub use local::{MemoryCache, MemoryRateLimiter};
 
 use crate::metrics::Metrics;
@@ -138,6 +140,8 @@ pub struct LlmGateway {
     cache: Arc<dyn ResponseCache>,
     supervisor: Arc<Supervisor>,
     waiting: AtomicI64,
+    /// The `/embeddings` provider of long-term memory, if configured.
+    embeddings: Option<embeddings::EmbeddingProvider>,
 }
 
 /// A place in the rate-limit queue, given up when dropped (also if the caller is cancelled).
@@ -227,6 +231,7 @@ impl LlmGateway {
             cache,
             supervisor,
             waiting: AtomicI64::new(0),
+            embeddings: None,
         }
     }
 
@@ -247,13 +252,17 @@ impl LlmGateway {
                 *write(&provider.tuning) = new.clone();
             }
         }
+        if let Some(name) = self.embeddings_name() {
+            self.reconfigure_embeddings(tuning.providers.get(name));
+        }
         *write(&self.tuning) = Arc::new(tuning);
     }
 
-    /// Each provider's breaker and settings.
+    /// Each provider's breaker and settings (the embeddings provider last).
     pub fn report(&self) -> Vec<ProviderReport> {
         let now = Instant::now().into_std();
-        self.providers
+        let mut reports: Vec<ProviderReport> = self
+            .providers
             .iter()
             .map(|provider| {
                 let mut breaker = lock(&provider.breaker);
@@ -270,7 +279,9 @@ impl LlmGateway {
                     rate_limit_per_minute: tuning.rate_limit.per_minute,
                 }
             })
-            .collect()
+            .collect();
+        reports.extend(self.embeddings_report());
+        reports
     }
 
     fn set_breaker_gauge(&self, provider: &Provider, state: BreakerState) {

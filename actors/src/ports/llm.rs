@@ -47,8 +47,11 @@ pub enum Purpose {
     /// A persona's reply in a conversation: personal, never cached.
     #[default]
     Companion,
-    /// A summary or other derived text (memory, reports): cacheable when deterministic.
+    /// A summary or other derived text (story summaries, reports): cacheable when
+    /// deterministic.
     Summary,
+    /// Facts about the user for long-term memory: cacheable when deterministic.
+    Memory,
 }
 
 /// Where a streamed completion's text goes as it arrives (`stream: true`). It remembers
@@ -113,6 +116,18 @@ impl CompletionRequest {
             temperature: None,
             purpose: Purpose::Companion,
             user_id: Some(user_id),
+            stream: None,
+        }
+    }
+
+    /// A deterministic request (temperature 0) for `purpose`, not streamed: cacheable. It
+    /// is background work, so it takes nothing from the user's own rate limit.
+    pub fn derived(messages: Vec<ChatMessage>, purpose: Purpose) -> Self {
+        CompletionRequest {
+            messages,
+            temperature: Some(0.0),
+            purpose,
+            user_id: None,
             stream: None,
         }
     }

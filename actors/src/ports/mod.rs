@@ -6,6 +6,7 @@
 //!
 //! - [`messenger`]: messages to the user, and their keyboards;
 //! - [`llm`]: completions, streamed or whole, and their errors;
+//! - [`memory`]: embeddings, and the store of long-term memories and summaries;
 //! - [`store`]: the durable state of sessions;
 //! - [`payments`]: the Bot API's payment methods and the payment ledger;
 //! - [`limits`]: rate limits and the response cache of the LLM gateway;
@@ -14,6 +15,7 @@
 pub mod clock;
 pub mod limits;
 pub mod llm;
+pub mod memory;
 pub mod messenger;
 pub mod payments;
 pub mod store;

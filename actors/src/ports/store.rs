@@ -176,6 +176,10 @@ pub struct StoredDialog {
     pub pending: Vec<PendingReply>,
     /// Persona replies stored but perhaps not shown in full when the process stopped.
     pub undelivered: Vec<PendingDelivery>,
+    /// Facts were extracted from this dialog's messages up to this one (0: none yet).
+    pub extracted_through: i64,
+    /// The summary standing in for the dialog's earlier part in prompts, if any.
+    pub summary: Option<super::memory::StoredSummary>,
 }
 
 /// A persona reply stored before it was shown, and never marked shown.

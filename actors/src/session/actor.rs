@@ -24,7 +24,9 @@ use crate::metrics::ErrorKind;
 use crate::ports::{ChatId, UserId};
 use crate::session::delivery::{finish_update, send};
 use crate::session::handlers::{handle_event, recover_replies};
-use crate::session::messages::{Deliver, EntitlementChanged, Passivate, SessionIdle};
+use crate::session::memory::extract_on_idle;
+use crate::memory::MemoryNews;
+use crate::session::messages::{Deliver, EntitlementChanged, MemoryChanged, Passivate, SessionIdle};
 use crate::session::state::{Generation, Recovery, SessionDeps, SessionState, Usage};
 use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
 
@@ -66,6 +68,9 @@ pub struct SessionActor {
     /// An entitlement the payment desk sent while the work owned the state: applied when
     /// the state comes back.
     pending_entitlement: Option<Entitlement>,
+    /// Memory news the keeper sent while the work owned the state: applied when the state
+    /// comes back.
+    pending_memory: Vec<MemoryNews>,
 }
 
 impl SessionActor {
@@ -84,6 +89,7 @@ impl SessionActor {
             guard: Arc::new(Guard::new(ActorKind::Session, deps.supervisor.clone())),
             deps,
             pending_entitlement: None,
+            pending_memory: Vec::new(),
         }
     }
 
@@ -92,6 +98,9 @@ impl SessionActor {
     fn settle(&mut self, mut state: SessionState) {
         if let Some(entitlement) = self.pending_entitlement.take() {
             state.apply_entitlement(entitlement);
+        }
+        for news in self.pending_memory.drain(..) {
+            state.apply_memory_news(news);
         }
         self.state = Some(state);
         self.phase = Phase::Ready;
@@ -404,11 +413,28 @@ impl Handler<EntitlementChanged> for SessionActor {
     }
 }
 
+impl Handler<MemoryChanged> for SessionActor {
+    type Result = ();
+
+    /// Takes memory news: at once when the state is here, else when the work in progress
+    /// (or the load) gives it back.
+    fn handle(&mut self, MemoryChanged(news): MemoryChanged, _ctx: &mut Self::Context) {
+        match self.state.as_mut() {
+            Some(state) => state.apply_memory_news(news),
+            None => self.pending_memory.push(news),
+        }
+    }
+}
+
 impl Handler<Passivate> for SessionActor {
     type Result = ();
 
-    /// Stops the session; its state is already in storage.
+    /// Stops the session; its state is already in storage. Its dialogs have gone idle: what
+    /// they said since the last extraction goes to the memory keeper first.
     fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
+        if let Some(state) = self.state.as_mut() {
+            extract_on_idle(&self.deps, state, self.user_id);
+        }
         ctx.stop();
     }
 }

@@ -25,9 +25,12 @@
 //! | `x` | cancel a question |
 //! | `$`, `$:{product}`, `me` | the store, buy a product, the user's plan (/status) |
 //! | `renew:{on,off}` | resume or cancel the subscription's renewal |
+//! | `mem:{page}`, `mem-:{memory}:{page}`, `mem!` | /memory's pages, forget one, forget all |
+//! | `forgetme!` | /forget_me confirmed |
 
 use crate::domain::texts::Lang;
 use crate::ports::DialogId;
+use crate::ports::memory::MemoryId;
 
 /// Telegram's limit on a button's data, in bytes.
 pub const MAX_BUTTON_DATA_BYTES: usize = 64;
@@ -99,6 +102,19 @@ pub enum ButtonData {
     Renewal {
         renewing: bool,
     },
+    /// A page of /memory (from 0).
+    MemoryPage {
+        page: u16,
+    },
+    /// Forget one memory, then show `page` of /memory again.
+    ForgetMemory {
+        memory: MemoryId,
+        page: u16,
+    },
+    /// Forget everything the active dialog's persona remembers.
+    ForgetAllMemories,
+    /// /forget_me confirmed.
+    ForgetMe,
     /// Data this version does not understand.
     Unknown,
 }
@@ -137,6 +153,12 @@ impl ButtonData {
             ButtonData::Status => "me".into(),
             ButtonData::Renewal { renewing: true } => "renew:on".into(),
             ButtonData::Renewal { renewing: false } => "renew:off".into(),
+            ButtonData::MemoryPage { page } => format!("mem:{page}"),
+            ButtonData::ForgetMemory { memory, page } => {
+                format!("mem-:{}:{page}", short_id(*memory))
+            }
+            ButtonData::ForgetAllMemories => "mem!".into(),
+            ButtonData::ForgetMe => "forgetme!".into(),
             // Never sent; pressing it would answer "Cancelled." like any unknown data.
             ButtonData::Unknown => "?".into(),
         }
@@ -205,6 +227,15 @@ impl ButtonData {
             ("me", []) => ButtonData::Status,
             ("renew", ["on"]) => ButtonData::Renewal { renewing: true },
             ("renew", ["off"]) => ButtonData::Renewal { renewing: false },
+            ("mem", [page]) => ButtonData::MemoryPage {
+                page: page.parse().ok()?,
+            },
+            ("mem-", [memory, page]) => ButtonData::ForgetMemory {
+                memory: parse_short_id(memory)?,
+                page: page.parse().ok()?,
+            },
+            ("mem!", []) => ButtonData::ForgetAllMemories,
+            ("forgetme!", []) => ButtonData::ForgetMe,
             _ => return None,
         };
         Some(data)
@@ -304,6 +335,13 @@ mod tests {
             ButtonData::Status,
             ButtonData::Renewal { renewing: true },
             ButtonData::Renewal { renewing: false },
+            ButtonData::MemoryPage { page: u16::MAX },
+            ButtonData::ForgetMemory {
+                memory: i64::MAX,
+                page: u16::MAX,
+            },
+            ButtonData::ForgetAllMemories,
+            ButtonData::ForgetMe,
         ]
     }
 

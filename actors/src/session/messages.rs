@@ -9,13 +9,16 @@
 //! - session → [`SessionIdle`] → its shard, after the idle timeout;
 //! - shard → [`Passivate`] → the session, when no event is on its way to it;
 //! - payment desk → [`NotifyEntitlement`] → the user's shard → [`EntitlementChanged`] → the
-//!   session, if it is live (a passive one loads it on activation).
+//!   session, if it is live (a passive one loads it on activation);
+//! - memory keeper → [`NotifyMemory`] → the user's shard → [`MemoryChanged`] → the session,
+//!   if it is live.
 
 use actix::prelude::*;
 
 use crate::domain::entitlement::Entitlement;
 use crate::domain::event::Inbound;
 use crate::ports::UserId;
+use crate::memory::MemoryNews;
 
 /// An event to deliver to its user's session, activating the session if needed.
 #[derive(Message, Debug)]
@@ -61,3 +64,16 @@ pub struct NotifyEntitlement {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct EntitlementChanged(pub Entitlement);
+
+/// A user's memory changed: for their shard, which passes it to the session if it is live.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct NotifyMemory {
+    pub user_id: UserId,
+    pub news: MemoryNews,
+}
+
+/// The session's user's memory changed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct MemoryChanged(pub MemoryNews);

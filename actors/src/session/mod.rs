@@ -7,6 +7,7 @@
 //!   supervision by its guard, passivation when idle;
 //! - `handlers`: what one event does (commands, buttons, messages), one file per concern;
 //! - `streaming`: writing a persona's reply as it streams from the LLM;
+//! - `memory`: recall before a reply, and the memory keeper's jobs a session asks for;
 //! - `turn`, `keyboards`, `delivery`: one event's context, the keyboards, sending and
 //!   storing;
 //! - [`buttons`]: the button wire protocol ([`buttons::ButtonData`]);
@@ -18,6 +19,7 @@ pub mod buttons;
 mod delivery;
 mod handlers;
 mod keyboards;
+mod memory;
 pub mod messages;
 pub mod router;
 pub mod state;

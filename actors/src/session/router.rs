@@ -12,11 +12,13 @@ use actix::prelude::*;
 
 use crate::domain::entitlement::Entitlement;
 use crate::domain::event::Inbound;
+use crate::memory::{MemoryListener, MemoryNews};
 use crate::payments::EntitlementListener;
 use crate::ports::UserId;
 use crate::session::actor::SessionActor;
 use crate::session::messages::{
-    Activate, Deliver, EntitlementChanged, NotifyEntitlement, Passivate, RouteEvent, SessionIdle,
+    Activate, Deliver, EntitlementChanged, MemoryChanged, NotifyEntitlement, NotifyMemory,
+    Passivate, RouteEvent, SessionIdle,
 };
 use crate::session::state::SessionDeps;
 
@@ -93,6 +95,14 @@ impl SessionRouter {
         for arbiter in self.arbiters.iter() {
             arbiter.stop();
         }
+    }
+}
+
+impl MemoryListener for SessionRouter {
+    /// Passes the news to the user's session if it is live.
+    fn memory_changed(&self, user_id: UserId, news: MemoryNews) {
+        let index = shard_index(user_id, self.shards.len());
+        self.shards[index].do_send(NotifyMemory { user_id, news });
     }
 }
 
@@ -179,6 +189,20 @@ impl Handler<NotifyEntitlement> for SessionShard {
                 entry
                     .session
                     .do_send(EntitlementChanged(notice.entitlement));
+            }
+        }
+    }
+}
+
+impl Handler<NotifyMemory> for SessionShard {
+    type Result = ();
+
+    /// Passes memory news to the user's live session; a passive one loads memories and
+    /// summaries from storage when it next needs them.
+    fn handle(&mut self, notice: NotifyMemory, _ctx: &mut Self::Context) {
+        if let Some(entry) = self.sessions.get(&notice.user_id) {
+            if entry.session.connected() {
+                entry.session.do_send(MemoryChanged(notice.news));
             }
         }
     }

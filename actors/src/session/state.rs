@@ -13,6 +13,9 @@ use crate::domain::entitlement::{Entitlement, local_day};
 use crate::domain::event::Sender;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
+use crate::memory::{MemoryDeps, MemoryNews};
+use crate::memory::recall::MemoryIndex;
+use crate::ports::memory::StoredSummary;
 use crate::domain::safety::SafetyPolicy;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::Metrics;
@@ -82,6 +85,8 @@ pub struct SessionDeps {
     pub commerce: Commerce,
     /// The payment desk (the renewal switch of /status).
     pub desk: DeskHandle,
+    /// Long-term memory: the keeper, recall's embeddings, the settings.
+    pub memory: MemoryDeps,
 }
 
 /// The session's in-memory state. It is owned by the work in progress while an event is
@@ -101,6 +106,9 @@ pub(crate) struct SessionState {
     pub(crate) entitlement: Entitlement,
     /// Replies written today, for the daily limit.
     pub(crate) usage: Usage,
+    /// The user's memories with their vectors, loaded on the first recall and dropped when
+    /// the keeper changes them.
+    pub(crate) memories: Option<MemoryIndex>,
 }
 
 /// Replies written on one local day (days since 1970-01-01 in the limits' time zone).
@@ -136,6 +144,14 @@ pub(crate) struct Dialog {
     /// Unix milliseconds of the last message.
     pub(crate) last_active_at: i64,
     pub(crate) persona_messages: u32,
+    /// Facts were extracted (or asked for) from messages up to this one.
+    pub(crate) extracted_through: i64,
+    /// The summary standing in for the history's earlier part.
+    pub(crate) summary: Option<StoredSummary>,
+    /// A summary was asked for up to this message (not asked again meanwhile).
+    pub(crate) summary_asked_through: i64,
+    /// What recall found for the reply about to be written (taken by it).
+    pub(crate) recalled: String,
 }
 
 impl Dialog {
@@ -165,6 +181,10 @@ impl Dialog {
             history: VecDeque::new(),
             last_active_at: now,
             persona_messages: 0,
+            extracted_through: 0,
+            summary: None,
+            summary_asked_through: 0,
+            recalled: String::new(),
         }
     }
 
@@ -188,16 +208,23 @@ impl Dialog {
             history: stored.history.into(),
             last_active_at: stored.last_active_at,
             persona_messages: stored.persona_messages,
+            extracted_through: stored.extracted_through,
+            summary_asked_through: stored
+                .summary
+                .as_ref()
+                .map_or(0, |summary| summary.through_message_id),
+            summary: stored.summary,
+            recalled: String::new(),
         })
     }
 
-    /// What a request is built from: the fixed part of the prompt (built on first use) and
-    /// the history, oldest first.
+    /// What a request is built from: the fixed part of the prompt (built on first use), the
+    /// summary of the story's earlier part, and the history after it, oldest first.
     pub(crate) fn prompt_parts(
         &mut self,
         prompts: &PromptBuilder,
         user_name: &str,
-    ) -> (&FixedPrompt, &[HistoryEntry]) {
+    ) -> (&FixedPrompt, Option<&StoredSummary>, &[HistoryEntry]) {
         let (persona, story, modes) = (&self.persona, &self.story, self.modes);
         let prompt = self.prompt.get_or_insert_with(|| {
             prompts.fixed_prompt(&PromptContext {
@@ -205,11 +232,16 @@ impl Dialog {
                 story,
                 user_name,
                 modes,
-                // The memory issue fills this hook.
-                memory: "",
             })
         });
-        (prompt, self.history.make_contiguous())
+        let history = self.history.make_contiguous();
+        let start = self.summary.as_ref().map_or(0, |summary| {
+            history
+                .iter()
+                .position(|entry| entry.message_id > summary.through_message_id)
+                .unwrap_or(history.len())
+        });
+        (prompt, self.summary.as_ref(), &history[start..])
     }
 
     /// `template` with the dialog's `{slot}`, `{persona}` and `{story}` (its title in `lang`)
@@ -281,6 +313,29 @@ impl SessionState {
             let allowed = allowed_modes(dialog.modes, &self.entitlement);
             if allowed != dialog.modes {
                 dialog.set_modes(allowed);
+            }
+        }
+    }
+
+    /// Takes what the memory keeper changed: stale cached memories are dropped (loaded again
+    /// on the next recall); a dialog's newer summary replaces its old one.
+    pub(crate) fn apply_memory_news(&mut self, news: MemoryNews) {
+        match news {
+            MemoryNews::Memories => self.memories = None,
+            MemoryNews::Summary(summary) => {
+                let dialog = self
+                    .slots
+                    .iter_mut()
+                    .flatten()
+                    .find(|dialog| dialog.id == summary.dialog_id);
+                if let Some(dialog) = dialog {
+                    let newer = dialog.summary.as_ref().is_none_or(|current| {
+                        current.through_message_id < summary.through_message_id
+                    });
+                    if newer {
+                        dialog.summary = Some(summary);
+                    }
+                }
             }
         }
     }

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::domain::prompt::TurnContext;
 use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, excerpt, fill, split_message};
 use crate::metrics::{ErrorKind, ReplyOutcome, SafetyKind};
 use crate::ports::{
@@ -21,6 +22,7 @@ use crate::ports::{
 };
 use crate::session::delivery::{Extras, Recorded, delivery_status, record, send, try_send};
 use crate::session::keyboards::{continue_story_button, reply_keyboard, retry_keyboard, row};
+use crate::session::memory::summarise_if_due;
 use crate::session::state::{Dialog, SessionDeps};
 use crate::session::turn::Turn;
 
@@ -401,10 +403,21 @@ pub(crate) async fn write_reply_into(
     let texts = turn.texts;
     let answering = directive.answers(dialog);
     let instruction = directive.instruction(dialog, &turn.sender.first_name);
-    let (fixed, history) = dialog.prompt_parts(&deps.prompts, &turn.sender.first_name);
-    let prompt = deps
-        .prompts
-        .build_with_directive(fixed, history, instruction.as_deref());
+    let recalled = std::mem::take(&mut dialog.recalled);
+    let (fixed, summary, history) = dialog.prompt_parts(&deps.prompts, &turn.sender.first_name);
+    let context = TurnContext {
+        memory: &recalled,
+        summary: summary.map(|summary| (summary.text.as_str(), summary.token_count)),
+        directive: instruction.as_deref(),
+    };
+    let prompt = deps.prompts.build_turn(fixed, &context, history);
+    summarise_if_due(
+        deps,
+        dialog,
+        turn.sender.user_id,
+        &turn.sender.first_name,
+        prompt.left_out,
+    );
     let prompt_estimate = prompt.estimated_tokens;
     let (sink, pieces) = TextSink::channel();
     let mut request = CompletionRequest::companion(prompt.messages, turn.sender.user_id);

@@ -53,6 +53,9 @@ actor_kinds! {
     Llm = "llm", Service;
     /// The payment desk (`payments/`): one mailbox actor for every purchase and refund.
     Payments = "payments", Mailbox;
+    /// The memory keeper (`memory/`): one actor with its own bounded queue of extraction
+    /// and summary jobs.
+    Memory = "memory", Mailbox;
 }
 
 impl ActorKind {
@@ -85,7 +88,7 @@ mod tests {
         for kind in ActorKind::ALL {
             assert_eq!(ActorKind::parse(kind.as_str()), Some(*kind));
         }
-        assert_eq!(ActorKind::parse("memory"), None, "no actor, no kind");
+        assert_eq!(ActorKind::parse("scheduler"), None, "no actor, no kind");
         assert_eq!(ActorKind::Llm.shape(), Shape::Service);
     }
 }

@@ -10,10 +10,13 @@
 //!   language;
 //! - [`shop`]: /store, buying, /status with the renewal switch, and the daily limit checked
 //!   before every reply;
+//! - [`memory`]: /memory (what the persona remembers, with buttons to forget) and
+//!   /forget_me;
 //! - [`reply`]: the user's text, "Retry", "Regenerate" and "Continue the story", written by
 //!   [`streaming`](super::streaming).
 
 mod gallery;
+mod memory;
 mod recover;
 mod reply;
 mod settings;
@@ -31,6 +34,7 @@ use crate::ports::UserProfile;
 use crate::session::buttons::ButtonData;
 use crate::session::delivery::finish_update;
 use crate::session::keyboards::menu_keyboard;
+use crate::session::memory::extract_if_due;
 use crate::session::state::{Generation, SessionDeps, SessionState};
 use crate::session::turn::{Arrival, Turn};
 use gallery::StartOptions;
@@ -76,6 +80,12 @@ pub(crate) async fn handle_event(
             turn.say(turn.texts.text_only, None).await;
         }
     }
+    // Enough new messages in the active dialog: the keeper looks for facts (never waited
+    // for).
+    let more_than = deps.memory.settings.extract_after_messages;
+    if let Some(dialog) = state.active() {
+        extract_if_due(deps, dialog, event.sender.user_id, &event.sender.first_name, more_than);
+    }
     // Unless storing the message it brought did already.
     if !generation.is_update_settled() {
         finish_update(deps, arrival.update_id).await;
@@ -104,6 +114,8 @@ async fn run_command(turn: &Turn<'_>, state: &mut SessionState, command: Command
         Command::Reset => slots::ask_reset(turn, state).await,
         Command::Store => shop::show_store(turn, None).await,
         Command::Status => shop::show_status(turn, state).await,
+        Command::Memory => memory::show_memory(turn, state, 0).await,
+        Command::ForgetMe => memory::ask_forget_me(turn).await,
     }
 }
 
@@ -183,6 +195,12 @@ async fn press_button(
         ButtonData::Buy { product } => shop::buy(turn, &product).await,
         ButtonData::Status => shop::show_status(turn, state).await,
         ButtonData::Renewal { renewing } => shop::set_renewal(turn, state, renewing).await,
+        ButtonData::MemoryPage { page } => memory::show_memory(turn, state, page).await,
+        ButtonData::ForgetMemory { memory, page } => {
+            memory::forget_memory(turn, state, memory, page).await;
+        }
+        ButtonData::ForgetAllMemories => memory::forget_all_memories(turn, state).await,
+        ButtonData::ForgetMe => memory::forget_me(turn, state).await,
         ButtonData::Unknown => {
             tracing::debug!(data, "unknown button data");
             turn.say(texts.cancelled, None).await;

@@ -8,6 +8,7 @@ use crate::ports::clock::millis;
 use crate::ports::{MessageStatus, Role};
 use crate::session::delivery::{Extras, Recorded, record};
 use crate::session::keyboards::{gallery_keyboard, retry_keyboard};
+use crate::session::memory::recall_for_reply;
 use crate::session::state::SessionState;
 use crate::session::streaming::{Directive, open_reply, write_reply, write_reply_into};
 use crate::session::turn::{Arrival, Turn};
@@ -144,6 +145,10 @@ pub(super) async fn answer_text(
         Some(away_ms) if dialog.history.len() > 1 => Directive::ReplyAfterAbsence { away_ms },
         _ => Directive::Reply,
     };
+    recall_for_reply(deps, state, turn.sender.user_id).await;
+    let Some(dialog) = state.active() else {
+        return;
+    };
     write_reply_into(turn, dialog, directive, live).await;
 }
 
@@ -160,6 +165,7 @@ pub(super) async fn retry_last(turn: &Turn<'_>, state: &mut SessionState) {
             tell_denied(turn, state, denial).await;
             return;
         }
+        recall_for_reply(turn.deps, state, turn.sender.user_id).await;
     }
     match state.active() {
         Some(dialog)
@@ -185,6 +191,7 @@ pub(super) async fn regenerate(turn: &Turn<'_>, state: &mut SessionState, messag
             tell_denied(turn, state, denial).await;
             return;
         }
+        recall_for_reply(turn.deps, state, turn.sender.user_id).await;
     }
     let Some(dialog) = state.active() else {
         turn.say(texts.nothing_to_regenerate, None).await;
@@ -216,6 +223,7 @@ pub(super) async fn continue_story(turn: &Turn<'_>, state: &mut SessionState) {
             tell_denied(turn, state, denial).await;
             return;
         }
+        recall_for_reply(turn.deps, state, turn.sender.user_id).await;
     }
     match state.active() {
         Some(dialog) => write_reply(turn, dialog, Directive::ContinueStory).await,

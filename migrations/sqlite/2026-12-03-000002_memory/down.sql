@@ -1,0 +1,3 @@
+ALTER TABLE dialogs DROP COLUMN extracted_through;
+DROP TABLE dialog_summaries;
+DROP TABLE memories;

@@ -10,6 +10,7 @@ mod faults;
 mod gateway;
 mod http_api;
 mod loadgen;
+mod memory;
 mod payments;
 mod recovery;
 mod streaming;

@@ -634,7 +634,10 @@ impl Settings {
         self.memory()?;
         check_http_url("memory.embeddings.base_url", self.embeddings_base_url())?;
         if self.memory.embeddings.model.trim().is_empty() {
-            return Err(ConfigError::invalid("memory.embeddings.model", "must be set"));
+            return Err(ConfigError::invalid(
+                "memory.embeddings.model",
+                "must be set",
+            ));
         }
         if self.payments.sweep_every < Duration::from_secs(1) {
             return Err(ConfigError::invalid(

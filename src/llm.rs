@@ -467,12 +467,16 @@ impl Embedder for OpenAiEmbeddings {
         for (position, item) in parsed.data.into_iter().enumerate() {
             let index = item.index.unwrap_or(position);
             let Some(slot) = vectors.get_mut(index) else {
-                return Err(LlmError::Malformed(format!("embedding index {index} out of range")));
+                return Err(LlmError::Malformed(format!(
+                    "embedding index {index} out of range"
+                )));
             };
             *slot = item.embedding;
         }
         if vectors.iter().any(Vec::is_empty) {
-            return Err(LlmError::Malformed("an embedding is missing or empty".into()));
+            return Err(LlmError::Malformed(
+                "an embedding is missing or empty".into(),
+            ));
         }
         Ok(vectors)
     }

@@ -51,7 +51,11 @@ pub fn gateway_tuning(settings: &Settings) -> GatewayTuning {
     let embeddings = &settings.memory.embeddings;
     providers.insert(
         embeddings.name.clone(),
-        provider_tuning(&embeddings.breaker, &embeddings.rate_limit, &embeddings.retry),
+        provider_tuning(
+            &embeddings.breaker,
+            &embeddings.rate_limit,
+            &embeddings.retry,
+        ),
     );
     GatewayTuning {
         user_rate_limit: llm.user_rate_limit.clone(),

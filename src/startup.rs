@@ -30,8 +30,8 @@ use vitte_actors::supervision::{ActorKind, Supervisor};
 
 use crate::config::{ConfigSource, Purpose, Settings, TelegramMode};
 use crate::http::{self, HttpState};
-use crate::llm::{OpenAiClient, OpenAiEmbeddings};
 use crate::llm::ProviderEndpoint;
+use crate::llm::{OpenAiClient, OpenAiEmbeddings};
 use crate::redis_backend::RedisBackend;
 use crate::reload::{ReloadError, Reloader, gateway_tuning, provider_tuning};
 use crate::storage::Database;

@@ -29,9 +29,13 @@
 //!  LanguageModel port (OpenAI-compatible providers)
 //! ```
 //!
-//! Every supervised component (sessions, the payment desk, the gateway's providers) runs its
-//! work through a [`supervision::Guard`]; the [`supervision::Supervisor`] keeps each kind's
-//! policy and restart history and tells readiness when a kind is escalated.
+//! Sessions also queue jobs for the **MemoryKeeper** (one actor: fact extraction, story
+//! summaries, forgetting; see [`memory`]), which tells them back through the router when a
+//! user's memories or a dialog's summary changed; recall itself runs in the session.
+//!
+//! Every supervised component (sessions, the payment desk, the memory keeper, the gateway's
+//! providers) runs its work through a [`supervision::Guard`]; the [`supervision::Supervisor`]
+//! keeps each kind's policy and restart history and tells readiness when a kind is escalated.
 //!
 //! # Layout
 //!
@@ -39,7 +43,9 @@
 //!
 //! - [`session`]: the session actors, their router and their handlers (one folder per
 //!   actor kind: the actor, its messages, its handlers and its tests);
-//! - [`gateway`]: the LLM gateway, a supervised service;
+//! - [`gateway`]: the LLM gateway, a supervised service (chat providers and the embeddings
+//!   provider);
+//! - [`memory`]: the memory keeper, its messages and handlers, and recall;
 //! - [`payments`]: the payment desk, its messages and handlers (Telegram Stars purchases,
 //!   subscriptions, refunds, the plans' sweep);
 //! - [`supervision`]: the kinds, their policies, and the guard every actor runs under;

@@ -50,6 +50,42 @@ label_values! {
 }
 
 label_values! {
+    /// What became of an extracted fact (`memory_saved_total{outcome}`).
+    MemorySaved {
+        Added = "added",
+        /// A near duplicate: the stored fact's confirmation time moved.
+        Refreshed = "refreshed",
+        /// It contradicted a stored fact, which it replaced (kept as history).
+        Superseded = "superseded",
+        /// The same fact (same normal form) was stored already.
+        Duplicate = "duplicate",
+    }
+}
+
+label_values! {
+    /// Why a reply went without memories (`memory_recall_skipped_total{reason}`).
+    RecallSkipped {
+        /// The embedding of the message did not come within the deadline.
+        Deadline = "deadline",
+        /// The embeddings endpoint failed (or its breaker is open).
+        EmbeddingFailed = "embedding_failed",
+        /// The memories could not be loaded.
+        Storage = "storage",
+    }
+}
+
+label_values! {
+    /// Why an extraction was skipped (`memory_extraction_failures_total{reason}`).
+    ExtractionFailure {
+        /// The model's answer was not valid facts JSON, twice.
+        Malformed = "malformed",
+        Llm = "llm",
+        Embedding = "embedding",
+        Storage = "storage",
+    }
+}
+
+label_values! {
     /// The kinds of `vitte_safety_interventions_total`.
     SafetyKind {
         Refused = "refused",
@@ -340,14 +376,14 @@ impl Metrics {
         r.register(Box::new(self.memory_recall_skipped_total.clone()))?;
         r.register(Box::new(self.memory_queue_depth.clone()))?;
         r.register(Box::new(self.memory_jobs_dropped_total.clone()))?;
-        for saved in crate::memory::handlers::Saved::ALL {
+        for saved in MemorySaved::ALL {
             self.memory_saved_total.with_label_values(&[saved.as_str()]);
         }
-        for reason in crate::memory::handlers::EXTRACTION_FAILURES {
+        for reason in ExtractionFailure::ALL {
             self.memory_extraction_failures_total
-                .with_label_values(&[reason]);
+                .with_label_values(&[reason.as_str()]);
         }
-        for reason in crate::memory::recall::Skipped::ALL {
+        for reason in RecallSkipped::ALL {
             self.memory_recall_skipped_total
                 .with_label_values(&[reason.as_str()]);
         }

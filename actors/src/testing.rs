@@ -12,10 +12,10 @@ use crate::ports::*;
 
 use crate::domain::catalogue::{Catalogue, TEST_CATALOGUE};
 use crate::domain::entitlement::Limits;
+use crate::domain::memory::MemorySettings;
 use crate::domain::persona::{Persona, PersonaCatalog};
 use crate::domain::prompt::{PromptBuilder, TokenBudget, TokenCounter};
 use crate::domain::safety::SafetyPolicy;
-use crate::domain::memory::MemorySettings;
 use crate::memory::testing::{MemoryLedger, WordEmbedder};
 use crate::memory::{KeeperDeps, MemoryDeps, MemoryKeeper};
 use crate::metrics::Metrics;

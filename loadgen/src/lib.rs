@@ -3,6 +3,7 @@
 //! throughput, latency, runtime overhead, resources, and lost or duplicated replies.
 
 pub mod faults;
+pub mod memory;
 pub mod peers;
 pub mod report;
 pub mod tracker;
@@ -74,6 +75,8 @@ pub struct LoadConfig {
     /// Share of updates delivered a second time, a little later (out of order with what
     /// came since), as Telegram does when it is not sure a delivery arrived.
     pub redeliver_rate: f64,
+    /// Long-term memories written for each user before the load (0: memory stays off).
+    pub memories_per_user: usize,
 }
 
 impl LoadConfig {
@@ -109,6 +112,7 @@ impl LoadConfig {
             progress: false,
             vitte_env: Vec::new(),
             redeliver_rate: 0.0,
+            memories_per_user: 0,
         }
     }
 }
@@ -525,6 +529,12 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
     };
     let mut vitte = VitteProcess::spawn(&options, &peers.url()).await?;
     vitte.wait_ready(Duration::from_secs(60)).await?;
+    if config.memories_per_user > 0 {
+        let user_ids: Vec<i64> = (0..config.users)
+            .map(|user| tracker.user_id(user))
+            .collect();
+        memory::seed(&options.database_url, &user_ids, config.memories_per_user).await?;
+    }
     let vitte_url = vitte.url.clone();
     let vitte = Arc::new(tokio::sync::Mutex::new(vitte));
 
@@ -558,6 +568,9 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
         );
     }
 
+    // RSS with every session live and no memories loaded yet (they load on first recall).
+    tokio::time::sleep(memory::SETTLE).await;
+    let rss_before_mib = vitte.lock().await.rss_mib().unwrap_or(0.0);
     let peaks = Arc::new(Peaks::default());
     let progress = indicatif::ProgressBar::new(match &config.pattern {
         Pattern::ClosedLoop {
@@ -655,7 +668,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
         } => fixed_rate(run.clone(), per_second, duration).await,
         Pattern::OneEach { concurrency } => one_each(run.clone(), concurrency).await,
     }
-    let notes = match injector {
+    let mut notes = match injector {
         Some(injector) => injector
             .await
             .map_err(|error| anyhow::anyhow!("the fault task failed: {error}"))??,
@@ -673,6 +686,21 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
     progress.finish_and_clear();
 
     let mut vitte = vitte.lock().await;
+    if config.memories_per_user > 0 {
+        let metrics = client
+            .get(format!("{vitte_url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        notes.extend(memory::notes(
+            &metrics,
+            config.users,
+            config.memories_per_user,
+            rss_before_mib,
+            vitte.rss_mib().unwrap_or(0.0),
+        ));
+    }
     let resources = Resources {
         peak_rss_mib: vitte
             .peak_rss_mib()
@@ -721,6 +749,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
             "updates_never_accepted": poster.given_up.load(Ordering::Relaxed),
             "answered_with_notice": tracker.notices.load(Ordering::Relaxed),
             "greetings_missing": tracker.greetings_missing.load(Ordering::Relaxed),
+            "memories_per_user": config.memories_per_user,
         }),
         duration_seconds: outcome.duration_seconds,
         messages_sent: outcome.sent,

@@ -21,6 +21,9 @@ enum Scenario {
     Latency,
     /// The fault suite (see `--faults`, `--short`): a verdict per scenario.
     Faults,
+    /// 200 users with 300 long-term memories each, 10 messages each: recall's CPU time per
+    /// message and RSS per active session with memories.
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,6 +100,9 @@ struct Cli {
     /// Short fault runs (as CI runs them).
     #[arg(long)]
     short: bool,
+    /// Long-term memories per user (memory scenario).
+    #[arg(long)]
+    memories: Option<usize>,
     /// Share of updates delivered twice (a redelivery after newer ones).
     #[arg(long, default_value_t = 0.0)]
     redeliver_rate: f64,
@@ -145,6 +151,20 @@ fn config(cli: &Cli) -> LoadConfig {
             (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
             Duration::from_secs(2),
         ),
+        Scenario::Memory => {
+            let users = cli.users.unwrap_or(200);
+            (
+                "memory",
+                users,
+                Pattern::ClosedLoop {
+                    messages: Some(cli.messages.unwrap_or(users as u64 * 10)),
+                    duration: cli.duration,
+                    think: cli.think_time.unwrap_or(Duration::ZERO),
+                },
+                (chunks.unwrap_or(1), delay.unwrap_or(Duration::ZERO)),
+                Duration::from_secs(900),
+            )
+        }
         Scenario::Latency | Scenario::Faults => (
             "latency",
             cli.users.unwrap_or(2_000),
@@ -177,8 +197,15 @@ fn config(cli: &Cli) -> LoadConfig {
         max_posts: cli.max_posts,
         reply_timeout: cli.reply_timeout,
         progress: !cli.no_progress,
-        vitte_env: Vec::new(),
+        vitte_env: match cli.scenario {
+            Scenario::Memory => vec![("VITTE__MEMORY__ENABLED".into(), "true".into())],
+            _ => Vec::new(),
+        },
         redeliver_rate: cli.redeliver_rate,
+        memories_per_user: match cli.scenario {
+            Scenario::Memory => cli.memories.unwrap_or(300),
+            _ => 0,
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! The two outside parties vitte talks to, played by one HTTP server: the Telegram Bot API
-//! (`POST /bot<token>/<method>`) and an OpenAI-compatible LLM (`POST /chat/completions`).
-//! They answer as the real services do and report every reply to the [`Tracker`].
+//! (`POST /bot<token>/<method>`) and an OpenAI-compatible LLM (`POST /chat/completions`,
+//! and `POST /embeddings` for long-term memory). They answer as the real services do and
+//! report every reply to the [`Tracker`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -86,6 +87,7 @@ impl Peers {
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .route("/chat/completions", web::post().to(chat_completion))
+                .route("/embeddings", web::post().to(embeddings))
                 .route("/{bot}/{method}", web::post().to(bot_api))
         })
         .workers(workers.max(1))
@@ -305,6 +307,53 @@ async fn bot_api(
     }
 }
 
+/// Dimensions of the fake embeddings (text-embedding-3-small's).
+pub const EMBEDDING_DIMENSIONS: usize = 1536;
+
+/// The first words of the memory keeper's extraction requests.
+const EXTRACTION_MARKER: &str = "You maintain the long-term memory of a companion.";
+
+/// The fake embedding of `text`: its words counted into hashed buckets.
+pub fn embedding_of(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+    for word in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+    {
+        let bucket = text_hash(word) % EMBEDDING_DIMENSIONS as u64;
+        vector[bucket as usize] += 1.0;
+    }
+    vector
+}
+
+/// The embeddings endpoint: one vector per input, as OpenAI answers.
+async fn embeddings(body: web::Bytes) -> HttpResponse {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(
+            json!({ "error": { "message": "invalid JSON", "type": "invalid_request_error" } }),
+        );
+    };
+    let inputs: Vec<String> = match &request["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": { "message": "input must be text", "type": "invalid_request_error" }
+            }));
+        }
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({ "object": "embedding", "index": index, "embedding": embedding_of(text) }))
+        .collect();
+    HttpResponse::Ok().json(json!({ "object": "list", "data": data, "model": request["model"] }))
+}
+
 /// The LLM: answers after `chunks × chunk_delay`, echoing the request's tag.
 async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpResponse {
     let request: Value = match serde_json::from_slice(&body) {
@@ -315,6 +364,19 @@ async fn chat_completion(body: web::Bytes, state: web::Data<PeerState>) -> HttpR
             );
         }
     };
+    if request["messages"][0]["content"]
+        .as_str()
+        .is_some_and(|system| system.starts_with(EXTRACTION_MARKER))
+    {
+        // The memory keeper's background work: nothing durable in load messages.
+        return HttpResponse::Ok().json(json!({
+            "id": "chatcmpl-memory",
+            "object": "chat.completion",
+            "created": 0,
+            "model": request["model"].as_str().unwrap_or("fake"),
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": "{\"facts\": []}" }, "finish_reason": "stop" }],
+        }));
+    }
     let last_user = request["messages"]
         .as_array()
         .and_then(|messages| {

@@ -72,6 +72,8 @@ impl VitteProcess {
             // Load users write far more than a free tier's day: the limit is not measured.
             ("VITTE__LIMITS__FREE_DAILY_MESSAGES", "1000000".into()),
             ("VITTE__LIMITS__PAID_DAILY_MESSAGES", "1000000".into()),
+            // Memory is measured by its own scenario (which turns it on).
+            ("VITTE__MEMORY__ENABLED", "false".into()),
             ("VITTE__TELEGRAM__TOKEN", "123456:LOAD".into()),
             ("VITTE__TELEGRAM__API_URL", peers.into()),
             ("VITTE__TELEGRAM__MODE", "webhook".into()),

@@ -86,8 +86,7 @@ impl MemoryStore for Database {
 
     async fn add_memory(&self, memory: &NewMemory) -> Result<MemoryId, StoreError> {
         let memory = memory.clone();
-        with_connection!(self, |conn| Ok(insert_memory!(conn, &memory)))
-            .map_err(StoreError::from)
+        with_connection!(self, |conn| Ok(insert_memory!(conn, &memory))).map_err(StoreError::from)
     }
 
     async fn confirm_memory(
@@ -132,11 +131,7 @@ impl MemoryStore for Database {
         .map_err(StoreError::from)
     }
 
-    async fn forget_memories(
-        &self,
-        user_id: UserId,
-        ids: &[MemoryId],
-    ) -> Result<u64, StoreError> {
+    async fn forget_memories(&self, user_id: UserId, ids: &[MemoryId]) -> Result<u64, StoreError> {
         let ids = ids.to_vec();
         in_transaction!(self, |conn| {
             // The facts and their history: superseded versions go with what replaced them.
@@ -307,7 +302,10 @@ impl Database {
     }
 
     /// The summaries of a user's dialogs: (dialog id, covered through message id, text).
-    pub async fn summaries(&self, user_id: UserId) -> Result<Vec<(i64, i64, String)>, StorageError> {
+    pub async fn summaries(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(i64, i64, String)>, StorageError> {
         with_connection!(self, |conn| {
             let theirs = dialogs::table
                 .filter(dialogs::user_id.eq(user_id))

@@ -417,7 +417,17 @@ async fn the_command_menu_is_registered_in_english_and_russian() {
             .unwrap_or_default()
     };
     let expected = [
-        "start", "dialogs", "settings", "stop", "language", "reset", "store", "status", "menu",
+        "start",
+        "dialogs",
+        "settings",
+        "stop",
+        "language",
+        "reset",
+        "store",
+        "status",
+        "memory",
+        "forget_me",
+        "menu",
         "help",
     ];
     assert_eq!(commands(&calls[0]), expected);

@@ -31,6 +31,7 @@ fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
         reply_timeout: Duration::from_secs(30),
         progress: false,
         vitte_env: Vec::new(),
+        memories_per_user: 0,
         redeliver_rate: 0.0,
     }
 }

@@ -25,11 +25,9 @@ async fn exchange(app: &TestApp, user: i64, text: &str) {
     let reply = format!("echo: {text}");
     app.user_says(user, text).await;
     app.stored_when(user, &format!("the reply to {text:?}"), |stored| {
-        stored
-            .last()
-            .is_some_and(|(role, content, status)| {
-                role == "assistant" && *content == reply && status == "complete"
-            })
+        stored.last().is_some_and(|(role, content, status)| {
+            role == "assistant" && *content == reply && status == "complete"
+        })
     })
     .await;
 }
@@ -87,7 +85,10 @@ async fn a_fact_said_in_one_dialog_is_recalled_in_another_after_a_restart_and_ne
     wait_for_memories(&app, ann, 1).await;
     let extraction = &app.llm.extraction_requests()[0];
     let conversation = &request_texts(extraction)[1].1;
-    assert!(conversation.contains("User50101: his name is Rex"), "{conversation}");
+    assert!(
+        conversation.contains("User50101: his name is Rex"),
+        "{conversation}"
+    );
     assert_eq!(extraction["temperature"], 0.0);
 
     let app = app.restart().await;
@@ -118,7 +119,10 @@ async fn a_fact_said_in_one_dialog_is_recalled_in_another_after_a_restart_and_ne
 }
 
 async fn duplicates_are_not_added_twice_and_a_contradiction_supersedes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_adjusted(backend, |settings| {
+        settings.streaming.edit_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
     let user = 50201;
     let berlin = fact("User50201 lives in Berlin", "identity");
     app.llm.script_facts([berlin.clone(), berlin]);
@@ -131,10 +135,15 @@ async fn duplicates_are_not_added_twice_and_a_contradiction_supersedes(backend: 
     })
     .await;
     wait_until_async("the duplicate counted", || async {
-        app.metric("memory_saved_total{outcome=\"duplicate\"}").await >= 1.0
+        app.metric("memory_saved_total{outcome=\"duplicate\"}")
+            .await
+            >= 1.0
     })
     .await;
-    assert_eq!(current_memories(&app, user).await, ["User50201 lives in Berlin"]);
+    assert_eq!(
+        current_memories(&app, user).await,
+        ["User50201 lives in Berlin"]
+    );
 
     // The model names stored fact 1 (listed in its request) as contradicted.
     let paris = serde_json::json!({"facts": [{
@@ -150,15 +159,25 @@ async fn duplicates_are_not_added_twice_and_a_contradiction_supersedes(backend: 
     })
     .await;
     let third = &app.llm.extraction_requests()[2];
-    assert!(request_texts(third)[0].1.contains("1. User50201 lives in Berlin"));
+    assert!(
+        request_texts(third)[0]
+            .1
+            .contains("1. User50201 lives in Berlin")
+    );
     let records = app.database.memory_records(user).await.expect("records");
     assert_eq!(records.len(), 2, "the old fact is kept as history");
     assert_eq!(records[0].superseded_by, Some(records[1].id));
 
     exchange(&app, user, "do you remember where I live, Berlin or Paris").await;
     let prompt = prompt_for(&app, "do you remember where I live, Berlin or Paris");
-    assert!(prompt.contains("- User50201 lives in Paris now"), "{prompt}");
-    assert!(!prompt.contains("lives in Berlin"), "a superseded fact is never recalled");
+    assert!(
+        prompt.contains("- User50201 lives in Paris now"),
+        "{prompt}"
+    );
+    assert!(
+        !prompt.contains("lives in Berlin"),
+        "a superseded fact is never recalled"
+    );
     app.stop().await;
 }
 
@@ -204,7 +223,13 @@ async fn forget_me_deletes_everything_but_the_payment_records(backend: Backend) 
     .await;
     let after = app.database.footprint(user).await.expect("footprint");
     assert_eq!(
-        (after.profile, after.dialogs, after.messages, after.memories, after.summaries),
+        (
+            after.profile,
+            after.dialogs,
+            after.messages,
+            after.memories,
+            after.summaries
+        ),
         (0, 0, 0, 0, 0),
         "{after:?}"
     );
@@ -266,6 +291,7 @@ async fn a_long_story_is_summarised_and_the_summary_stands_in_for_what_no_longer
         settings.llm.context_tokens = 5000;
         settings.llm.max_reply_tokens = 800;
         settings.memory.summary_chunk = 2;
+        settings.streaming.edit_interval = std::time::Duration::from_millis(100);
     })
     .await;
     let user = 50501;
@@ -284,12 +310,19 @@ async fn a_long_story_is_summarised_and_the_summary_stands_in_for_what_no_longer
         }
     }
     let summaries = wait_until_async("the summary stored", || async {
-        !app.database.summaries(user).await.expect("summaries").is_empty()
+        !app.database
+            .summaries(user)
+            .await
+            .expect("summaries")
+            .is_empty()
     });
     summaries.await;
     let request = &app.llm.summary_requests()[0];
     let conversation = &request_texts(request)[1].1;
-    assert!(conversation.contains("User50501: 0: the waves"), "the oldest part is folded");
+    assert!(
+        conversation.contains("User50501: 0: the waves"),
+        "the oldest part is folded"
+    );
 
     exchange(&app, user, "what happened so far").await;
     let prompt = prompt_for(&app, "what happened so far");
@@ -300,7 +333,9 @@ async fn a_long_story_is_summarised_and_the_summary_stands_in_for_what_no_longer
     let newest: Value = app.llm.requests().pop().expect("a request");
     let history = request_texts(&newest);
     assert!(
-        !history.iter().any(|(_, content)| content.starts_with("0: the waves")),
+        !history
+            .iter()
+            .any(|(_, content)| content.starts_with("0: the waves")),
         "what the summary covers is not sent again"
     );
     app.stop().await;

@@ -579,10 +579,13 @@ fn background_answer(state: &State, request: &Value) -> Option<String> {
 pub fn fake_embedding(text: &str) -> Vec<f32> {
     let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
     let lower = text.to_lowercase();
-    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        let hash = word
-            .bytes()
-            .fold(5381_u64, |hash, byte| hash.wrapping_mul(33) ^ u64::from(byte));
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let hash = word.bytes().fold(5381_u64, |hash, byte| {
+            hash.wrapping_mul(33) ^ u64::from(byte)
+        });
         vector[(hash % EMBEDDING_DIMENSIONS as u64) as usize] += 1.0;
     }
     vector
@@ -590,7 +593,11 @@ pub fn fake_embedding(text: &str) -> Vec<f32> {
 
 async fn embeddings(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return openai_error(StatusCode::BAD_REQUEST, "invalid JSON", "invalid_request_error");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+            "invalid_request_error",
+        );
     };
     let down = {
         let mut inner = state.lock();
@@ -622,7 +629,11 @@ async fn embeddings(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
         }
     };
     if request.get("model").and_then(Value::as_str).is_none() {
-        return openai_error(StatusCode::BAD_REQUEST, "model is required", "invalid_request_error");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "model is required",
+            "invalid_request_error",
+        );
     }
     let data: Vec<Value> = inputs
         .iter()

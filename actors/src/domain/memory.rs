@@ -251,12 +251,77 @@ pub fn content_hash(text: &str) -> String {
 
 /// Words too common to say two texts are about the same thing.
 const STOPWORDS: &[&str] = &[
-    "the", "and", "are", "was", "were", "you", "your", "his", "her", "she", "him", "they",
-    "them", "their", "what", "who", "how", "why", "when", "where", "this", "that", "with",
-    "for", "from", "have", "has", "had", "not", "but", "all", "can", "will", "would", "about",
-    "is", "does", "did", "like", "just", "very", "user", "что", "это", "как", "так", "все",
-    "ещё", "еще", "там", "тут", "когда", "где", "кто", "мой", "моя", "мое", "мои", "твой",
-    "меня", "тебя", "она", "они", "его", "ему", "был", "была", "было", "есть", "для", "или",
+    "the",
+    "and",
+    "are",
+    "was",
+    "were",
+    "you",
+    "your",
+    "his",
+    "her",
+    "she",
+    "him",
+    "they",
+    "them",
+    "their",
+    "what",
+    "who",
+    "how",
+    "why",
+    "when",
+    "where",
+    "this",
+    "that",
+    "with",
+    "for",
+    "from",
+    "have",
+    "has",
+    "had",
+    "not",
+    "but",
+    "all",
+    "can",
+    "will",
+    "would",
+    "about",
+    "is",
+    "does",
+    "did",
+    "like",
+    "just",
+    "very",
+    "user",
+    "что",
+    "это",
+    "как",
+    "так",
+    "все",
+    "ещё",
+    "еще",
+    "там",
+    "тут",
+    "когда",
+    "где",
+    "кто",
+    "мой",
+    "моя",
+    "мое",
+    "мои",
+    "твой",
+    "меня",
+    "тебя",
+    "она",
+    "они",
+    "его",
+    "ему",
+    "был",
+    "была",
+    "было",
+    "есть",
+    "для",
+    "или",
 ];
 
 /// The words of `text` that can tell two texts apart: numbers, and words of three or more
@@ -425,10 +490,22 @@ mod tests {
     fn one_bad_fact_refuses_the_whole_answer() {
         let cases = [
             ("not json at all", "not JSON"),
-            (r#"{"facts": [{"text": "ok", "category": "identity", "importance": 3}, {"text": "", "category": "identity", "importance": 3}]}"#, "fact 2"),
-            (r#"[{"text": "x", "category": "mood", "importance": 3}]"#, "unknown category"),
-            (r#"[{"text": "x", "category": "other", "importance": 9}]"#, "importance"),
-            (r#"[{"text": "x", "category": "other", "importance": 2, "replaces": 3}]"#, "no such stored fact"),
+            (
+                r#"{"facts": [{"text": "ok", "category": "identity", "importance": 3}, {"text": "", "category": "identity", "importance": 3}]}"#,
+                "fact 2",
+            ),
+            (
+                r#"[{"text": "x", "category": "mood", "importance": 3}]"#,
+                "unknown category",
+            ),
+            (
+                r#"[{"text": "x", "category": "other", "importance": 9}]"#,
+                "importance",
+            ),
+            (
+                r#"[{"text": "x", "category": "other", "importance": 2, "replaces": 3}]"#,
+                "no such stored fact",
+            ),
             (r#"[{"text": "x", "category": "other"}]"#, "importance"),
         ];
         for (answer, expected) in cases {
@@ -443,7 +520,10 @@ mod tests {
             content_hash("Ann's dog is called Rex."),
             content_hash("  ann s DOG is called rex")
         );
-        assert_ne!(content_hash("Ann lives in Paris"), content_hash("Ann lives in Berlin"));
+        assert_ne!(
+            content_hash("Ann lives in Paris"),
+            content_hash("Ann lives in Berlin")
+        );
     }
 
     #[test]
@@ -454,7 +534,11 @@ mod tests {
         assert_eq!(bytes.len(), 12);
         assert_eq!(vector_from_bytes(&bytes), vector);
         assert!((cosine(&vector, &vector) - 1.0).abs() < 1e-6);
-        assert_eq!(cosine(&vector, &[1.0]), 0.0, "another model's vector never matches");
+        assert_eq!(
+            cosine(&vector, &[1.0]),
+            0.0,
+            "another model's vector never matches"
+        );
     }
 
     #[test]
@@ -471,7 +555,10 @@ mod tests {
     fn the_memory_section_stops_at_its_budget() {
         let memories = ["one fact", "two facts", "three facts"];
         let words = |text: &str| text.split_whitespace().count() as u32;
-        assert_eq!(memory_section(&memories, 6, words), "- one fact\n- two facts");
+        assert_eq!(
+            memory_section(&memories, 6, words),
+            "- one fact\n- two facts"
+        );
         assert_eq!(memory_section(&memories, 2, words), "");
     }
 

@@ -458,7 +458,10 @@ opening_message = "*The door opens.*"
             built.estimated_tokens as usize,
             fixed_prompt.tokens + per_message * 5
         );
-        assert_eq!(built.left_out, 45, "what did not fit is reported for a summary");
+        assert_eq!(
+            built.left_out, 45,
+            "what did not fit is reported for a summary"
+        );
         let messages = built.messages;
         let kept: Vec<&str> = messages[1..messages.len() - 1]
             .iter()

@@ -60,7 +60,9 @@ impl LlmGateway {
     }
 
     pub(super) fn embeddings_name(&self) -> Option<&str> {
-        self.embeddings.as_ref().map(|provider| provider.name.as_str())
+        self.embeddings
+            .as_ref()
+            .map(|provider| provider.name.as_str())
     }
 
     pub(super) fn embeddings_report(&self) -> Option<ProviderReport> {
@@ -191,7 +193,9 @@ impl Embedder for LlmGateway {
                 }
                 Err(error) => {
                     let backoff = retry.backoff.delay(attempt, fastrand::f64());
-                    let delay = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
+                    let delay = error
+                        .retry_after()
+                        .map_or(backoff, |asked| asked.max(backoff));
                     if delay > Duration::from_millis(retry.backoff.max_ms).max(backoff) {
                         return Err(error);
                     }

@@ -6,7 +6,7 @@ use crate::domain::memory::{
     Fact, FactsError, content_hash, cosine, extraction_correction, extraction_prompt,
     keyword_overlap, keywords, parse_facts, summary_prompt, transcript, unit,
 };
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, ExtractionFailure, MemorySaved};
 use crate::ports::memory::{MemoryId, NewMemory, StoredMemory, StoredSummary};
 use crate::ports::{ChatMessage, CompletionRequest, Purpose, Role, UserId};
 
@@ -16,41 +16,10 @@ use super::messages::{ExtractJob, ForgetError, SummariseJob};
 /// Stored facts shown to the model with new messages, at most.
 const RELATED_FACTS: usize = 15;
 
-/// What became of one extracted fact (the `outcome` label of `memory_saved_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    Added,
-    Refreshed,
-    Superseded,
-    Duplicate,
-}
-
-impl Saved {
-    pub const ALL: [Saved; 4] = [
-        Saved::Added,
-        Saved::Refreshed,
-        Saved::Superseded,
-        Saved::Duplicate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Saved::Added => "added",
-            Saved::Refreshed => "refreshed",
-            Saved::Superseded => "superseded",
-            Saved::Duplicate => "duplicate",
-        }
-    }
-}
-
-/// Why an extraction was skipped (the `reason` label of
-/// `memory_extraction_failures_total`).
-pub const EXTRACTION_FAILURES: [&str; 4] = ["malformed", "llm", "embedding", "storage"];
-
-fn failed(deps: &KeeperDeps, reason: &str) {
+fn failed(deps: &KeeperDeps, reason: ExtractionFailure) {
     deps.metrics
         .memory_extraction_failures_total
-        .with_label_values(&[reason])
+        .with_label_values(&[reason.as_str()])
         .inc();
 }
 
@@ -65,7 +34,7 @@ pub async fn extract(deps: &KeeperDeps, job: &ExtractJob) -> bool {
         Err(error) => {
             tracing::warn!(%error, "could not load memories for an extraction");
             deps.metrics.count_error(ErrorKind::Storage);
-            failed(deps, "storage");
+            failed(deps, ExtractionFailure::Storage);
             return false;
         }
     };
@@ -107,7 +76,7 @@ pub async fn extract(deps: &KeeperDeps, job: &ExtractJob) -> bool {
                 Ok(facts) => facts,
                 Err(Asked::Malformed { error, .. }) => {
                     tracing::warn!(%error, "the model's facts were malformed twice; skipped");
-                    failed(deps, "malformed");
+                    failed(deps, ExtractionFailure::Malformed);
                     // The same messages would give the same answer: move on.
                     mark_extracted(deps, job).await;
                     return false;
@@ -151,7 +120,10 @@ fn related_facts<'a>(
 }
 
 enum Asked {
-    Malformed { answer: String, error: FactsError },
+    Malformed {
+        answer: String,
+        error: FactsError,
+    },
     /// The LLM failed (counted); nothing to retry here.
     Failed,
 }
@@ -163,13 +135,15 @@ async fn ask_for_facts(
 ) -> Result<Vec<Fact>, Asked> {
     let request = CompletionRequest::derived(messages.to_vec(), Purpose::Memory);
     match deps.llm.complete(request).await {
-        Ok(completion) => parse_facts(&completion.text, related).map_err(|error| Asked::Malformed {
-            answer: completion.text,
-            error,
-        }),
+        Ok(completion) => {
+            parse_facts(&completion.text, related).map_err(|error| Asked::Malformed {
+                answer: completion.text,
+                error,
+            })
+        }
         Err(error) => {
             tracing::warn!(%error, "memory extraction: the LLM failed");
-            failed(deps, "llm");
+            failed(deps, ExtractionFailure::Llm);
             Err(Asked::Failed)
         }
     }
@@ -194,7 +168,7 @@ async fn store_facts(
             if seen.insert(hash.clone()) {
                 Some((fact, hash))
             } else {
-                count_saved(deps, Saved::Duplicate);
+                count_saved(deps, MemorySaved::Duplicate);
                 None
             }
         })
@@ -207,7 +181,7 @@ async fn store_facts(
         Ok(vectors) => vectors,
         Err(error) => {
             tracing::warn!(%error, "memory extraction: could not embed the facts");
-            failed(deps, "embedding");
+            failed(deps, ExtractionFailure::Embedding);
             return None;
         }
     };
@@ -241,23 +215,27 @@ async fn store_facts(
                 .store
                 .supersede_memory(old, &memory)
                 .await
-                .map(|_| Saved::Superseded),
+                .map(|_| MemorySaved::Superseded),
             (None, Some((_, id))) => deps
                 .store
                 .confirm_memory(job.user_id, id, now)
                 .await
-                .map(|()| Saved::Refreshed),
-            (None, None) => deps.store.add_memory(&memory).await.map(|_| Saved::Added),
+                .map(|()| MemorySaved::Refreshed),
+            (None, None) => deps
+                .store
+                .add_memory(&memory)
+                .await
+                .map(|_| MemorySaved::Added),
         };
         match stored {
             Ok(saved) => {
                 count_saved(deps, saved);
-                changed |= saved != Saved::Refreshed;
+                changed |= saved != MemorySaved::Refreshed;
             }
             Err(error) => {
                 tracing::warn!(%error, "could not store a memory");
                 deps.metrics.count_error(ErrorKind::Storage);
-                failed(deps, "storage");
+                failed(deps, ExtractionFailure::Storage);
                 return None;
             }
         }
@@ -265,7 +243,7 @@ async fn store_facts(
     Some(changed)
 }
 
-fn count_saved(deps: &KeeperDeps, saved: Saved) {
+fn count_saved(deps: &KeeperDeps, saved: MemorySaved) {
     deps.metrics
         .memory_saved_total
         .with_label_values(&[saved.as_str()])

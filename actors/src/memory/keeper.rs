@@ -17,9 +17,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{
-    Extract, ExtractJob, Forget, ForgetError, Listen, Summarise, SummariseJob,
-};
+use super::messages::{Extract, ExtractJob, Forget, ForgetError, Listen, Summarise, SummariseJob};
 use super::{KeeperDeps, MemoryListener, MemoryNews, handlers};
 use crate::ports::UserId;
 use crate::ports::memory::MemoryId;
@@ -45,7 +43,6 @@ impl Job {
         }
     }
 }
-
 
 /// The memory keeper.
 pub struct MemoryKeeper {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::domain::memory::{cosine, hybrid_score, keyword_overlap, keywords, memory_section};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RecallSkipped};
 use crate::ports::UserId;
 use crate::ports::memory::{MemoryId, StoredMemory};
 
@@ -31,30 +31,6 @@ pub struct IndexedMemory {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryIndex {
     entries: Vec<IndexedMemory>,
-}
-
-/// Why a reply went without memories (the `reason` label of
-/// `memory_recall_skipped_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skipped {
-    /// The embedding of the message did not come within the deadline.
-    Deadline,
-    /// The embeddings endpoint failed (or its breaker is open).
-    EmbeddingFailed,
-    /// The memories could not be loaded.
-    Storage,
-}
-
-impl Skipped {
-    pub const ALL: [Skipped; 3] = [Skipped::Deadline, Skipped::EmbeddingFailed, Skipped::Storage];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skipped::Deadline => "deadline",
-            Skipped::EmbeddingFailed => "embedding_failed",
-            Skipped::Storage => "storage",
-        }
-    }
 }
 
 impl MemoryIndex {
@@ -134,7 +110,7 @@ pub async fn recall(
     if !settings.enabled || query.trim().is_empty() {
         return String::new();
     }
-    let skipped = |reason: Skipped| {
+    let skipped = |reason: RecallSkipped| {
         metrics
             .memory_recall_skipped_total
             .with_label_values(&[reason.as_str()])
@@ -146,7 +122,7 @@ pub async fn recall(
             Ok(stored) => *index = Some(MemoryIndex::new(stored)),
             Err(error) => {
                 tracing::warn!(%error, "could not load memories; the reply goes without them");
-                return skipped(Skipped::Storage);
+                return skipped(RecallSkipped::Storage);
             }
         }
     }
@@ -160,9 +136,11 @@ pub async fn recall(
     let texts = [query.to_owned()];
     let embedded = tokio::time::timeout(settings.recall_deadline, memory.embedder.embed(&texts));
     let vector = match embedded.await {
-        Ok(Ok(mut vectors)) if !vectors.is_empty() => crate::domain::memory::unit(vectors.remove(0)),
-        Ok(Ok(_)) | Ok(Err(_)) => return skipped(Skipped::EmbeddingFailed),
-        Err(_) => return skipped(Skipped::Deadline),
+        Ok(Ok(mut vectors)) if !vectors.is_empty() => {
+            crate::domain::memory::unit(vectors.remove(0))
+        }
+        Ok(Ok(_)) | Ok(Err(_)) => return skipped(RecallSkipped::EmbeddingFailed),
+        Err(_) => return skipped(RecallSkipped::Deadline),
     };
     metrics
         .memory_recall_seconds

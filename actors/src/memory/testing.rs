@@ -123,11 +123,7 @@ impl MemoryStore for MemoryLedger {
         Ok(id)
     }
 
-    async fn forget_memories(
-        &self,
-        user_id: UserId,
-        ids: &[MemoryId],
-    ) -> Result<u64, StoreError> {
+    async fn forget_memories(&self, user_id: UserId, ids: &[MemoryId]) -> Result<u64, StoreError> {
         let mut data = lock(&self.data);
         let before = data.rows.len();
         data.rows
@@ -186,9 +182,9 @@ impl WordEmbedder {
 pub fn word_vector(text: &str) -> Vec<f32> {
     let mut vector = vec![0.0; DIMENSIONS];
     for word in normalise(text).split(' ').filter(|word| !word.is_empty()) {
-        let bucket = word
-            .bytes()
-            .fold(5381_u64, |hash, byte| hash.wrapping_mul(33) ^ u64::from(byte));
+        let bucket = word.bytes().fold(5381_u64, |hash, byte| {
+            hash.wrapping_mul(33) ^ u64::from(byte)
+        });
         vector[(bucket % DIMENSIONS as u64) as usize] += 1.0;
     }
     vector

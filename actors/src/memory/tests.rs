@@ -120,8 +120,7 @@ fn current_texts(bench: &Bench) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradictions_superseded()
-{
+async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradictions_superseded() {
     let bench = bench(ScriptedLlm::answering(&[
         r#"{"facts": [
             {"text": "Ann lives in Berlin", "category": "identity", "importance": 5},
@@ -134,14 +133,28 @@ async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradict
         // A contradiction of stored fact 1 (Berlin): supersedes it.
         r#"{"facts": [{"text": "Ann lives in Paris now", "category": "identity", "importance": 5, "replaces": 1}]}"#,
     ]));
-    assert!(extract(&bench.deps, &job(1, &["I live in Berlin and love green tea"], 11)).await);
+    assert!(
+        extract(
+            &bench.deps,
+            &job(1, &["I live in Berlin and love green tea"], 11)
+        )
+        .await
+    );
     assert_eq!(saved(&bench, "added"), 2);
     let berlin = &bench.ledger.rows(USER)[0].memory;
     assert_eq!(berlin.persona_id, None, "identity is the whole user's");
     assert_eq!(berlin.content_hash, content_hash("Ann lives in Berlin"));
     let tea = &bench.ledger.rows(USER)[1].memory;
-    assert_eq!(tea.persona_id.as_deref(), Some("mira"), "tastes are the persona's");
-    assert_eq!(bench.ledger.cursor(1), Some(11), "the dialog's cursor moved");
+    assert_eq!(
+        tea.persona_id.as_deref(),
+        Some("mira"),
+        "tastes are the persona's"
+    );
+    assert_eq!(
+        bench.ledger.cursor(1),
+        Some(11),
+        "the dialog's cursor moved"
+    );
 
     assert!(!extract(&bench.deps, &job(1, &["Berlin, yes"], 12)).await);
     assert_eq!(saved(&bench, "duplicate"), 1);
@@ -154,15 +167,25 @@ async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradict
 
     // The request listed the stored facts, numbered, so the model could name one.
     assert!(extract(&bench.deps, &job(1, &["I moved to Paris"], 14)).await);
-    let request = lock(&bench.llm.requests).last().cloned().expect("a request");
+    let request = lock(&bench.llm.requests)
+        .last()
+        .cloned()
+        .expect("a request");
     assert_eq!(request.purpose, Purpose::Memory);
     assert_eq!(request.temperature, Some(0.0), "deterministic: cacheable");
-    assert!(request.messages[0].content.contains("1. Ann lives in Berlin"));
+    assert!(
+        request.messages[0]
+            .content
+            .contains("1. Ann lives in Berlin")
+    );
     assert_eq!(saved(&bench, "superseded"), 1);
     let rows = bench.ledger.rows(USER);
     assert_eq!(rows.len(), 3, "the old fact is kept as history");
     assert_eq!(rows[0].superseded_by, Some(rows[2].memory.id));
-    assert_eq!(current_texts(&bench), ["Ann loves green tea", "Ann lives in Paris now"]);
+    assert_eq!(
+        current_texts(&bench),
+        ["Ann loves green tea", "Ann lives in Paris now"]
+    );
 }
 
 #[tokio::test]
@@ -177,13 +200,22 @@ async fn a_malformed_answer_is_asked_again_once_then_skipped_and_counted() {
     assert_eq!(current_texts(&bench), ["Ann likes tea"]);
     let second_try = lock(&bench.llm.requests)[1].clone();
     assert!(
-        second_try.messages.last().expect("a message").content.contains("could not be used"),
+        second_try
+            .messages
+            .last()
+            .expect("a message")
+            .content
+            .contains("could not be used"),
         "the model is told what was wrong"
     );
 
     assert!(!extract(&bench.deps, &job(1, &["and coffee"], 9)).await);
     assert_eq!(lock(&bench.llm.requests).len(), 4, "asked twice, not more");
-    assert_eq!(current_texts(&bench), ["Ann likes tea"], "nothing half-read stored");
+    assert_eq!(
+        current_texts(&bench),
+        ["Ann likes tea"],
+        "nothing half-read stored"
+    );
     let malformed = bench
         .deps
         .metrics
@@ -191,12 +223,18 @@ async fn a_malformed_answer_is_asked_again_once_then_skipped_and_counted() {
         .with_label_values(&["malformed"])
         .get();
     assert_eq!(malformed, 1);
-    assert_eq!(bench.ledger.cursor(1), Some(9), "the same messages are not tried forever");
+    assert_eq!(
+        bench.ledger.cursor(1),
+        Some(9),
+        "the same messages are not tried forever"
+    );
 }
 
 #[tokio::test]
 async fn a_summary_is_a_deterministic_request_continuing_the_previous_one() {
-    let bench = bench(ScriptedLlm::answering(&["Ann and Mira met at the lighthouse."]));
+    let bench = bench(ScriptedLlm::answering(&[
+        "Ann and Mira met at the lighthouse.",
+    ]));
     let summary = summarise(
         &bench.deps,
         &SummariseJob {
@@ -215,7 +253,10 @@ async fn a_summary_is_a_deterministic_request_continuing_the_previous_one() {
     assert!(summary.token_count > 0);
     assert_eq!(bench.ledger.summary(3), Some(summary));
     let request = lock(&bench.llm.requests)[0].clone();
-    assert_eq!((request.purpose, request.temperature), (Purpose::Summary, Some(0.0)));
+    assert_eq!(
+        (request.purpose, request.temperature),
+        (Purpose::Summary, Some(0.0))
+    );
     assert!(request.messages[0].content.contains("A storm broke."));
     assert_eq!(request.messages[1].content, "Ann: Hello\nMira: Hi");
 }
@@ -260,7 +301,11 @@ fn names_and_numbers_are_recalled_even_when_embeddings_disagree() {
     assert_eq!(ranked.len(), 2, "cosine alone finds the rest");
 }
 
-fn memory_deps(embedder: Arc<WordEmbedder>, ledger: Arc<MemoryLedger>, keeper: super::KeeperHandle) -> MemoryDeps {
+fn memory_deps(
+    embedder: Arc<WordEmbedder>,
+    ledger: Arc<MemoryLedger>,
+    keeper: super::KeeperHandle,
+) -> MemoryDeps {
     MemoryDeps {
         keeper,
         embedder,
@@ -315,16 +360,42 @@ async fn recall_waits_for_the_embedding_no_longer_than_its_deadline() {
     let counter = TokenCounter::new();
     let count = |text: &str| counter.count(text);
     let mut cache = None;
-    let found = recall(&deps, metrics, &mut cache, USER, "mira", "how is my dog Rex", count).await;
+    let found = recall(
+        &deps,
+        metrics,
+        &mut cache,
+        USER,
+        "mira",
+        "how is my dog Rex",
+        count,
+    )
+    .await;
     assert_eq!(found, "- Ann's dog is called Rex");
     assert_eq!(embedder.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     embedder.delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
-    let found = recall(&deps, metrics, &mut cache, USER, "mira", "how is Rex", count).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "did not wait for the embedding");
+    let found = recall(
+        &deps,
+        metrics,
+        &mut cache,
+        USER,
+        "mira",
+        "how is Rex",
+        count,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the embedding"
+    );
     assert_eq!(found, "", "the reply goes without memories");
-    let skipped = |reason: &str| metrics.memory_recall_skipped_total.with_label_values(&[reason]).get();
+    let skipped = |reason: &str| {
+        metrics
+            .memory_recall_skipped_total
+            .with_label_values(&[reason])
+            .get()
+    };
     assert_eq!(skipped("deadline"), 1);
 
     embedder.delay(Duration::ZERO);
@@ -356,9 +427,16 @@ async fn the_keepers_queue_drops_its_oldest_job_when_full_and_forgetting_goes_fi
         let keeper = keeper.clone();
         actix_rt::spawn(async move { keeper.forget(USER, None).await })
     };
+    eventually("the forgetting queued in place of the user's jobs", || {
+        metrics.memory_queue_depth.get() == 1
+    })
+    .await;
     gate.add_permits(10);
     assert_eq!(forgot.await.expect("joined"), Ok(0));
-    eventually("the queue emptied", || metrics.memory_queue_depth.get() == 0).await;
+    eventually("the queue emptied", || {
+        metrics.memory_queue_depth.get() == 0
+    })
+    .await;
     assert_eq!(
         lock(&bench.llm.requests).len(),
         1,
@@ -394,10 +472,18 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
     );
 
     h.handle(crate::testing::command(USER, "/memory")).await;
-    assert!(h.last_text(USER).contains("1. User's dog is called Rex"), "{}", h.last_text(USER));
+    assert!(
+        h.last_text(USER).contains("1. User's dog is called Rex"),
+        "{}",
+        h.last_text(USER)
+    );
     let id = h.memories.rows(USER)[0].memory.id;
-    let forget = crate::session::buttons::ButtonData::ForgetMemory { memory: id, page: 0 };
-    h.handle(crate::testing::press(USER, &forget.encode())).await;
+    let forget = crate::session::buttons::ButtonData::ForgetMemory {
+        memory: id,
+        page: 0,
+    };
+    h.handle(crate::testing::press(USER, &forget.encode()))
+        .await;
     assert!(h.memories.rows(USER).is_empty());
     let before = lock(&h.llm.requests).len();
     h.handle(text(USER, "Rex again")).await;
@@ -408,7 +494,10 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
         .expect("a reply's request")
         .messages[0]
         .content;
-    assert!(!prompt.contains("Rex"), "a forgotten fact is never recalled: {prompt}");
+    assert!(
+        !prompt.contains("Rex"),
+        "a forgotten fact is never recalled: {prompt}"
+    );
     drop(requests);
     h.router.stop();
 }

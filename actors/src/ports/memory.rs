@@ -82,8 +82,7 @@ pub trait MemoryStore: Send + Sync + 'static {
     ) -> Result<MemoryId, StoreError>;
 
     /// Deletes the user's memories `ids` (and their history); returns how many went.
-    async fn forget_memories(&self, user_id: UserId, ids: &[MemoryId])
-    -> Result<u64, StoreError>;
+    async fn forget_memories(&self, user_id: UserId, ids: &[MemoryId]) -> Result<u64, StoreError>;
 
     /// Stores a dialog's summary (replacing the one before).
     async fn save_summary(&self, summary: &StoredSummary, at: i64) -> Result<(), StoreError>;

@@ -20,13 +20,15 @@ use actix::prelude::*;
 use crate::domain::entitlement::{Entitlement, day_start, local_day};
 use crate::domain::event::{Command, Inbound, InboundKind, Sender};
 use crate::domain::texts::{Lang, Texts};
+use crate::memory::MemoryNews;
 use crate::metrics::ErrorKind;
 use crate::ports::{ChatId, UserId};
 use crate::session::delivery::{finish_update, send};
 use crate::session::handlers::{handle_event, recover_replies};
 use crate::session::memory::extract_on_idle;
-use crate::memory::MemoryNews;
-use crate::session::messages::{Deliver, EntitlementChanged, MemoryChanged, Passivate, SessionIdle};
+use crate::session::messages::{
+    Deliver, EntitlementChanged, MemoryChanged, Passivate, SessionIdle,
+};
 use crate::session::state::{Generation, Recovery, SessionDeps, SessionState, Usage};
 use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
 

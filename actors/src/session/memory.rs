@@ -10,7 +10,11 @@ use crate::session::state::{Dialog, SessionDeps, SessionState};
 
 /// Recalls what the active dialog's persona remembers that bears on the user's last message
 /// and leaves it in the dialog for the reply about to be written.
-pub(crate) async fn recall_for_reply(deps: &SessionDeps, state: &mut SessionState, user_id: UserId) {
+pub(crate) async fn recall_for_reply(
+    deps: &SessionDeps,
+    state: &mut SessionState,
+    user_id: UserId,
+) {
     let Some(dialog) = state.active() else {
         return;
     };

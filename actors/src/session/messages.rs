@@ -17,8 +17,8 @@ use actix::prelude::*;
 
 use crate::domain::entitlement::Entitlement;
 use crate::domain::event::Inbound;
-use crate::ports::UserId;
 use crate::memory::MemoryNews;
+use crate::ports::UserId;
 
 /// An event to deliver to its user's session, activating the session if needed.
 #[derive(Message, Debug)]

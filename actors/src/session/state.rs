@@ -13,13 +13,13 @@ use crate::domain::entitlement::{Entitlement, local_day};
 use crate::domain::event::Sender;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
-use crate::memory::{MemoryDeps, MemoryNews};
-use crate::memory::recall::MemoryIndex;
-use crate::ports::memory::StoredSummary;
 use crate::domain::safety::SafetyPolicy;
 use crate::domain::texts::{Lang, fill};
+use crate::memory::recall::MemoryIndex;
+use crate::memory::{MemoryDeps, MemoryNews};
 use crate::metrics::Metrics;
 use crate::payments::{Commerce, DeskHandle};
+use crate::ports::memory::StoredSummary;
 use crate::ports::{
     Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingDelivery,
     PendingReply, SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,

@@ -18,14 +18,23 @@ const PAGE_SIZE: usize = 8;
 
 /// The memories the active dialog's persona may recall, oldest first, with the persona's
 /// name; loads the cache if need be. `None` (the user told) without a dialog or storage.
-async fn listed(turn: &Turn<'_>, state: &mut SessionState) -> Option<(String, Vec<(MemoryId, String)>)> {
+async fn listed(
+    turn: &Turn<'_>,
+    state: &mut SessionState,
+) -> Option<(String, Vec<(MemoryId, String)>)> {
     let Some(dialog) = state.active() else {
         turn.say(turn.texts.memory.no_dialog, None).await;
         return None;
     };
     let (persona_id, persona_name) = (dialog.persona.id.clone(), dialog.persona.name.clone());
     if state.memories.is_none() {
-        match turn.deps.memory.store.current_memories(turn.sender.user_id).await {
+        match turn
+            .deps
+            .memory
+            .store
+            .current_memories(turn.sender.user_id)
+            .await
+        {
             Ok(stored) => state.memories = Some(MemoryIndex::new(stored)),
             Err(error) => {
                 turn.storage_failed(&error, "a memory list").await;
@@ -96,7 +105,10 @@ pub(super) async fn show_memory(turn: &Turn<'_>, state: &mut SessionState, page:
     if !paging.is_empty() {
         rows.push(paging);
     }
-    rows.push(vec![button(texts.forget_all, ButtonData::ForgetAllMemories)]);
+    rows.push(vec![button(
+        texts.forget_all,
+        ButtonData::ForgetAllMemories,
+    )]);
     turn.say(&text, Some(&Keyboard { rows })).await;
 }
 

@@ -84,7 +84,13 @@ pub(crate) async fn handle_event(
     // for).
     let more_than = deps.memory.settings.extract_after_messages;
     if let Some(dialog) = state.active() {
-        extract_if_due(deps, dialog, event.sender.user_id, &event.sender.first_name, more_than);
+        extract_if_due(
+            deps,
+            dialog,
+            event.sender.user_id,
+            &event.sender.first_name,
+            more_than,
+        );
     }
     // Unless storing the message it brought did already.
     if !generation.is_update_settled() {

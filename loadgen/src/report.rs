@@ -172,7 +172,7 @@ impl Report {
             out += &format!("  notice \"{kind} …\" × {count}\n");
         }
         for note in &self.notes {
-            out += &format!("  fault: {note}\n");
+            out += &format!("  note: {note}\n");
         }
         out += &format!("  parameters {}\n", self.parameters);
         out

@@ -93,6 +93,14 @@ impl VitteProcess {
                 "100000000".into(),
             ),
             ("VITTE__LLM__USER_RATE_LIMIT__BURST", "1000000".into()),
+            (
+                "VITTE__MEMORY__EMBEDDINGS__RATE_LIMIT__PER_MINUTE",
+                "100000000".into(),
+            ),
+            (
+                "VITTE__MEMORY__EMBEDDINGS__RATE_LIMIT__BURST",
+                "1000000".into(),
+            ),
             ("VITTE__DATABASE__URL", options.database_url.clone()),
             (
                 "VITTE__DATABASE__MAX_CONNECTIONS",

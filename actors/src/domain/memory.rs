@@ -360,11 +360,28 @@ pub fn unit(mut vector: Vec<f32>) -> Vec<f32> {
 }
 
 /// Cosine similarity of two unit vectors; 0 when their lengths differ (another model).
+///
+/// Summed in eight independent lanes, which the compiler turns into SIMD (a single running
+/// sum cannot be reordered, so it would stay scalar): recall scans hundreds of vectors per
+/// message.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return 0.0;
     }
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut lanes = [0.0_f32; 8];
+    let (whole_a, whole_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = whole_a
+        .remainder()
+        .iter()
+        .zip(whole_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in whole_a.zip(whole_b) {
+        for lane in 0..8 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The hybrid score recall ranks by.

@@ -957,6 +957,27 @@ mod tests {
     }
 
     #[test]
+    fn memory_settings_out_of_range_are_named() {
+        let mut settings = valid();
+        settings.memory.threshold = 1.5;
+        let error = settings.validate(Purpose::Chat).expect_err("bad threshold");
+        assert_eq!(
+            error.to_string(),
+            "memory: threshold must be between 0 and 1"
+        );
+        let mut settings = valid();
+        settings.memory.embeddings.base_url = "ftp://embeddings".into();
+        let error = settings.validate(Purpose::Chat).expect_err("bad url");
+        assert!(
+            error.to_string().starts_with("memory.embeddings.base_url:"),
+            "{error}"
+        );
+        // Left empty, the embeddings endpoint is the LLM's.
+        let settings = valid();
+        assert_eq!(settings.embeddings_base_url(), settings.llm.base_url);
+    }
+
+    #[test]
     fn a_supervision_section_for_no_kind_is_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let default = std::fs::read_to_string(

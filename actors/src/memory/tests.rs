@@ -53,6 +53,7 @@ impl LanguageModel for ScriptedLlm {
         let text = lock(&self.answers)
             .pop_front()
             .unwrap_or_else(|| r#"{"facts": []}"#.into());
+        assert!(text != "PANIC", "a panic injected by the test");
         Ok(Completion {
             text,
             prompt_tokens: None,
@@ -172,7 +173,8 @@ async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradict
         .cloned()
         .expect("a request");
     assert_eq!(request.purpose, Purpose::Memory);
-    assert_eq!(request.temperature, Some(0.0), "deterministic: cacheable");
+    assert_eq!(request.temperature, Some(0.0), "deterministic");
+    assert!(!request.is_cacheable(), "facts about a user are never cached");
     assert!(
         request.messages[0]
             .content
@@ -500,4 +502,49 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
     );
     drop(requests);
     h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_dialog_that_goes_idle_hands_its_new_messages_to_the_keeper() {
+    let h = SessionHarness::with_memory();
+    h.handle(pick(USER, "mira")).await;
+    h.handle(text(USER, "I am a pilot")).await;
+    let extractions = || {
+        lock(&h.llm.requests)
+            .iter()
+            .filter(|request| request.purpose == Purpose::Memory)
+            .count()
+    };
+    assert_eq!(extractions(), 0, "three messages are not enough yet");
+    // The session's idle timeout (15 minutes by default) passes: it passivates.
+    h.clock.advance(Duration::from_secs(16 * 60));
+    eventually("passivated", || h.metrics.sessions_active.get() == 0).await;
+    eventually("the idle dialog's messages extracted", || extractions() == 1).await;
+    let request = lock(&h.llm.requests)
+        .iter()
+        .find(|request| request.purpose == Purpose::Memory)
+        .cloned()
+        .expect("an extraction");
+    assert!(request.messages[1].content.contains("User7: I am a pilot"));
+    h.router.stop();
+}
+
+#[actix_rt::test]
+async fn a_panicking_job_is_counted_and_the_keeper_goes_on_with_the_next() {
+    let bench = bench(ScriptedLlm::answering(&[
+        "PANIC",
+        r#"{"facts": [{"text": "Ann sings", "category": "preference", "importance": 2}]}"#,
+    ]));
+    let keeper = launch_keeper(&bench, 10);
+    keeper.extract(job(1, &["first"], 1));
+    keeper.extract(job(2, &["I sing"], 2));
+    eventually("the second job stored its fact", || !bench.ledger.rows(USER).is_empty()).await;
+    let restarts = bench
+        .deps
+        .metrics
+        .actor_restarts_total
+        .with_label_values(&["memory"])
+        .get();
+    assert_eq!(restarts, 1);
+    assert_eq!(current_texts(&bench), ["Ann sings"]);
 }

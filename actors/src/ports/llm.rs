@@ -50,7 +50,7 @@ pub enum Purpose {
     /// A summary or other derived text (story summaries, reports): cacheable when
     /// deterministic.
     Summary,
-    /// Facts about the user for long-term memory: cacheable when deterministic.
+    /// Facts about the user for long-term memory: personal, never cached.
     Memory,
 }
 
@@ -120,8 +120,9 @@ impl CompletionRequest {
         }
     }
 
-    /// A deterministic request (temperature 0) for `purpose`, not streamed: cacheable. It
-    /// is background work, so it takes nothing from the user's own rate limit.
+    /// A deterministic request (temperature 0) for `purpose`, not streamed (a summary's is
+    /// cacheable). It is background work, so it takes nothing from the user's own rate
+    /// limit.
     pub fn derived(messages: Vec<ChatMessage>, purpose: Purpose) -> Self {
         CompletionRequest {
             messages,
@@ -141,10 +142,11 @@ impl CompletionRequest {
             .map_or("", |message| message.content.as_str())
     }
 
-    /// Whether an answer may be cached and served again: never a companion's reply (it
-    /// must not reach another user), never a streamed one, only deterministic requests.
+    /// Whether an answer may be cached and served again: only deterministic summaries, never
+    /// streamed. Never a companion's reply (it must not reach another user) nor facts about
+    /// a user (personal: /forget_me must not leave them in a cache).
     pub fn is_cacheable(&self) -> bool {
-        self.purpose != Purpose::Companion && self.temperature == Some(0.0) && self.stream.is_none()
+        self.purpose == Purpose::Summary && self.temperature == Some(0.0) && self.stream.is_none()
     }
 
     /// Whether text of the answer has already been streamed to the caller: then it must not

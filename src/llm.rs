@@ -172,35 +172,11 @@ impl LanguageModel for OpenAiClient {
         if request.stream.is_none() {
             call = call.timeout(self.request_timeout);
         }
-        let key = self.api_key.expose_secret();
-        if !key.is_empty() {
-            call = call.bearer_auth(key);
-        }
-        let response = call.send().await.map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_retry_after);
-            let text = response.text().await.unwrap_or_default();
-            return Err(LlmError::Status {
-                status: status.as_u16(),
-                message: error_message(&text),
-                retry_after,
-            });
-        }
+        let response = send_checked(call, &self.api_key).await?;
         if let Some(sink) = &request.stream {
             return read_stream(response, sink).await;
         }
-        let parsed: ChatCompletionResponse = response.json().await.map_err(|error| {
-            if error.is_timeout() {
-                LlmError::Timeout
-            } else {
-                LlmError::Malformed(error.to_string())
-            }
-        })?;
+        let parsed: ChatCompletionResponse = response.json().await.map_err(body_error)?;
         let text = parsed
             .choices
             .into_iter()
@@ -341,6 +317,43 @@ impl SseLines {
     }
 }
 
+/// Sends `call` (with `api_key` as bearer token unless empty); an answer other than 2xx
+/// becomes [`LlmError::Status`] with the provider's message and `Retry-After`.
+async fn send_checked(
+    mut call: reqwest::RequestBuilder,
+    api_key: &SecretString,
+) -> Result<reqwest::Response, LlmError> {
+    let key = api_key.expose_secret();
+    if !key.is_empty() {
+        call = call.bearer_auth(key);
+    }
+    let response = call.send().await.map_err(transport_error)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = response.text().await.unwrap_or_default();
+    Err(LlmError::Status {
+        status: status.as_u16(),
+        message: error_message(&text),
+        retry_after,
+    })
+}
+
+/// A JSON answer that did not arrive whole in time, or could not be read.
+fn body_error(error: reqwest::Error) -> LlmError {
+    if error.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Malformed(error.to_string())
+    }
+}
+
 fn transport_error(error: reqwest::Error) -> LlmError {
     if error.is_timeout() {
         LlmError::Timeout
@@ -429,33 +442,9 @@ impl Embedder for OpenAiEmbeddings {
             model: &self.model,
             input: texts,
         };
-        let mut call = self.http.post(&self.endpoint).json(&body);
-        let key = self.api_key.expose_secret();
-        if !key.is_empty() {
-            call = call.bearer_auth(key);
-        }
-        let response = call.send().await.map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_retry_after);
-            let text = response.text().await.unwrap_or_default();
-            return Err(LlmError::Status {
-                status: status.as_u16(),
-                message: error_message(&text),
-                retry_after,
-            });
-        }
-        let parsed: EmbeddingsResponse = response.json().await.map_err(|error| {
-            if error.is_timeout() {
-                LlmError::Timeout
-            } else {
-                LlmError::Malformed(error.to_string())
-            }
-        })?;
+        let call = self.http.post(&self.endpoint).json(&body);
+        let response = send_checked(call, &self.api_key).await?;
+        let parsed: EmbeddingsResponse = response.json().await.map_err(body_error)?;
         if parsed.data.len() != texts.len() {
             return Err(LlmError::Malformed(format!(
                 "{} embeddings for {} texts",

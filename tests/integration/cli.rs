@@ -50,6 +50,12 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
                 "VITTE__DATABASE__URL",
                 "postgres://vitte:db-password@db.internal/vitte",
             ),
+            ("VITTE__MEMORY__EXTRACT_AFTER_MESSAGES", "8"),
+            (
+                "VITTE__MEMORY__EMBEDDINGS__BASE_URL",
+                "https://embeddings.example.org/v1",
+            ),
+            ("VITTE__MEMORY__EMBEDDINGS__API_KEY", "sk-embeddings-secret"),
         ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
@@ -59,7 +65,14 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
         "env overrides apply: {printed}"
     );
     assert!(printed.contains("db.internal"), "which database is shown");
-    for secret in ["super-secret-token", "sk-live-secret", "db-password"] {
+    assert!(printed.contains("extract_after_messages = 8"), "{printed}");
+    assert!(printed.contains("base_url = \"https://embeddings.example.org/v1\""));
+    for secret in [
+        "super-secret-token",
+        "sk-live-secret",
+        "db-password",
+        "sk-embeddings-secret",
+    ] {
         assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         assert!(!stderr(&output).contains(secret));
     }

@@ -69,17 +69,14 @@ impl LlmGateway {
         let provider = self.embeddings.as_ref()?;
         let now = Instant::now().into_std();
         let mut breaker = lock(&provider.breaker);
-        let state = breaker.state(now);
         let tuning = read(&provider.tuning);
-        Some(ProviderReport {
-            name: provider.name.clone(),
-            model: provider.model.clone(),
-            breaker: state.as_str(),
-            consecutive_openings: breaker.consecutive_openings(),
-            failure_rate_threshold: breaker.settings().failure_rate_threshold,
-            minimum_calls: breaker.settings().minimum_calls,
-            rate_limit_per_minute: tuning.rate_limit.per_minute,
-        })
+        Some(ProviderReport::of(
+            &provider.name,
+            &provider.model,
+            &mut breaker,
+            &tuning,
+            now,
+        ))
     }
 
     fn embeddings_state(&self, provider: &EmbeddingProvider, status: &str) {

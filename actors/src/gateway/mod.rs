@@ -132,6 +132,27 @@ pub struct ProviderReport {
     pub rate_limit_per_minute: u32,
 }
 
+impl ProviderReport {
+    /// What operators see of one provider now.
+    fn of(
+        name: &str,
+        model: &str,
+        breaker: &mut CircuitBreaker,
+        tuning: &ProviderTuning,
+        now: std::time::Instant,
+    ) -> ProviderReport {
+        ProviderReport {
+            name: name.to_owned(),
+            model: model.to_owned(),
+            breaker: breaker.state(now).as_str(),
+            consecutive_openings: breaker.consecutive_openings(),
+            failure_rate_threshold: breaker.settings().failure_rate_threshold,
+            minimum_calls: breaker.settings().minimum_calls,
+            rate_limit_per_minute: tuning.rate_limit.per_minute,
+        }
+    }
+}
+
 /// The gateway; cheap to share (`Arc`), safe to call from any arbiter.
 pub struct LlmGateway {
     providers: Vec<Provider>,
@@ -269,15 +290,7 @@ impl LlmGateway {
                 let state = breaker.state(now);
                 self.set_breaker_gauge(provider, state);
                 let tuning = read(&provider.tuning);
-                ProviderReport {
-                    name: provider.name.clone(),
-                    model: provider.model.clone(),
-                    breaker: state.as_str(),
-                    consecutive_openings: breaker.consecutive_openings(),
-                    failure_rate_threshold: breaker.settings().failure_rate_threshold,
-                    minimum_calls: breaker.settings().minimum_calls,
-                    rate_limit_per_minute: tuning.rate_limit.per_minute,
-                }
+                ProviderReport::of(&provider.name, &provider.model, &mut breaker, &tuning, now)
             })
             .collect();
         reports.extend(self.embeddings_report());

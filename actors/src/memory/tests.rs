@@ -174,7 +174,10 @@ async fn facts_are_added_duplicates_skipped_near_duplicates_refreshed_contradict
         .expect("a request");
     assert_eq!(request.purpose, Purpose::Memory);
     assert_eq!(request.temperature, Some(0.0), "deterministic");
-    assert!(!request.is_cacheable(), "facts about a user are never cached");
+    assert!(
+        !request.is_cacheable(),
+        "facts about a user are never cached"
+    );
     assert!(
         request.messages[0]
             .content
@@ -519,7 +522,10 @@ async fn a_dialog_that_goes_idle_hands_its_new_messages_to_the_keeper() {
     // The session's idle timeout (15 minutes by default) passes: it passivates.
     h.clock.advance(Duration::from_secs(16 * 60));
     eventually("passivated", || h.metrics.sessions_active.get() == 0).await;
-    eventually("the idle dialog's messages extracted", || extractions() == 1).await;
+    eventually("the idle dialog's messages extracted", || {
+        extractions() == 1
+    })
+    .await;
     let request = lock(&h.llm.requests)
         .iter()
         .find(|request| request.purpose == Purpose::Memory)
@@ -538,7 +544,10 @@ async fn a_panicking_job_is_counted_and_the_keeper_goes_on_with_the_next() {
     let keeper = launch_keeper(&bench, 10);
     keeper.extract(job(1, &["first"], 1));
     keeper.extract(job(2, &["I sing"], 2));
-    eventually("the second job stored its fact", || !bench.ledger.rows(USER).is_empty()).await;
+    eventually("the second job stored its fact", || {
+        !bench.ledger.rows(USER).is_empty()
+    })
+    .await;
     let restarts = bench
         .deps
         .metrics

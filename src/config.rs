@@ -76,6 +76,9 @@ pub struct MemorySection {
     #[serde(with = "humantime_serde")]
     pub recall_deadline: Duration,
     pub summary_chunk: usize,
+    /// LLM requests of memory work (extraction, summaries) per provider, apart from the
+    /// replies' `llm.rate_limit`.
+    pub llm_rate_limit: RateLimit,
     pub embeddings: EmbeddingsSettings,
 }
 
@@ -723,6 +726,10 @@ impl Settings {
         llm.user_rate_limit
             .validate()
             .map_err(|problem| ConfigError::invalid("llm.user_rate_limit", problem))?;
+        self.memory
+            .llm_rate_limit
+            .validate()
+            .map_err(|problem| ConfigError::invalid("memory.llm_rate_limit", problem))?;
         if llm.max_queue_wait > Duration::from_secs(600) {
             return Err(ConfigError::invalid(
                 "llm.max_queue_wait",

@@ -58,6 +58,7 @@ pub fn gateway_tuning(settings: &Settings) -> GatewayTuning {
         ),
     );
     GatewayTuning {
+        background_rate_limit: settings.memory.llm_rate_limit.clone(),
         user_rate_limit: llm.user_rate_limit.clone(),
         max_queue_wait: llm.max_queue_wait,
         cache_enabled: llm.cache.enabled,

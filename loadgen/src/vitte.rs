@@ -94,6 +94,11 @@ impl VitteProcess {
             ),
             ("VITTE__LLM__USER_RATE_LIMIT__BURST", "1000000".into()),
             (
+                "VITTE__MEMORY__LLM_RATE_LIMIT__PER_MINUTE",
+                "100000000".into(),
+            ),
+            ("VITTE__MEMORY__LLM_RATE_LIMIT__BURST", "1000000".into()),
+            (
                 "VITTE__MEMORY__EMBEDDINGS__RATE_LIMIT__PER_MINUTE",
                 "100000000".into(),
             ),

@@ -521,6 +521,7 @@ fn gateway_over(
             cache_enabled: true,
             cache_ttl: Duration::from_secs(60),
             providers: HashMap::new(),
+            background_rate_limit: RateLimit::default(),
         },
         limiter,
         cache,

@@ -13,6 +13,7 @@ on_both_backends!(
     forget_me_deletes_everything_but_the_payment_records,
     a_failing_or_slow_embeddings_endpoint_never_holds_a_reply,
     a_long_story_is_summarised_and_the_summary_stands_in_for_what_no_longer_fits,
+    many_users_at_once_each_recall_only_their_own_facts,
 );
 
 fn fact(text: &str, category: &str) -> String {
@@ -338,5 +339,61 @@ async fn a_long_story_is_summarised_and_the_summary_stands_in_for_what_no_longer
             .any(|(_, content)| content.starts_with("0: the waves")),
         "what the summary covers is not sent again"
     );
+    app.stop().await;
+}
+
+async fn many_users_at_once_each_recall_only_their_own_facts(backend: Backend) {
+    let app = TestApp::spawn_adjusted(backend, |settings| {
+        settings.streaming.edit_interval = std::time::Duration::from_millis(100);
+        // 32 replies within a second or two: above the default provider limit's burst.
+        settings.llm.rate_limit.per_minute = 6_000;
+        settings.llm.rate_limit.burst = 100;
+    })
+    .await;
+    app.llm
+        .set_facts_default(&fact("{speaker} keeps the secret harbour code", "identity"));
+    let users: Vec<i64> = (50601..50609).collect();
+    for user in &users {
+        app.start_dialog(*user, "mira").await;
+    }
+    // Everyone talks at once.
+    let shared = &app;
+    let talks = users.iter().map(|user| async move {
+        for said in ["hello", "I have a secret", "the harbour code"] {
+            exchange(shared, *user, said).await;
+        }
+    });
+    futures::future::join_all(talks).await;
+    for user in &users {
+        wait_for_memories(&app, *user, 1).await;
+        assert_eq!(
+            current_memories(&app, *user).await,
+            [format!("User{user} keeps the secret harbour code")]
+        );
+    }
+    let asks = users
+        .iter()
+        .map(|user| exchange(shared, *user, "what is my secret harbour code"));
+    futures::future::join_all(asks).await;
+    let question = "what is my secret harbour code";
+    let prompts: Vec<String> = app
+        .llm
+        .requests()
+        .iter()
+        .filter(|request| last_user_text(request) == question)
+        .map(|request| request_texts(request)[0].1.clone())
+        .collect();
+    assert_eq!(prompts.len(), users.len());
+    for prompt in &prompts {
+        let owners: Vec<&i64> = users
+            .iter()
+            .filter(|user| prompt.contains(&format!("- User{user} keeps")))
+            .collect();
+        assert_eq!(owners.len(), 1, "exactly one user's memory: {prompt}");
+        assert!(
+            prompt.contains(&format!("What you remember about User{}:", owners[0])),
+            "and it is the asker's own: {prompt}"
+        );
+    }
     app.stop().await;
 }

@@ -243,6 +243,7 @@ impl FakeLlm {
     }
 
     /// What extraction requests get when their script is empty (`{"facts": []}` at first).
+    /// `{speaker}` in an answer becomes the test user speaking in the transcript (`User…`).
     pub fn set_facts_default(&self, answer: &str) {
         self.state.lock().facts_default = answer.to_owned();
     }
@@ -564,7 +565,16 @@ fn background_answer(state: &State, request: &Value) -> Option<String> {
     let mut inner = state.lock();
     let answer = if system.starts_with(EXTRACTION_MARKER) {
         let default = inner.facts_default.clone();
-        inner.facts_script.pop_front().unwrap_or(default)
+        let answer = inner.facts_script.pop_front().unwrap_or(default);
+        // `{speaker}`: the test user who speaks in the transcript ("User<id>: …").
+        let transcript = content_text(messages(request).get(1).and_then(|m| m.get("content")));
+        let speaker = transcript
+            .lines()
+            .filter_map(|line| line.split(':').next())
+            .find(|name| name.starts_with("User"))
+            .unwrap_or_default()
+            .to_owned();
+        answer.replace("{speaker}", &speaker)
     } else if system.starts_with(SUMMARY_MARKER) {
         inner.summary_reply.clone()
     } else {

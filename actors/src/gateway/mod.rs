@@ -10,7 +10,8 @@
 //! `llm_requests_waiting`.
 //!
 //! For each request: the user's rate limit; then each provider in order (primary first, then
-//! fallbacks) with its circuit breaker, its global rate limit, the response cache
+//! fallbacks) with its circuit breaker, its global rate limit (background work — memory
+//! extraction, summaries — has a bucket of its own, so it never takes a reply's), the response cache
 //! (deterministic requests only) and retries with exponential backoff and jitter that honour
 //! `Retry-After`. Limited requests wait in a bounded queue (the `llm` kind's mailbox) up to a
 //! deadline, else they are refused with [`LlmError::RateLimited`]; when every breaker is open
@@ -106,6 +107,9 @@ pub struct GatewayTuning {
     pub cache_ttl: Duration,
     /// Per provider, by name.
     pub providers: HashMap<String, ProviderTuning>,
+    /// Background work (memory extraction, summaries) takes its tokens from a bucket of its
+    /// own per provider, never from the one replies use: memory work never delays a reply.
+    pub background_rate_limit: RateLimit,
 }
 
 struct Provider {
@@ -309,10 +313,10 @@ impl LlmGateway {
         &self,
         key: &str,
         limit: &RateLimit,
-        tuning: &GatewayTuning,
+        max_wait: Duration,
     ) -> Result<(), LlmError> {
         let now = Instant::now();
-        let deadline = now.checked_add(tuning.max_queue_wait).unwrap_or(now);
+        let deadline = now.checked_add(max_wait).unwrap_or(now);
         let mut counted = false;
         loop {
             let wait = match self.limiter.acquire(key, limit).await {
@@ -411,7 +415,14 @@ impl LlmGateway {
             return Err(LlmError::CircuitOpen { retry_in });
         }
         let settings = read(&provider.tuning).clone();
-        let limit_key = format!("provider:{}", provider.name);
+        // Background work never waits in the queue either: it would take a reply's place.
+        let (limit_key, limit, max_wait) = if request.purpose.is_background() {
+            let key = format!("provider:{}:background", provider.name);
+            (key, tuning.background_rate_limit.clone(), Duration::ZERO)
+        } else {
+            let key = format!("provider:{}", provider.name);
+            (key, settings.rate_limit.clone(), tuning.max_queue_wait)
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -425,7 +436,7 @@ impl LlmGateway {
                 })?
             };
             // Every request sent costs a token of the provider's limit, retries included.
-            if let Err(limited) = self.admit(&limit_key, &settings.rate_limit, tuning).await {
+            if let Err(limited) = self.admit(&limit_key, &limit, max_wait).await {
                 lock(&provider.breaker).release(permit);
                 self.count(provider, "rate_limited");
                 return Err(limited);
@@ -529,7 +540,8 @@ impl LanguageModel for LlmGateway {
             return Err(LlmError::CircuitOpen { retry_in });
         }
         if let Some(user_id) = request.user_id {
-            self.admit(&format!("user:{user_id}"), &tuning.user_rate_limit, &tuning)
+            let key = format!("user:{user_id}");
+            self.admit(&key, &tuning.user_rate_limit, tuning.max_queue_wait)
                 .await?;
         }
         let mut last_error = None;

@@ -116,6 +116,7 @@ fn build_with(
         cache_enabled: true,
         cache_ttl: Duration::from_secs(3600),
         providers: HashMap::new(),
+        background_rate_limit: RateLimit::default(),
     };
     let gateway = LlmGateway::new(
         specs,
@@ -486,6 +487,48 @@ async fn the_provider_limit_applies_and_a_limited_primary_falls_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn background_work_has_its_own_bucket_and_never_takes_a_replys_token() {
+    let primary = Scripted::with(vec![]);
+    let (gateway, _) = build(vec![("p", primary.clone())], generous(), Duration::ZERO);
+    let one_at_a_time = RateLimit {
+        per_minute: 60,
+        burst: 1,
+    };
+    gateway.reconfigure(GatewayTuning {
+        providers: HashMap::from([(
+            "p".to_owned(),
+            ProviderTuning {
+                rate_limit: one_at_a_time.clone(),
+                ..tuning_with(1)
+            },
+        )]),
+        background_rate_limit: one_at_a_time,
+        // Replies may wait for a token; background work never does (it would hold a
+        // reply's place in the queue).
+        max_queue_wait: Duration::from_secs(10),
+        ..(*gateway.tuning()).clone()
+    });
+    let background = || {
+        CompletionRequest::derived(
+            vec![ChatMessage {
+                role: Role::User,
+                content: "facts, please".into(),
+            }],
+            Purpose::Memory,
+        )
+    };
+    gateway.complete(background()).await.expect("background");
+    let error = gateway
+        .complete(background())
+        .await
+        .expect_err("the background bucket is empty, and it does not wait");
+    assert!(matches!(error, LlmError::RateLimited { .. }), "{error}");
+    // The replies' bucket is untouched: a reply goes at once.
+    gateway.complete(request(1)).await.expect("a reply");
+    assert_eq!(primary.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_queue_refuses_at_once() {
     let provider = Scripted::with(vec![]);
     let one_per_second = RateLimit {
@@ -516,6 +559,7 @@ async fn a_full_queue_refuses_at_once() {
             cache_enabled: false,
             cache_ttl: Duration::ZERO,
             providers: HashMap::new(),
+            background_rate_limit: RateLimit::default(),
         },
         Arc::new(MemoryRateLimiter::default()),
         Arc::new(MemoryCache::new(10)),

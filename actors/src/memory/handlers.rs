@@ -1,6 +1,7 @@
 //! What each of the keeper's jobs does. Each runs inside the keeper's guard, one at a time.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::domain::memory::{
     Fact, FactsError, content_hash, cosine, extraction_correction, extraction_prompt,
@@ -8,13 +9,36 @@ use crate::domain::memory::{
 };
 use crate::metrics::{ErrorKind, ExtractionFailure, MemorySaved};
 use crate::ports::memory::{MemoryId, NewMemory, StoredMemory, StoredSummary};
-use crate::ports::{ChatMessage, CompletionRequest, Purpose, Role, UserId};
+use crate::ports::{ChatMessage, Completion, CompletionRequest, LlmError, Purpose, Role, UserId};
 
 use super::KeeperDeps;
 use super::messages::{ExtractJob, ForgetError, SummariseJob};
 
 /// Stored facts shown to the model with new messages, at most.
 const RELATED_FACTS: usize = 15;
+
+/// Longest the keeper waits for a turn of memory work's rate limit, each time.
+const MAX_TURN_WAIT: Duration = Duration::from_secs(60);
+/// Turns waited for before a job gives up.
+const TURNS: usize = 3;
+
+/// Asks the LLM, waiting for memory work's turn when its rate limit says so: the keeper
+/// goes at the pace of its own bucket (its queue fills meanwhile, and drops its oldest job
+/// when full) instead of losing the job.
+async fn complete_in_turn(
+    deps: &KeeperDeps,
+    request: CompletionRequest,
+) -> Result<Completion, LlmError> {
+    for _ in 0..TURNS {
+        match deps.llm.complete(request.clone()).await {
+            Err(LlmError::RateLimited { retry_in }) => {
+                tokio::time::sleep(retry_in.min(MAX_TURN_WAIT)).await;
+            }
+            answered => return answered,
+        }
+    }
+    deps.llm.complete(request).await
+}
 
 fn failed(deps: &KeeperDeps, reason: ExtractionFailure) {
     deps.metrics
@@ -134,7 +158,7 @@ async fn ask_for_facts(
     related: usize,
 ) -> Result<Vec<Fact>, Asked> {
     let request = CompletionRequest::derived(messages.to_vec(), Purpose::Memory);
-    match deps.llm.complete(request).await {
+    match complete_in_turn(deps, request).await {
         Ok(completion) => {
             parse_facts(&completion.text, related).map_err(|error| Asked::Malformed {
                 answer: completion.text,
@@ -275,7 +299,7 @@ pub async fn summarise(deps: &KeeperDeps, job: &SummariseJob) -> Option<StoredSu
         },
     ];
     let request = CompletionRequest::derived(messages, Purpose::Summary);
-    let text = match deps.llm.complete(request).await {
+    let text = match complete_in_turn(deps, request).await {
         Ok(completion) => completion.text.trim().to_owned(),
         Err(error) => {
             tracing::warn!(%error, "could not summarise a dialog");

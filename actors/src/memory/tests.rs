@@ -54,6 +54,11 @@ impl LanguageModel for ScriptedLlm {
             .pop_front()
             .unwrap_or_else(|| r#"{"facts": []}"#.into());
         assert!(text != "PANIC", "a panic injected by the test");
+        if text == "RATE_LIMITED" {
+            return Err(LlmError::RateLimited {
+                retry_in: Duration::from_secs(5),
+            });
+        }
         Ok(Completion {
             text,
             prompt_tokens: None,
@@ -556,4 +561,21 @@ async fn a_panicking_job_is_counted_and_the_keeper_goes_on_with_the_next() {
         .get();
     assert_eq!(restarts, 1);
     assert_eq!(current_texts(&bench), ["Ann sings"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keeper_waits_for_its_turn_of_the_rate_limit_instead_of_losing_the_job() {
+    let bench = bench(ScriptedLlm::answering(&[
+        "RATE_LIMITED",
+        "RATE_LIMITED",
+        r#"{"facts": [{"text": "Ann rows", "category": "preference", "importance": 2}]}"#,
+    ]));
+    let started = tokio::time::Instant::now();
+    assert!(extract(&bench.deps, &job(1, &["I row every morning"], 3)).await);
+    assert_eq!(current_texts(&bench), ["Ann rows"]);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "two turns of 5 s waited"
+    );
 }

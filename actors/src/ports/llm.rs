@@ -54,6 +54,13 @@ pub enum Purpose {
     Memory,
 }
 
+impl Purpose {
+    /// Work no user waits for (memory extraction, summaries).
+    pub fn is_background(self) -> bool {
+        matches!(self, Purpose::Summary | Purpose::Memory)
+    }
+}
+
 /// Where a streamed completion's text goes as it arrives (`stream: true`). It remembers
 /// whether any text went out, because from then on the request must not be retried or sent
 /// to another provider: the user has seen the beginning of this answer.

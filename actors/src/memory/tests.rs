@@ -509,6 +509,32 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
         "a forgotten fact is never recalled: {prompt}"
     );
     drop(requests);
+
+    // "Forget everything" takes all the persona may recall, the whole user's facts too.
+    *lock(&h.llm.facts) = Some(
+        r#"{"facts": [
+            {"text": "User7 likes plums", "category": "preference", "importance": 2},
+            {"text": "User7 is called Sam", "category": "identity", "importance": 5}
+        ]}"#
+        .into(),
+    );
+    for said in ["plums!", "call me Sam", "bye"] {
+        h.handle(text(USER, said)).await;
+    }
+    eventually("two facts stored", || h.memories.rows(USER).len() == 2).await;
+    *lock(&h.llm.facts) = None;
+    let everything = crate::session::buttons::ButtonData::ForgetAllMemories.encode();
+    h.handle(crate::testing::press(USER, &everything)).await;
+    assert!(h.memories.rows(USER).is_empty());
+    assert_eq!(
+        h.last_text(USER),
+        "Forgotten: 2. None of it will come up again."
+    );
+    h.handle(crate::testing::command(USER, "/memory")).await;
+    assert_eq!(
+        h.last_text(USER),
+        "Arlo does not remember anything about you yet."
+    );
     h.router.stop();
 }
 

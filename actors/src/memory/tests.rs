@@ -497,18 +497,17 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
     assert!(h.memories.rows(USER).is_empty());
     let before = lock(&h.llm.requests).len();
     h.handle(text(USER, "Rex again")).await;
-    let requests = lock(&h.llm.requests);
-    let prompt = &requests[before..]
+    let prompt = lock(&h.llm.requests)[before..]
         .iter()
         .find(|request| request.purpose == Purpose::Companion)
         .expect("a reply's request")
         .messages[0]
-        .content;
+        .content
+        .clone();
     assert!(
         !prompt.contains("Rex"),
         "a forgotten fact is never recalled: {prompt}"
     );
-    drop(requests);
 
     // "Forget everything" takes all the persona may recall, the whole user's facts too.
     *lock(&h.llm.facts) = Some(

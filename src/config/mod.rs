@@ -4,7 +4,6 @@
 //! Secrets are [`SecretString`]s: `Debug` redacts them, and [`Settings::to_redacted_toml`]
 //! prints `[redacted]` in their place.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,11 +15,13 @@ use vitte_actors::domain::entitlement::{Limits, parse_zone};
 use vitte_actors::domain::memory::{Category, MemorySettings};
 use vitte_actors::gateway::RetrySettings;
 use vitte_actors::payments::PayloadSigner;
-use vitte_actors::resilience::backoff::BackoffSettings;
 use vitte_actors::resilience::breaker::BreakerSettings;
-use vitte_actors::resilience::intensity::IntensitySettings;
 use vitte_actors::resilience::limiter::RateLimit;
-use vitte_actors::supervision::{ActorKind, KindPolicy, OverflowPolicy};
+
+mod supervision;
+mod validate;
+
+pub use supervision::{KindSection, SupervisionSettings};
 
 /// Why the configuration cannot be used; always one line naming the key at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -214,119 +215,6 @@ pub struct CacheSettings {
     pub max_entries: usize,
 }
 
-/// Supervision policies: a `[supervision.<kind>]` section per kind of supervised component
-/// (see `vitte_actors::supervision::kinds`). A kind without a section gets the defaults; a
-/// section naming no kind is an error, so a typo never passes silently.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-// Transparent, not flattened: flattening buffers the values and loses the typing of
-// environment variables (`VITTE__SUPERVISION__SESSION__MAILBOX_CAPACITY=3`).
-#[serde(transparent)]
-pub struct SupervisionSettings {
-    sections: BTreeMap<String, KindSection>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KindSection {
-    pub restart_intensity: IntensitySettings,
-    pub backoff: BackoffSettings,
-    pub mailbox_capacity: usize,
-    pub overflow: OverflowPolicy,
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for KindSection {
-    fn default() -> Self {
-        let policy = KindPolicy::default();
-        KindSection {
-            restart_intensity: policy.intensity,
-            backoff: policy.backoff,
-            mailbox_capacity: policy.mailbox_capacity,
-            overflow: policy.overflow,
-            idle_timeout: policy.idle_timeout,
-            shutdown_timeout: policy.shutdown_timeout,
-        }
-    }
-}
-
-impl KindSection {
-    pub fn policy(&self) -> KindPolicy {
-        KindPolicy {
-            intensity: self.restart_intensity.clone(),
-            backoff: self.backoff.clone(),
-            mailbox_capacity: self.mailbox_capacity,
-            overflow: self.overflow,
-            idle_timeout: self.idle_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-        }
-    }
-
-    fn validate(&self, kind: &str) -> Result<(), ConfigError> {
-        let key = |field: &str| format!("supervision.{kind}.{field}");
-        self.restart_intensity
-            .validate()
-            .map_err(|problem| ConfigError::invalid(&key("restart_intensity"), problem))?;
-        self.backoff
-            .validate()
-            .map_err(|problem| ConfigError::invalid(&key("backoff"), problem))?;
-        if self.mailbox_capacity == 0 {
-            return Err(ConfigError::invalid(
-                &key("mailbox_capacity"),
-                "must be at least 1",
-            ));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                &key("idle_timeout"),
-                "must be longer than 0",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl SupervisionSettings {
-    /// The section of `kind` (its defaults when the configuration has none).
-    pub fn kind(&self, kind: ActorKind) -> KindSection {
-        self.sections
-            .get(kind.as_str())
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The section of `kind`, to change it (tests, tools).
-    pub fn kind_mut(&mut self, kind: ActorKind) -> &mut KindSection {
-        self.sections.entry(kind.as_str().to_owned()).or_default()
-    }
-
-    /// Every kind's policy.
-    pub fn policies(&self) -> HashMap<ActorKind, KindPolicy> {
-        ActorKind::ALL
-            .iter()
-            .map(|kind| (*kind, self.kind(*kind).policy()))
-            .collect()
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, section) in &self.sections {
-            if ActorKind::parse(name).is_none() {
-                return Err(ConfigError::invalid(
-                    &format!("supervision.{name}"),
-                    format!(
-                        "no such kind of component (the kinds are {})",
-                        ActorKind::names().join(", ")
-                    ),
-                ));
-            }
-            section.validate(name)?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AdminSettings {
     /// Bearer token for /admin/*; empty disables them (401).
@@ -489,7 +377,6 @@ impl Settings {
             .map_err(|error| ConfigError::Unreadable(one_line(&error.to_string())))
     }
 
-    /// Checks every key `purpose` needs.
     /// The daily limits, with the time zone read.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         let limits = &self.limits;
@@ -582,185 +469,6 @@ impl Settings {
         }
     }
 
-    pub fn validate(&self, purpose: Purpose) -> Result<(), ConfigError> {
-        self.database_target()?;
-        if self.database.max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "database.max_connections",
-                "must be at least 1",
-            ));
-        }
-        if purpose == Purpose::Migrate {
-            return Ok(());
-        }
-        check_http_url("llm.base_url", &self.llm.base_url)?;
-        if self.llm.model.trim().is_empty() {
-            return Err(ConfigError::invalid("llm.model", "must be set"));
-        }
-        if !(0.0..=2.0).contains(&self.llm.temperature) {
-            return Err(ConfigError::invalid(
-                "llm.temperature",
-                "must be between 0 and 2",
-            ));
-        }
-        if self.llm.context_tokens <= self.llm.max_reply_tokens {
-            return Err(ConfigError::invalid(
-                "llm.context_tokens",
-                "must be larger than llm.max_reply_tokens",
-            ));
-        }
-        if self.session.max_message_chars == 0 {
-            return Err(ConfigError::invalid(
-                "session.max_message_chars",
-                "must be at least 1",
-            ));
-        }
-        if self.session.answer_within < Duration::from_secs(10) {
-            return Err(ConfigError::invalid(
-                "session.answer_within",
-                "must be at least 10s",
-            ));
-        }
-        if self.session.history_limit == 0 {
-            return Err(ConfigError::invalid(
-                "session.history_limit",
-                "must be at least 1",
-            ));
-        }
-        if self.streaming.edit_interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(
-                "streaming.edit_interval",
-                "must be at least 100ms (Telegram limits edits per chat)",
-            ));
-        }
-        self.limits()?;
-        self.memory()?;
-        check_http_url("memory.embeddings.base_url", self.embeddings_base_url())?;
-        if self.memory.embeddings.model.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "memory.embeddings.model",
-                "must be set",
-            ));
-        }
-        if self.payments.sweep_every < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                "payments.sweep_every",
-                "must be at least 1s",
-            ));
-        }
-        self.validate_reloadable()?;
-        for (index, fallback) in self.llm.fallbacks.iter().enumerate() {
-            check_http_url(
-                &format!("llm.fallbacks[{index}].base_url"),
-                &fallback.base_url,
-            )?;
-        }
-        let redis = self.redis.url.expose_secret();
-        if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
-            return Err(ConfigError::invalid(
-                "redis.url",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        if purpose == Purpose::Chat {
-            return Ok(());
-        }
-        self.http_address()?;
-        if self.telegram.token.expose_secret().trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "telegram.token",
-                "must be set (env VITTE__TELEGRAM__TOKEN)",
-            ));
-        }
-        check_http_url("telegram.api_url", &self.telegram.api_url)?;
-        if self.telegram.mode == TelegramMode::Webhook {
-            check_http_url("telegram.webhook_url", &self.telegram.webhook_url)?;
-            let secret = self.telegram.webhook_secret.expose_secret();
-            let valid = (1..=256).contains(&secret.len())
-                && secret
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !valid {
-                return Err(ConfigError::invalid(
-                    "telegram.webhook_secret",
-                    "webhook mode needs 1-256 characters of A-Z, a-z, 0-9, _ and - \
-                     (env VITTE__TELEGRAM__WEBHOOK_SECRET)",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks the sections that a live reload applies (supervision, breakers, limits,
-    /// retries, cache).
-    pub fn validate_reloadable(&self) -> Result<(), ConfigError> {
-        self.supervision.validate()?;
-        let llm = &self.llm;
-        let mut providers = vec![("llm".to_owned(), &llm.breaker, &llm.rate_limit, &llm.retry)];
-        for (index, fallback) in llm.fallbacks.iter().enumerate() {
-            providers.push((
-                format!("llm.fallbacks[{index}]"),
-                &fallback.breaker,
-                &fallback.rate_limit,
-                &fallback.retry,
-            ));
-        }
-        let embeddings = &self.memory.embeddings;
-        providers.push((
-            "memory.embeddings".to_owned(),
-            &embeddings.breaker,
-            &embeddings.rate_limit,
-            &embeddings.retry,
-        ));
-        for (prefix, breaker, rate_limit, retry) in providers {
-            breaker
-                .validate()
-                .map_err(|problem| ConfigError::invalid(&format!("{prefix}.breaker"), problem))?;
-            rate_limit.validate().map_err(|problem| {
-                ConfigError::invalid(&format!("{prefix}.rate_limit"), problem)
-            })?;
-            retry
-                .validate()
-                .map_err(|problem| ConfigError::invalid(&format!("{prefix}.retry"), problem))?;
-        }
-        llm.user_rate_limit
-            .validate()
-            .map_err(|problem| ConfigError::invalid("llm.user_rate_limit", problem))?;
-        self.memory
-            .llm_rate_limit
-            .validate()
-            .map_err(|problem| ConfigError::invalid("memory.llm_rate_limit", problem))?;
-        if llm.max_queue_wait > Duration::from_secs(600) {
-            return Err(ConfigError::invalid(
-                "llm.max_queue_wait",
-                "must be at most 10m",
-            ));
-        }
-        if llm.cache.ttl > Duration::from_secs(30 * 86_400) {
-            return Err(ConfigError::invalid(
-                "llm.cache.ttl",
-                "must be at most 30 days",
-            ));
-        }
-        let mut names = vec![llm.name.as_str()];
-        for (index, fallback) in llm.fallbacks.iter().enumerate() {
-            if names.contains(&fallback.name.as_str()) || fallback.name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    &format!("llm.fallbacks[{index}].name"),
-                    "must be set and differ from every other provider's name",
-                ));
-            }
-            names.push(&fallback.name);
-        }
-        if llm.cache.max_entries == 0 {
-            return Err(ConfigError::invalid(
-                "llm.cache.max_entries",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-
     /// Keys that differ from `running` but only take effect after a restart (compared in
     /// their printed, secret-redacted form).
     pub fn restart_only_differences(&self, running: &Settings) -> Vec<String> {
@@ -850,13 +558,6 @@ fn to_toml<T: Serialize>(value: &T) -> String {
     toml::to_string(value).unwrap_or_default()
 }
 
-fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    match url::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
-        _ => Err(ConfigError::invalid(key, "must be an http(s) URL")),
-    }
-}
-
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -895,6 +596,7 @@ fn redact_url_password<S: Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vitte_actors::supervision::ActorKind;
 
     fn defaults() -> Settings {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");

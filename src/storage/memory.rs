@@ -9,7 +9,7 @@ use vitte_actors::domain::memory::{vector_from_bytes, vector_to_bytes};
 use vitte_actors::ports::memory::{MemoryId, MemoryStore, NewMemory, StoredMemory, StoredSummary};
 use vitte_actors::ports::{DialogId, StoreError, UserId};
 
-use super::schema::{dialog_summaries, dialogs, inbox, memories, messages, token_usage, users};
+use super::schema::{dialog_summaries, dialogs, memories, messages, token_usage, users};
 use super::{Database, Pool, SqliteConn, StorageError};
 use diesel_async::AsyncPgConnection;
 
@@ -224,9 +224,9 @@ impl MemoryStore for Database {
             diesel::delete(token_usage::table.filter(token_usage::user_id.eq(user_id)))
                 .execute(conn)
                 .await?;
-            diesel::delete(inbox::table.filter(inbox::user_id.eq(user_id)))
-                .execute(conn)
-                .await?;
+            // The inbox keeps its update ids (so a redelivery is still recognised, until they
+            // are pruned): a handled update's payload is gone already, and an unhandled one is
+            // still on its way to the session.
             diesel::delete(dialogs::table.filter(dialogs::user_id.eq(user_id)))
                 .execute(conn)
                 .await?;

@@ -95,7 +95,8 @@ pub trait MemoryStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Deletes everything the user said and everything derived from it: messages, dialogs,
-    /// memories, summaries, token counts, accepted updates and the profile. Payment records
-    /// stay (the law keeps them), holding no message content.
+    /// memories, summaries, token counts and the profile. Payment records stay (the law
+    /// keeps them), holding no message content; so do the ids of accepted updates (a handled
+    /// update keeps no content), until they are pruned.
     async fn forget_user(&self, user_id: UserId) -> Result<(), StoreError>;
 }

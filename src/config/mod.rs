@@ -681,6 +681,13 @@ mod tests {
             error.to_string().starts_with("memory.embeddings.base_url:"),
             "{error}"
         );
+        let mut settings = valid();
+        settings.memory.embeddings.name = settings.llm.name.clone();
+        let error = settings.validate(Purpose::Chat).expect_err("same name");
+        assert!(
+            error.to_string().starts_with("memory.embeddings.name:"),
+            "{error}"
+        );
         // Left empty, the embeddings endpoint is the LLM's.
         let settings = valid();
         assert_eq!(settings.embeddings_base_url(), settings.llm.base_url);

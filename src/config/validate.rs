@@ -69,6 +69,21 @@ impl Settings {
                 "must be set",
             ));
         }
+        // Providers are told apart by name (breakers, rate buckets, metrics, reloads).
+        let chat_names = std::iter::once(&self.llm.name)
+            .chain(self.llm.fallbacks.iter().map(|fallback| &fallback.name));
+        if chat_names
+            .into_iter()
+            .any(|name| *name == self.memory.embeddings.name)
+        {
+            return Err(ConfigError::invalid(
+                "memory.embeddings.name",
+                format!(
+                    "{:?} is a chat provider's name already; give the embeddings provider its own",
+                    self.memory.embeddings.name
+                ),
+            ));
+        }
         if self.payments.sweep_every < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "payments.sweep_every",

@@ -7,9 +7,15 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use vitte_actors::domain::memory::{vector_from_bytes, vector_to_bytes};
 use vitte_actors::ports::memory::{MemoryId, MemoryStore, NewMemory, StoredMemory, StoredSummary};
-use vitte_actors::ports::{DialogId, StoreError, UserId};
+use vitte_actors::ports::{DialogId, MessageStatus, Role, StoreError, UserId};
 
-use super::schema::{dialog_summaries, dialogs, memories, messages, token_usage, users};
+/// How long the times of forgotten replies are kept for the daily limit: two days cover any
+/// zone's "today".
+const COUNTED_FOR_MS: i64 = 2 * 86_400_000;
+
+use super::schema::{
+    dialog_summaries, dialogs, forgotten_replies, memories, messages, token_usage, users,
+};
 use super::{Database, Pool, SqliteConn, StorageError};
 use diesel_async::AsyncPgConnection;
 
@@ -206,10 +212,37 @@ impl MemoryStore for Database {
     }
 
     async fn forget_user(&self, user_id: UserId) -> Result<(), StoreError> {
+        let kept_since = self.now() - COUNTED_FOR_MS;
         in_transaction!(self, |conn| {
             let theirs = dialogs::table
                 .filter(dialogs::user_id.eq(user_id))
                 .select(dialogs::id);
+            // The daily limit counts replies from their messages: the recent ones' times stay.
+            let recent: Vec<i64> = messages::table
+                .filter(messages::dialog_id.eq_any(theirs))
+                .filter(messages::created_at.ge(kept_since))
+                .filter(messages::role.eq(Role::Assistant.as_str()))
+                .filter(messages::provider.is_not_null())
+                .filter(messages::status.ne(MessageStatus::Pending.as_str()))
+                .select(messages::created_at)
+                .load(conn)
+                .await?;
+            for at in recent {
+                diesel::insert_into(forgotten_replies::table)
+                    .values((
+                        forgotten_replies::user_id.eq(user_id),
+                        forgotten_replies::created_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            diesel::delete(
+                forgotten_replies::table
+                    .filter(forgotten_replies::user_id.eq(user_id))
+                    .filter(forgotten_replies::created_at.lt(kept_since)),
+            )
+            .execute(conn)
+            .await?;
             diesel::delete(messages::table.filter(messages::dialog_id.eq_any(theirs)))
                 .execute(conn)
                 .await?;

@@ -16,7 +16,8 @@ use vitte_actors::ports::payments::{
 use vitte_actors::ports::{MessageStatus, Role, StoreError, UserId};
 
 use super::schema::{
-    checkouts, dialogs, entitlements, inbox, messages, payment_events, payments, users,
+    checkouts, dialogs, entitlements, forgotten_replies, inbox, messages, payment_events, payments,
+    users,
 };
 use super::{Database, Pool, SqliteConn, StorageError};
 use diesel_async::AsyncPgConnection;
@@ -537,7 +538,14 @@ impl PaymentStore for Database {
                 .count()
                 .get_result(conn)
                 .await?;
-            Ok(u32::try_from(replies).unwrap_or(u32::MAX))
+            // And those /forget_me deleted (their times stay, for this count only).
+            let forgotten: i64 = forgotten_replies::table
+                .filter(forgotten_replies::user_id.eq(user_id))
+                .filter(forgotten_replies::created_at.ge(since))
+                .count()
+                .get_result(conn)
+                .await?;
+            Ok(u32::try_from(replies + forgotten).unwrap_or(u32::MAX))
         })
         .map_err(StoreError::from)
     }

@@ -162,6 +162,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The times of replies /forget_me deleted (no content), for the daily limit.
+    forgotten_replies (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -176,5 +185,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     checkouts,
     payment_events,
     memories,
-    dialog_summaries
+    dialog_summaries,
+    forgotten_replies
 );

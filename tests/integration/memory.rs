@@ -183,7 +183,10 @@ async fn duplicates_are_not_added_twice_and_a_contradiction_supersedes(backend: 
 }
 
 async fn forget_me_deletes_everything_but_the_payment_records(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_adjusted(backend, |settings| {
+        settings.limits.free_daily_messages = 5;
+    })
+    .await;
     let user = 50301;
     app.llm
         .script_facts([fact("User50301 is a nurse", "identity")]);
@@ -242,6 +245,19 @@ async fn forget_me_deletes_everything_but_the_payment_records(backend: Backend) 
     exchange(&app, user, "what do I do for a living, nurse?").await;
     let prompt = prompt_for(&app, "what do I do for a living, nurse?");
     assert!(!prompt.contains("nurse"), "{prompt}");
+
+    // Today's replies still count (3 before, 1 after, of 5), also after a restart: deleting
+    // one's data is no way around the daily limit.
+    let app = app.restart().await;
+    exchange(&app, user, "one more").await;
+    app.user_says(user, "and another").await;
+    wait_until("the daily limit", || {
+        app.telegram
+            .sent_texts(user)
+            .pop()
+            .filter(|text| text.starts_with("That was all 5 free messages for today"))
+    })
+    .await;
     app.stop().await;
 }
 

@@ -147,13 +147,11 @@ pub enum FactsError {
     NotJson(String),
     #[error("fact {index}: {problem}")]
     BadFact { index: usize, problem: String },
-    #[error("too many facts ({0})")]
-    TooMany(usize),
 }
 
 /// Longest fact kept, in characters.
 pub const MAX_FACT_CHARS: usize = 300;
-/// Most facts taken from one answer.
+/// Most facts taken from one answer (the most important ones when there are more).
 pub const MAX_FACTS: usize = 20;
 
 #[derive(serde::Deserialize)]
@@ -183,10 +181,7 @@ pub fn parse_facts(answer: &str, related: usize) -> Result<Vec<Fact>, FactsError
     let items = match parsed {
         FactsAnswer::Wrapped { facts } | FactsAnswer::Bare(facts) => facts,
     };
-    if items.len() > MAX_FACTS {
-        return Err(FactsError::TooMany(items.len()));
-    }
-    items
+    let mut facts = items
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
@@ -221,7 +216,16 @@ pub fn parse_facts(answer: &str, related: usize) -> Result<Vec<Fact>, FactsError
                 replaces: raw.replaces,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Fact>, FactsError>>()?;
+    // More than asked for: the most important ones (in their order otherwise).
+    if facts.len() > MAX_FACTS {
+        let mut by_importance: Vec<usize> = (0..facts.len()).collect();
+        by_importance.sort_by_key(|&index| std::cmp::Reverse(facts[index].importance));
+        let mut kept = by_importance[..MAX_FACTS].to_vec();
+        kept.sort_unstable();
+        facts = kept.into_iter().map(|index| facts[index].clone()).collect();
+    }
+    Ok(facts)
 }
 
 fn strip_fence(text: &str) -> &str {
@@ -415,7 +419,8 @@ pub fn extraction_prompt(user_name: &str, related: &[&str]) -> String {
         "{EXTRACTION_MARKER} Read the new messages between {user_name} and a persona and list \
          durable facts about {user_name} (not about the persona, not about the story's \
          fiction): name, age, home, work, family, pets, tastes, plans, important events. \
-         Skip small talk and anything already stored unless it changed.\n\
+         Skip small talk and anything already stored unless it changed; at most {MAX_FACTS} \
+         facts.\n\
          Answer with JSON only: {{\"facts\": [{{\"text\": \"a short sentence in the \
          language of the conversation\", \"category\": \"identity|preference|relationship|\
          event|other\", \"importance\": 1-5, \"replaces\": N}}]}}. Give \"replaces\" only \
@@ -501,6 +506,19 @@ mod tests {
         let facts = parse_facts(fenced, 1).expect("valid");
         assert_eq!(facts[0].replaces, Some(1));
         assert_eq!(parse_facts(r#"{"facts": []}"#, 0), Ok(Vec::new()));
+        // Too many: the most important are kept, in order.
+        let many: Vec<String> = (0..25)
+            .map(|i| {
+                let importance = if i % 5 == 0 { 5 } else { 1 + i % 3 };
+                format!(
+                    r#"{{"text": "fact {i}", "category": "other", "importance": {importance}}}"#
+                )
+            })
+            .collect();
+        let facts = parse_facts(&format!("[{}]", many.join(",")), 0).expect("kept");
+        assert_eq!(facts.len(), MAX_FACTS);
+        assert_eq!(facts[0].text, "fact 0");
+        assert!(facts.iter().filter(|fact| fact.importance == 5).count() == 5);
     }
 
     #[test]

@@ -33,6 +33,20 @@ pub(super) struct EmbeddingProvider {
     guard: Guard,
 }
 
+/// A breaker permit in use by an embedding call.
+struct HeldPermit<'a> {
+    breaker: &'a Mutex<CircuitBreaker>,
+    permit: Option<crate::resilience::breaker::Permit>,
+}
+
+impl Drop for HeldPermit<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            lock(self.breaker).release(permit);
+        }
+    }
+}
+
 impl LlmGateway {
     /// Adds the embeddings provider long-term memory uses.
     pub fn with_embeddings(mut self, spec: EmbeddingSpec) -> LlmGateway {
@@ -115,7 +129,16 @@ impl LlmGateway {
             return Err(LlmError::RateLimited { retry_in: wait });
         }
         let started = Instant::now();
+        // Dropped unfinished (recall's deadline passed): the permit goes back unrecorded, so
+        // a half-open probe is never left outstanding.
+        let mut held = HeldPermit {
+            breaker: &provider.breaker,
+            permit: Some(permit),
+        };
         let outcome = provider.guard.run(provider.client.embed(texts)).await;
+        let Some(permit) = held.permit.take() else {
+            return Err(LlmError::Crashed("the breaker permit was lost".into()));
+        };
         let elapsed = started.elapsed();
         self.metrics()
             .ai_request_duration_seconds

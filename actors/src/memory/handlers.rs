@@ -181,15 +181,18 @@ async fn store_facts(
     related: &[&StoredMemory],
     facts: Vec<Fact>,
 ) -> Option<bool> {
-    let mut seen: HashSet<String> = memories
+    // A duplicate is the same fact in the same scope (another persona's own fact is not
+    // this persona's).
+    let mut seen: HashSet<(Option<String>, String)> = memories
         .iter()
-        .map(|memory| memory.content_hash.clone())
+        .map(|memory| (memory.persona_id.clone(), memory.content_hash.clone()))
         .collect();
     let fresh: Vec<(Fact, String)> = facts
         .into_iter()
         .filter_map(|fact| {
             let hash = content_hash(&fact.text);
-            if seen.insert(hash.clone()) {
+            let scope = deps.settings.scope_of(fact.category, &job.persona_id);
+            if seen.insert((scope, hash.clone())) {
                 Some((fact, hash))
             } else {
                 count_saved(deps, MemorySaved::Duplicate);
@@ -212,7 +215,15 @@ async fn store_facts(
     let now = deps.clock.now_millis();
     let mut changed = false;
     for ((fact, hash), vector) in fresh.into_iter().zip(vectors) {
-        let persona_id = deps.settings.scope_of(fact.category, &job.persona_id);
+        let replaced = fact
+            .replaces
+            .and_then(|number| number.checked_sub(1))
+            .and_then(|index| related.get(index));
+        // A correction keeps the corrected fact's reach: a user-wide fact stays user-wide.
+        let persona_id = match replaced {
+            Some(old) if old.persona_id.is_none() => None,
+            _ => deps.settings.scope_of(fact.category, &job.persona_id),
+        };
         let memory = NewMemory {
             user_id: job.user_id,
             persona_id: persona_id.clone(),
@@ -224,10 +235,7 @@ async fn store_facts(
             content_hash: hash,
             at: now,
         };
-        let replaced = fact
-            .replaces
-            .and_then(|number| related.get(number - 1))
-            .map(|old| old.id);
+        let replaced = replaced.map(|old| old.id);
         let near = memories
             .iter()
             .filter(|stored| stored.persona_id == persona_id)

@@ -1,6 +1,9 @@
 //! The memory keeper actor: one per process, on its own arbiter, working through its own
 //! bounded queue one job at a time.
 //!
+//! Forgetting does not queue behind other users' work: it runs at once, unless the job in
+//! progress is the same user's (then right after it, so nothing that job stores survives).
+//!
 //! It follows the supervision template ([`crate::supervision::guard`]): each job runs in its
 //! [`Guard`]; after a crash the job is dropped (a forget waiting on it is answered
 //! `Crashed`), the keeper rests for the backoff and goes on with the queue. Its state is in
@@ -50,6 +53,8 @@ pub struct MemoryKeeper {
     guard: Arc<Guard>,
     queue: VecDeque<Job>,
     busy: bool,
+    /// The user whose job is in progress.
+    working_for: Option<UserId>,
     listener: Option<Arc<dyn MemoryListener>>,
 }
 
@@ -99,6 +104,7 @@ impl MemoryKeeper {
             deps,
             queue: VecDeque::new(),
             busy: false,
+            working_for: None,
             listener: None,
         });
         KeeperHandle { address }
@@ -149,6 +155,7 @@ impl MemoryKeeper {
         };
         self.report_depth();
         self.busy = true;
+        self.working_for = Some(job.user_id());
         let deps = self.deps.clone();
         let guard = self.guard.clone();
         let work = async move {
@@ -197,6 +204,7 @@ impl MemoryKeeper {
         };
         ctx.spawn(work.into_actor(self).map(|news, keeper, ctx| {
             keeper.busy = false;
+            keeper.working_for = None;
             if let (Some(listener), Some((user_id, news))) = (&keeper.listener, news) {
                 listener.memory_changed(user_id, news);
             }
@@ -246,11 +254,23 @@ impl Handler<Summarise> for MemoryKeeper {
 impl Handler<Forget> for MemoryKeeper {
     type Result = ResponseFuture<Result<u64, ForgetError>>;
 
-    /// Puts the forgetting first in the queue (after the job in progress, so nothing that
-    /// job stores survives it); forgetting everything also drops the user's queued jobs.
+    /// Forgets at once, beside the job in progress, unless that job is the same user's:
+    /// then first in the queue, after it (so nothing that job stores survives). Forgetting
+    /// everything also drops the user's queued jobs.
     fn handle(&mut self, forget: Forget, ctx: &mut Self::Context) -> Self::Result {
         if forget.ids.is_none() {
             self.queue.retain(|job| job.user_id() != forget.user_id);
+            self.report_depth();
+        }
+        if self.working_for != Some(forget.user_id) {
+            let (deps, guard) = (self.deps.clone(), self.guard.clone());
+            return Box::pin(async move {
+                let forgetting = handlers::forget(&deps, forget.user_id, forget.ids.as_deref());
+                guard
+                    .run(forgetting)
+                    .await
+                    .unwrap_or(Err(ForgetError::Crashed))
+            });
         }
         let (done, answer) = oneshot::channel();
         self.queue.push_front(Job::Forget {

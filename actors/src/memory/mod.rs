@@ -3,7 +3,8 @@
 //! ```text
 //!  session ── Extract (after more than N new messages; when the dialog goes idle) ──┐
 //!  session ── Summarise (the history outgrew the prompt) ───────────────────────────┤
-//!  session ── Forget (/memory's buttons, /forget_me), answered when done ───────────┤
+//!  session ── Forget (/memory's buttons, /forget_me): at once, or after the same user's
+//!             job in progress; answered when done ───────────────────────────────────┤
 //!                                                                                   ▼
 //!                                  MemoryKeeper (one actor, its own bounded queue, one job
 //!                                  at a time; LLM and embeddings through the gateway)

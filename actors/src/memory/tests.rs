@@ -432,6 +432,13 @@ async fn the_keepers_queue_drops_its_oldest_job_when_full_and_forgetting_goes_fi
     })
     .await;
     assert_eq!(metrics.memory_queue_depth.get(), 2);
+    // Another user's forgetting does not wait behind this user's job in progress.
+    assert_eq!(keeper.forget(USER + 1, None).await, Ok(0));
+    assert_eq!(
+        lock(&bench.llm.requests).len(),
+        1,
+        "the gate is still closed"
+    );
     // Forgetting everything waits only for the job in progress, and drops the user's queue.
     let forgot = {
         let keeper = keeper.clone();
@@ -522,8 +529,18 @@ async fn a_fact_told_to_one_persona_is_recalled_by_another_and_forgotten_on_requ
     }
     eventually("two facts stored", || h.memories.rows(USER).len() == 2).await;
     *lock(&h.llm.facts) = None;
-    let everything = crate::session::buttons::ButtonData::ForgetAllMemories.encode();
-    h.handle(crate::testing::press(USER, &everything)).await;
+    // A stale button, from mira's list, forgets nothing while arlo is active.
+    let stale = crate::session::buttons::ButtonData::ForgetAllMemories {
+        persona: "mira".into(),
+    };
+    h.handle(crate::testing::press(USER, &stale.encode())).await;
+    assert_eq!(h.memories.rows(USER).len(), 2);
+    assert_eq!(h.last_text(USER), "Cancelled.");
+    let everything = crate::session::buttons::ButtonData::ForgetAllMemories {
+        persona: "arlo".into(),
+    };
+    h.handle(crate::testing::press(USER, &everything.encode()))
+        .await;
     assert!(h.memories.rows(USER).is_empty());
     assert_eq!(
         h.last_text(USER),

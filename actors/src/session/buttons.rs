@@ -25,7 +25,7 @@
 //! | `x` | cancel a question |
 //! | `$`, `$:{product}`, `me` | the store, buy a product, the user's plan (/status) |
 //! | `renew:{on,off}` | resume or cancel the subscription's renewal |
-//! | `mem:{page}`, `mem-:{memory}:{page}`, `mem!` | /memory's pages, forget one, forget all |
+//! | `mem:{page}`, `mem-:{memory}:{page}`, `mem!:{persona}` | /memory's pages, forget one, forget all the persona recalls |
 //! | `forgetme!` | /forget_me confirmed |
 
 use crate::domain::texts::Lang;
@@ -111,8 +111,11 @@ pub enum ButtonData {
         memory: MemoryId,
         page: u16,
     },
-    /// Forget everything the active dialog's persona remembers.
-    ForgetAllMemories,
+    /// Forget everything the active dialog's persona (`persona`, the one /memory listed)
+    /// remembers.
+    ForgetAllMemories {
+        persona: String,
+    },
     /// /forget_me confirmed.
     ForgetMe,
     /// Data this version does not understand.
@@ -157,7 +160,7 @@ impl ButtonData {
             ButtonData::ForgetMemory { memory, page } => {
                 format!("mem-:{}:{page}", short_id(*memory))
             }
-            ButtonData::ForgetAllMemories => "mem!".into(),
+            ButtonData::ForgetAllMemories { persona } => format!("mem!:{persona}"),
             ButtonData::ForgetMe => "forgetme!".into(),
             // Never sent; pressing it would answer "Cancelled." like any unknown data.
             ButtonData::Unknown => "?".into(),
@@ -234,7 +237,9 @@ impl ButtonData {
                 memory: parse_short_id(memory)?,
                 page: page.parse().ok()?,
             },
-            ("mem!", []) => ButtonData::ForgetAllMemories,
+            ("mem!", [persona]) => ButtonData::ForgetAllMemories {
+                persona: id(persona)?,
+            },
             ("forgetme!", []) => ButtonData::ForgetMe,
             _ => return None,
         };
@@ -340,7 +345,9 @@ mod tests {
                 memory: i64::MAX,
                 page: u16::MAX,
             },
-            ButtonData::ForgetAllMemories,
+            ButtonData::ForgetAllMemories {
+                persona: longest_id(crate::domain::persona::MAX_ID_CHARS),
+            },
             ButtonData::ForgetMe,
         ]
     }

@@ -45,6 +45,9 @@ pub(crate) async fn recall_for_reply(
     }
 }
 
+/// Most messages sent in one extraction.
+const MAX_EXTRACT_MESSAGES: usize = 40;
+
 /// Messages of the dialog not yet looked at for facts.
 fn unextracted(dialog: &Dialog) -> Vec<&HistoryEntry> {
     dialog
@@ -66,10 +69,13 @@ pub(crate) fn extract_if_due(
     if !deps.memory.settings.enabled {
         return;
     }
-    let fresh = unextracted(dialog);
+    let mut fresh = unextracted(dialog);
     if fresh.len() <= more_than || !fresh.iter().any(|entry| entry.role == Role::User) {
         return;
     }
+    // A long stretch (a keeper that was down, a long idle dialog): its newest part only.
+    let skipped = fresh.len().saturating_sub(MAX_EXTRACT_MESSAGES);
+    fresh.drain(..skipped);
     let Some(through) = fresh.last().map(|entry| entry.message_id) else {
         return;
     };

@@ -28,5 +28,18 @@ CREATE TABLE dialog_summaries (
     updated_at BIGINT NOT NULL
 );
 
--- Facts were extracted from each dialog's messages up to this one.
+-- Facts were extracted from each dialog's messages up to this one. Dialogs from before
+-- memory start from their newest message: their history is not sent for extraction all at
+-- once on the first event after the upgrade.
 ALTER TABLE dialogs ADD COLUMN extracted_through BIGINT NOT NULL DEFAULT 0;
+UPDATE dialogs SET extracted_through = COALESCE(
+    (SELECT MAX(messages.id) FROM messages WHERE messages.dialog_id = dialogs.id), 0);
+
+-- When /forget_me deleted a user's recent replies: their times only (no content, kept two
+-- days), so the daily limit still counts them.
+CREATE TABLE forgotten_replies (
+    id BIGSERIAL PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX forgotten_replies_by_user ON forgotten_replies (user_id, created_at);

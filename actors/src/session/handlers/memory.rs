@@ -16,12 +16,17 @@ use crate::session::turn::Turn;
 /// Memories per page of /memory.
 const PAGE_SIZE: usize = 8;
 
-/// The memories the active dialog's persona may recall, oldest first, with the persona's
-/// name; loads the cache if need be. `None` (the user told) without a dialog or storage.
-async fn listed(
-    turn: &Turn<'_>,
-    state: &mut SessionState,
-) -> Option<(String, Vec<(MemoryId, String)>)> {
+/// What /memory lists: the active dialog's persona (id and name) and the memories it may
+/// recall, oldest first.
+struct Listing {
+    persona_id: String,
+    persona_name: String,
+    memories: Vec<(MemoryId, String)>,
+}
+
+/// The memories the active dialog's persona may recall; loads the cache if need be. `None`
+/// (the user told) without a dialog or storage.
+async fn listed(turn: &Turn<'_>, state: &mut SessionState) -> Option<Listing> {
     let Some(dialog) = state.active() else {
         turn.say(turn.texts.memory.no_dialog, None).await;
         return None;
@@ -52,13 +57,22 @@ async fn listed(
                 .collect()
         })
         .unwrap_or_default();
-    Some((persona_name, memories))
+    Some(Listing {
+        persona_id,
+        persona_name,
+        memories,
+    })
 }
 
 /// /memory, page `page` (from 0).
 pub(super) async fn show_memory(turn: &Turn<'_>, state: &mut SessionState, page: u16) {
     let texts = turn.texts.memory;
-    let Some((persona, memories)) = listed(turn, state).await else {
+    let Some(Listing {
+        persona_id,
+        persona_name: persona,
+        memories,
+    }) = listed(turn, state).await
+    else {
         return;
     };
     if memories.is_empty() {
@@ -105,10 +119,10 @@ pub(super) async fn show_memory(turn: &Turn<'_>, state: &mut SessionState, page:
     if !paging.is_empty() {
         rows.push(paging);
     }
-    rows.push(vec![button(
-        texts.forget_all,
-        ButtonData::ForgetAllMemories,
-    )]);
+    let everything = ButtonData::ForgetAllMemories {
+        persona: persona_id,
+    };
+    rows.push(vec![button(texts.forget_all, everything)]);
     turn.say(&text, Some(&Keyboard { rows })).await;
 }
 
@@ -125,12 +139,17 @@ pub(super) async fn forget_memory(
     }
 }
 
-/// "Forget everything": every memory the active dialog's persona may recall.
-pub(super) async fn forget_all_memories(turn: &Turn<'_>, state: &mut SessionState) {
-    let Some((_, memories)) = listed(turn, state).await else {
+/// "Forget everything": every memory the active dialog's persona may recall, if it is still
+/// the persona whose list had the button (a stale button forgets nothing).
+pub(super) async fn forget_all_memories(turn: &Turn<'_>, state: &mut SessionState, persona: &str) {
+    let Some(listing) = listed(turn, state).await else {
         return;
     };
-    let ids: Vec<MemoryId> = memories.into_iter().map(|(id, _)| id).collect();
+    if listing.persona_id != persona {
+        turn.say(turn.texts.cancelled, None).await;
+        return;
+    }
+    let ids: Vec<MemoryId> = listing.memories.into_iter().map(|(id, _)| id).collect();
     let count = ids.len();
     if forget(turn, state, ids).await {
         let done = fill(

@@ -205,7 +205,9 @@ async fn press_button(
         ButtonData::ForgetMemory { memory, page } => {
             memory::forget_memory(turn, state, memory, page).await;
         }
-        ButtonData::ForgetAllMemories => memory::forget_all_memories(turn, state).await,
+        ButtonData::ForgetAllMemories { persona } => {
+            memory::forget_all_memories(turn, state, &persona).await;
+        }
         ButtonData::ForgetMe => memory::forget_me(turn, state).await,
         ButtonData::Unknown => {
             tracing::debug!(data, "unknown button data");

@@ -3,7 +3,10 @@
 //!
 //! The session caches the user's memories with their vectors ([`MemoryIndex`]) while it
 //! lives, so after the one embedding call per message recall is CPU only: an exact scan of
-//! a few hundred unit vectors. The embedding call has a deadline; past it, or when it fails,
+//! a few hundred unit vectors. When the keeper changes the user's memories the cache is
+//! dropped and read again from storage on the next recall (one read, outside the embedding
+//! deadline): news that carried the memories themselves could arrive after a /memory
+//! deletion and bring a forgotten fact back into the cache; storage cannot. The embedding call has a deadline; past it, or when it fails,
 //! the reply goes without memories and `memory_recall_skipped_total{reason}` counts it.
 
 use std::collections::HashSet;

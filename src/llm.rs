@@ -392,12 +392,15 @@ pub struct OpenAiEmbeddings {
     endpoint: String,
     api_key: SecretString,
     model: String,
+    dimensions: Option<u32>,
 }
 
 #[derive(Serialize)]
 struct EmbeddingsBody<'a> {
     model: &'a str,
     input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +420,7 @@ impl OpenAiEmbeddings {
         base_url: &str,
         api_key: SecretString,
         model: &str,
+        dimensions: Option<u32>,
         request_timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<OpenAiEmbeddings, reqwest::Error> {
@@ -430,6 +434,7 @@ impl OpenAiEmbeddings {
             endpoint: format!("{}/embeddings", base_url.trim_end_matches('/')),
             api_key,
             model: model.to_owned(),
+            dimensions,
         })
     }
 }
@@ -441,6 +446,7 @@ impl Embedder for OpenAiEmbeddings {
         let body = EmbeddingsBody {
             model: &self.model,
             input: texts,
+            dimensions: self.dimensions,
         };
         let call = self.http.post(&self.endpoint).json(&body);
         let response = send_checked(call, &self.api_key).await?;

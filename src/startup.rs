@@ -151,6 +151,7 @@ impl Core {
             settings.embeddings_base_url(),
             settings.embeddings_api_key(),
             &embeddings.model,
+            embeddings.dimensions,
             embeddings.request_timeout,
             settings.llm.connect_timeout,
         )

@@ -77,6 +77,8 @@ pub struct LoadConfig {
     pub redeliver_rate: f64,
     /// Long-term memories written for each user before the load (0: memory stays off).
     pub memories_per_user: usize,
+    /// Length of the memories' vectors (what vitte asks the embeddings for).
+    pub embedding_dimensions: usize,
 }
 
 impl LoadConfig {
@@ -113,6 +115,17 @@ impl LoadConfig {
             vitte_env: Vec::new(),
             redeliver_rate: 0.0,
             memories_per_user: 0,
+            embedding_dimensions: peers::EMBEDDING_DIMENSIONS,
+        }
+    }
+}
+
+impl LoadConfig {
+    /// The memories seeded per user.
+    pub fn memory_shape(&self) -> memory::Shape {
+        memory::Shape {
+            per_user: self.memories_per_user,
+            dimensions: self.embedding_dimensions,
         }
     }
 }
@@ -533,7 +546,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
         let user_ids: Vec<i64> = (0..config.users)
             .map(|user| tracker.user_id(user))
             .collect();
-        memory::seed(&options.database_url, &user_ids, config.memories_per_user).await?;
+        memory::seed(&options.database_url, &user_ids, config.memory_shape()).await?;
     }
     let vitte_url = vitte.url.clone();
     let vitte = Arc::new(tokio::sync::Mutex::new(vitte));
@@ -696,7 +709,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
         notes.extend(memory::notes(
             &metrics,
             config.users,
-            config.memories_per_user,
+            config.memory_shape(),
             rss_before_mib,
             vitte.rss_mib().unwrap_or(0.0),
         ));
@@ -750,6 +763,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
             "answered_with_notice": tracker.notices.load(Ordering::Relaxed),
             "greetings_missing": tracker.greetings_missing.load(Ordering::Relaxed),
             "memories_per_user": config.memories_per_user,
+            "embedding_dimensions": config.embedding_dimensions,
         }),
         duration_seconds: outcome.duration_seconds,
         messages_sent: outcome.sent,

@@ -103,6 +103,9 @@ struct Cli {
     /// Long-term memories per user (memory scenario).
     #[arg(long)]
     memories: Option<usize>,
+    /// Length of the memories' vectors (memory scenario; vitte asks the embeddings for it).
+    #[arg(long, default_value_t = 1536)]
+    dimensions: usize,
     /// Share of updates delivered twice (a redelivery after newer ones).
     #[arg(long, default_value_t = 0.0)]
     redeliver_rate: f64,
@@ -198,7 +201,13 @@ fn config(cli: &Cli) -> LoadConfig {
         reply_timeout: cli.reply_timeout,
         progress: !cli.no_progress,
         vitte_env: match cli.scenario {
-            Scenario::Memory => vec![("VITTE__MEMORY__ENABLED".into(), "true".into())],
+            Scenario::Memory => vec![
+                ("VITTE__MEMORY__ENABLED".into(), "true".into()),
+                (
+                    "VITTE__MEMORY__EMBEDDINGS__DIMENSIONS".into(),
+                    cli.dimensions.to_string(),
+                ),
+            ],
             _ => Vec::new(),
         },
         redeliver_rate: cli.redeliver_rate,
@@ -206,6 +215,7 @@ fn config(cli: &Cli) -> LoadConfig {
             Scenario::Memory => cli.memories.unwrap_or(300),
             _ => 0,
         },
+        embedding_dimensions: cli.dimensions,
     }
 }
 

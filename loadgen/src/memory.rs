@@ -9,15 +9,13 @@ use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
-use crate::peers::EMBEDDING_DIMENSIONS;
-
 /// Rows per INSERT statement.
 const ROWS_PER_STATEMENT: usize = 50;
 
-/// A random unit vector of the fake embeddings' size, as hex of little-endian `f32`s (how
-/// vitte stores vectors).
-fn random_vector_hex() -> String {
-    let mut vector: Vec<f32> = (0..EMBEDDING_DIMENSIONS)
+/// A random unit vector of `dimensions`, as hex of little-endian `f32`s (how vitte stores
+/// vectors).
+fn random_vector_hex(dimensions: usize) -> String {
+    let mut vector: Vec<f32> = (0..dimensions)
         .map(|_| fastrand::f32() * 2.0 - 1.0)
         .collect();
     let norm = vector
@@ -38,12 +36,12 @@ fn random_vector_hex() -> String {
 
 /// The INSERT statements that give each of `user_ids` `per_user` memories (the whole user's,
 /// so every persona recalls them). `postgres` picks the bytea literal's syntax.
-fn statements(user_ids: &[i64], per_user: usize, postgres: bool) -> Vec<String> {
+fn statements(user_ids: &[i64], shape: Shape, postgres: bool) -> Vec<String> {
     let rows: Vec<String> = user_ids
         .iter()
-        .flat_map(|user| (0..per_user).map(move |k| (*user, k)))
+        .flat_map(|user| (0..shape.per_user).map(move |k| (*user, k)))
         .map(|(user, k)| {
-            let hex = random_vector_hex();
+            let hex = random_vector_hex(shape.dimensions);
             let vector = if postgres {
                 format!("'\\x{hex}'::bytea")
             } else {
@@ -67,11 +65,18 @@ fn statements(user_ids: &[i64], per_user: usize, postgres: bool) -> Vec<String> 
         .collect()
 }
 
-/// Writes `per_user` memories for each of `user_ids` into vitte's database (migrated
+/// How many memories each user gets, and how long their vectors are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub per_user: usize,
+    pub dimensions: usize,
+}
+
+/// Writes `shape.per_user` memories for each of `user_ids` into vitte's database (migrated
 /// already: vitte is running).
-pub async fn seed(database_url: &str, user_ids: &[i64], per_user: usize) -> anyhow::Result<()> {
+pub async fn seed(database_url: &str, user_ids: &[i64], shape: Shape) -> anyhow::Result<()> {
     if let Some(path) = database_url.strip_prefix("sqlite://") {
-        let statements = statements(user_ids, per_user, false);
+        let statements = statements(user_ids, shape, false);
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut connection =
@@ -89,7 +94,7 @@ pub async fn seed(database_url: &str, user_ids: &[i64], per_user: usize) -> anyh
         let mut connection = AsyncPgConnection::establish(database_url)
             .await
             .context("connecting to PostgreSQL")?;
-        for statement in statements(user_ids, per_user, true) {
+        for statement in statements(user_ids, shape, true) {
             connection
                 .batch_execute(&statement)
                 .await
@@ -157,7 +162,7 @@ impl Histogram {
 pub fn notes(
     metrics: &str,
     users: usize,
-    per_user: usize,
+    shape: Shape,
     rss_before_mib: f64,
     rss_after_mib: f64,
 ) -> Vec<String> {
@@ -180,7 +185,10 @@ pub fn notes(
     };
     let per_session_kib = (rss_after_mib - rss_before_mib) * 1024.0 / users.max(1) as f64;
     vec![
-        format!("memory: {users} users × {per_user} memories of {EMBEDDING_DIMENSIONS} dimensions"),
+        format!(
+            "memory: {users} users × {} memories of {} dimensions",
+            shape.per_user, shape.dimensions
+        ),
         format!(
             "recall ranking (CPU only) per message: {} recalls, mean {}, p99 ≤ {}",
             rank.count,
@@ -225,11 +233,15 @@ mod tests {
 
     #[test]
     fn seed_statements_carry_vectors_in_each_backends_syntax() {
-        let postgres = statements(&[1, 2], 3, true);
+        let shape = |per_user| Shape {
+            per_user,
+            dimensions: 1536,
+        };
+        let postgres = statements(&[1, 2], shape(3), true);
         assert_eq!(postgres.len(), 1);
         assert!(postgres[0].contains("'::bytea"));
         assert_eq!(postgres[0].matches("'seed-").count(), 6);
-        let sqlite = statements(&[1], 120, false);
+        let sqlite = statements(&[1], shape(120), false);
         assert_eq!(sqlite.len(), 3);
         assert!(sqlite[0].contains(", X'"));
         // 1536 little-endian f32s: 12 288 hex digits.
@@ -238,6 +250,6 @@ mod tests {
             .nth(1)
             .and_then(|rest| rest.split('\'').next())
             .map(str::len);
-        assert_eq!(hex_len, Some(EMBEDDING_DIMENSIONS * 8));
+        assert_eq!(hex_len, Some(1536 * 8));
     }
 }

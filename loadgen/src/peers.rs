@@ -307,21 +307,22 @@ async fn bot_api(
     }
 }
 
-/// Dimensions of the fake embeddings (text-embedding-3-small's).
+/// Dimensions of the fake embeddings unless a request asks for others (text-embedding-3-small's).
 pub const EMBEDDING_DIMENSIONS: usize = 1536;
 
 /// The first words of the memory keeper's extraction requests.
 const EXTRACTION_MARKER: &str = "You maintain the long-term memory of a companion.";
 
 /// The fake embedding of `text`: its words counted into hashed buckets.
-pub fn embedding_of(text: &str) -> Vec<f32> {
-    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+pub fn embedding_of(text: &str, dimensions: usize) -> Vec<f32> {
+    let dimensions = dimensions.max(1);
+    let mut vector = vec![0.0_f32; dimensions];
     for word in text
         .to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
     {
-        let bucket = text_hash(word) % EMBEDDING_DIMENSIONS as u64;
+        let bucket = text_hash(word) % dimensions as u64;
         vector[bucket as usize] += 1.0;
     }
     vector
@@ -346,10 +347,13 @@ async fn embeddings(body: web::Bytes) -> HttpResponse {
             }));
         }
     };
+    let dimensions = request["dimensions"]
+        .as_u64()
+        .map_or(EMBEDDING_DIMENSIONS, |asked| asked as usize);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(index, text)| json!({ "object": "embedding", "index": index, "embedding": embedding_of(text) }))
+        .map(|(index, text)| json!({ "object": "embedding", "index": index, "embedding": embedding_of(text, dimensions) }))
         .collect();
     HttpResponse::Ok().json(json!({ "object": "list", "data": data, "model": request["model"] }))
 }

@@ -94,6 +94,11 @@ pub struct EmbeddingsSettings {
     #[serde(serialize_with = "redact")]
     pub api_key: SecretString,
     pub model: String,
+    /// Asks the provider for vectors this long (`dimensions`, as `text-embedding-3-*`
+    /// accept): 512 instead of 1 536 takes a third of the memory per session. Unset: the
+    /// model's own length.
+    #[serde(default)]
+    pub dimensions: Option<u32>,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     #[serde(default)]

@@ -32,6 +32,7 @@ fn small_run(backend: Backend, failure_rate: f64) -> LoadConfig {
         progress: false,
         vitte_env: Vec::new(),
         memories_per_user: 0,
+        embedding_dimensions: 1536,
         redeliver_rate: 0.0,
     }
 }

@@ -122,6 +122,8 @@ async fn a_fact_said_in_one_dialog_is_recalled_in_another_after_a_restart_and_ne
 async fn duplicates_are_not_added_twice_and_a_contradiction_supersedes(backend: Backend) {
     let app = TestApp::spawn_adjusted(backend, |settings| {
         settings.streaming.edit_interval = std::time::Duration::from_millis(100);
+        // Shorter vectors, as operators may ask of text-embedding-3 models.
+        settings.memory.embeddings.dimensions = Some(16);
     })
     .await;
     let user = 50201;

@@ -586,8 +586,9 @@ fn background_answer(state: &State, request: &Value) -> Option<String> {
 
 /// The fake's embedding of `text`: its words (lowercase letters and digits) counted into
 /// hashed buckets.
-pub fn fake_embedding(text: &str) -> Vec<f32> {
-    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+pub fn fake_embedding(text: &str, dimensions: usize) -> Vec<f32> {
+    let dimensions = dimensions.max(1);
+    let mut vector = vec![0.0_f32; dimensions];
     let lower = text.to_lowercase();
     for word in lower
         .split(|c: char| !c.is_alphanumeric())
@@ -596,7 +597,7 @@ pub fn fake_embedding(text: &str) -> Vec<f32> {
         let hash = word.bytes().fold(5381_u64, |hash, byte| {
             hash.wrapping_mul(33) ^ u64::from(byte)
         });
-        vector[(hash % EMBEDDING_DIMENSIONS as u64) as usize] += 1.0;
+        vector[(hash % dimensions as u64) as usize] += 1.0;
     }
     vector
 }
@@ -645,11 +646,17 @@ async fn embeddings(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
             "invalid_request_error",
         );
     }
+    // As OpenAI's text-embedding-3 models: `dimensions` shortens the vectors.
+    let dimensions = request
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(EMBEDDING_DIMENSIONS, |asked| asked as usize);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            json!({ "object": "embedding", "index": index, "embedding": fake_embedding(text) })
+            let embedding = fake_embedding(text, dimensions);
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
         })
         .collect();
     HttpResponse::Ok().json(json!({

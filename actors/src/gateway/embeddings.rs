@@ -3,7 +3,6 @@
 //! embeddings service never takes replies down with it (recall then goes without memories).
 
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -109,11 +108,7 @@ impl LlmGateway {
             let mut breaker = lock(&provider.breaker);
             let now = Instant::now().into_std();
             let permit = breaker.try_acquire(now);
-            let state = breaker.state(now);
-            self.metrics()
-                .llm_breaker_state
-                .with_label_values(&[&provider.name])
-                .set(state.as_gauge());
+            self.set_breaker_gauge(&provider.name, breaker.state(now));
             permit.map_err(|rejected| LlmError::CircuitOpen {
                 retry_in: rejected.retry_in,
             })?
@@ -164,10 +159,7 @@ impl LlmGateway {
             let mut breaker = lock(&provider.breaker);
             let now = Instant::now().into_std();
             breaker.record(permit, healthy, elapsed, now);
-            self.metrics()
-                .llm_breaker_state
-                .with_label_values(&[&provider.name])
-                .set(breaker.state(now).as_gauge());
+            self.set_breaker_gauge(&provider.name, breaker.state(now));
         }
         self.embeddings_state(
             provider,
@@ -208,17 +200,10 @@ impl Embedder for LlmGateway {
             attempt += 1;
             match self.embed_once(provider, texts).await {
                 Ok(vectors) => return Ok(vectors),
-                Err(error) if !error.is_retryable() || attempt >= retry.max_attempts => {
-                    return Err(error);
-                }
                 Err(error) => {
-                    let backoff = retry.backoff.delay(attempt, fastrand::f64());
-                    let delay = error
-                        .retry_after()
-                        .map_or(backoff, |asked| asked.max(backoff));
-                    if delay > Duration::from_millis(retry.backoff.max_ms).max(backoff) {
+                    let Some(delay) = retry.delay_after(attempt, &error) else {
                         return Err(error);
-                    }
+                    };
                     tracing::debug!(provider = %provider.name, attempt, ?delay, %error, "retrying an embedding");
                     tokio::time::sleep(delay).await;
                 }

@@ -73,6 +73,20 @@ impl Default for RetrySettings {
 }
 
 impl RetrySettings {
+    /// How long to wait before attempt `attempt + 1` after `error`: the backoff, or the
+    /// provider's `Retry-After` when longer. `None` when the error is not worth a retry, the
+    /// attempts are spent, or the provider asks for a longer pause than the backoff allows.
+    pub fn delay_after(&self, attempt: u32, error: &LlmError) -> Option<Duration> {
+        if !error.is_retryable() || attempt >= self.max_attempts {
+            return None;
+        }
+        let backoff = self.backoff.delay(attempt, fastrand::f64());
+        let delay = error
+            .retry_after()
+            .map_or(backoff, |asked| asked.max(backoff));
+        (delay <= Duration::from_millis(self.backoff.max_ms).max(backoff)).then_some(delay)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
@@ -292,7 +306,7 @@ impl LlmGateway {
             .map(|provider| {
                 let mut breaker = lock(&provider.breaker);
                 let state = breaker.state(now);
-                self.set_breaker_gauge(provider, state);
+                self.set_breaker_gauge(&provider.name, state);
                 let tuning = read(&provider.tuning);
                 ProviderReport::of(&provider.name, &provider.model, &mut breaker, &tuning, now)
             })
@@ -301,10 +315,11 @@ impl LlmGateway {
         reports
     }
 
-    fn set_breaker_gauge(&self, provider: &Provider, state: BreakerState) {
+    /// `llm_breaker_state` of the provider called `name` (a chat or the embeddings one).
+    fn set_breaker_gauge(&self, name: &str, state: BreakerState) {
         self.metrics()
             .llm_breaker_state
-            .with_label_values(&[&provider.name])
+            .with_label_values(&[name])
             .set(state.as_gauge());
     }
 
@@ -371,7 +386,7 @@ impl LlmGateway {
         let mut breaker = lock(&provider.breaker);
         let now = Instant::now().into_std();
         breaker.record(permit, healthy, elapsed, now);
-        self.set_breaker_gauge(provider, breaker.state(now));
+        self.set_breaker_gauge(&provider.name, breaker.state(now));
     }
 
     /// How long until `provider` can be called: `None` if now (breaker not open, not paused).
@@ -384,7 +399,7 @@ impl LlmGateway {
         }
         let mut breaker = lock(&provider.breaker);
         let state = breaker.state(now.into_std());
-        self.set_breaker_gauge(provider, state);
+        self.set_breaker_gauge(&provider.name, state);
         (state == BreakerState::Open).then(|| match breaker.try_acquire(now.into_std()) {
             Err(rejected) => rejected.retry_in,
             Ok(permit) => {
@@ -430,7 +445,7 @@ impl LlmGateway {
                 let mut breaker = lock(&provider.breaker);
                 let now = Instant::now().into_std();
                 let permit = breaker.try_acquire(now);
-                self.set_breaker_gauge(provider, breaker.state(now));
+                self.set_breaker_gauge(&provider.name, breaker.state(now));
                 permit.map_err(|rejected| LlmError::CircuitOpen {
                     retry_in: rejected.retry_in,
                 })?
@@ -494,20 +509,14 @@ impl LlmGateway {
                             "error"
                         },
                     );
-                    if !error.is_retryable()
-                        || attempt >= settings.retry.max_attempts
-                        || request.has_streamed()
-                    {
+                    if request.has_streamed() {
                         return Err(error);
                     }
-                    let backoff = settings.retry.backoff.delay(attempt, fastrand::f64());
-                    let delay = error
-                        .retry_after()
-                        .map_or(backoff, |asked| asked.max(backoff));
-                    if delay > Duration::from_millis(settings.retry.backoff.max_ms).max(backoff) {
-                        // The provider asks for a longer pause than we make a user wait.
+                    // None also when the provider asks for a longer pause than we make a
+                    // user wait.
+                    let Some(delay) = settings.retry.delay_after(attempt, &error) else {
                         return Err(error);
-                    }
+                    };
                     tracing::debug!(provider = %provider.name, attempt, ?delay, %error, "retrying");
                     tokio::time::sleep(delay).await;
                 }

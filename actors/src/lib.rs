@@ -48,6 +48,10 @@
 //! - [`memory`]: the memory keeper, its messages and handlers, and recall;
 //! - [`payments`]: the payment desk, its messages and handlers (Telegram Stars purchases,
 //!   subscriptions, refunds, the plans' sweep);
+//! - [`scheduler`]: persistent jobs (plan and payment notices, reminders, recaps,
+//!   milestones) and broadcasts, sent when due through the outbox;
+//! - [`outbox`]: every message to Telegram, queued by priority and paced by Telegram's
+//!   limits;
 //! - [`supervision`]: the kinds, their policies, and the guard every actor runs under;
 //! - [`metrics`]: every Prometheus metric;
 //! - [`domain`]: what several actors share: events, personas, prompts, safety, texts;
@@ -61,9 +65,11 @@ pub mod faults;
 pub mod gateway;
 pub mod memory;
 pub mod metrics;
+pub mod outbox;
 pub mod payments;
 pub mod ports;
 pub mod resilience;
+pub mod scheduler;
 pub mod session;
 pub mod supervision;
 pub mod sync;

@@ -3,8 +3,8 @@
 //! chat id.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::supervision::kinds::{ActorKind, Shape};
@@ -192,6 +192,21 @@ pub struct Metrics {
     pub memory_queue_depth: IntGauge,
     /// Memory jobs dropped because the queue was full (oldest first).
     pub memory_jobs_dropped_total: IntCounter,
+    /// Calls waiting in the outbox, by priority (`reply`, `stream`, `notification`,
+    /// `broadcast`).
+    pub outbox_queue_depth: IntGaugeVec,
+    /// Calls the full outbox refused, by priority.
+    pub outbox_shed_total: IntCounterVec,
+    /// 429 answers from Telegram (each pauses a chat, or everything).
+    pub telegram_retry_after_total: IntCounter,
+    /// 403 answers: the user blocked the bot or deleted their account.
+    pub telegram_blocked_users_total: IntCounter,
+    /// Notifications by kind and status (`sent`, `skipped`, `late_skipped`, `failed`,
+    /// `blocked`, `disabled`).
+    pub notifications_sent_total: IntCounterVec,
+    /// How late the scheduler runs its most overdue job, in seconds (0 when none is
+    /// overdue).
+    pub scheduler_lag_seconds: Gauge,
 }
 
 impl Metrics {
@@ -338,6 +353,33 @@ impl Metrics {
                 "memory_jobs_dropped_total",
                 "Memory jobs dropped because the keeper's queue was full",
             )?,
+            outbox_queue_depth: gauge_vec(
+                "outbox_queue_depth",
+                "Telegram calls waiting in the outbox, by priority",
+                &["priority"],
+            )?,
+            outbox_shed_total: counter_vec(
+                "outbox_shed_total",
+                "Telegram calls the full outbox refused, by priority",
+                &["priority"],
+            )?,
+            telegram_retry_after_total: IntCounter::new(
+                "telegram_retry_after_total",
+                "Telegram answers 429 Too Many Requests (flood control)",
+            )?,
+            telegram_blocked_users_total: IntCounter::new(
+                "telegram_blocked_users_total",
+                "Telegram answers 403: the user blocked the bot or is deactivated",
+            )?,
+            notifications_sent_total: counter_vec(
+                "notifications_sent_total",
+                "Scheduled notifications by kind and status",
+                &["kind", "status"],
+            )?,
+            scheduler_lag_seconds: Gauge::new(
+                "scheduler_lag_seconds",
+                "How late the scheduler runs its most overdue job",
+            )?,
             registry: Registry::new(),
         };
         metrics.register_all()?;
@@ -376,6 +418,16 @@ impl Metrics {
         r.register(Box::new(self.memory_recall_skipped_total.clone()))?;
         r.register(Box::new(self.memory_queue_depth.clone()))?;
         r.register(Box::new(self.memory_jobs_dropped_total.clone()))?;
+        r.register(Box::new(self.outbox_queue_depth.clone()))?;
+        r.register(Box::new(self.outbox_shed_total.clone()))?;
+        r.register(Box::new(self.telegram_retry_after_total.clone()))?;
+        r.register(Box::new(self.telegram_blocked_users_total.clone()))?;
+        r.register(Box::new(self.notifications_sent_total.clone()))?;
+        r.register(Box::new(self.scheduler_lag_seconds.clone()))?;
+        // The outbox's priorities (`outbox::Priority::as_str`).
+        for priority in ["reply", "stream", "notification", "broadcast"] {
+            self.outbox_queue_depth.with_label_values(&[priority]);
+        }
         for saved in MemorySaved::ALL {
             self.memory_saved_total.with_label_values(&[saved.as_str()]);
         }

@@ -88,6 +88,10 @@ pub enum Command {
     Memory,
     /// Delete everything about the user (after confirmation).
     ForgetMe,
+    /// A recap of the last seven days, now.
+    Report,
+    /// Set the time zone of notifications: the zone's name as written after the command.
+    TimeZone(String),
     /// A command we do not know; answered with the help text.
     Unknown(String),
 }
@@ -117,6 +121,11 @@ impl InboundKind {
             "status" | "plan" => Command::Status,
             "memory" | "memories" => Command::Memory,
             "forget_me" | "forgetme" => Command::ForgetMe,
+            "report" => Command::Report,
+            "timezone" | "time_zone" | "tz" => {
+                let zone = rest.split_whitespace().nth(1).unwrap_or("");
+                Command::TimeZone(zone.chars().take(64).collect())
+            }
             _ => Command::Unknown(name),
         })
     }
@@ -125,6 +134,18 @@ impl InboundKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timezone_takes_the_zone_after_it() {
+        assert_eq!(
+            InboundKind::from_text("/timezone Europe/Moscow"),
+            InboundKind::Command(Command::TimeZone("Europe/Moscow".into()))
+        );
+        assert_eq!(
+            InboundKind::from_text("/timezone"),
+            InboundKind::Command(Command::TimeZone(String::new()))
+        );
+    }
 
     #[test]
     fn commands_are_recognised_with_and_without_bot_name() {

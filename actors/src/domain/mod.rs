@@ -10,6 +10,8 @@ pub mod entitlement;
 pub mod event;
 pub mod memory;
 pub mod memory_texts;
+pub mod notification;
+pub mod notification_texts;
 pub mod persona;
 pub mod prompt;
 pub mod safety;

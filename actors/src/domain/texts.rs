@@ -144,15 +144,19 @@ pub struct Texts {
     /// `{name}`, `{last}`: the welcome back when the LLM cannot write one.
     pub welcome_back: &'static str,
     /// The bot's command menu in Telegram: (command, description).
-    pub commands: [(&'static str, &'static str); 12],
+    pub commands: [(&'static str, &'static str); 14],
     /// The store, plans, limits and payments.
     pub shop: &'static ShopTexts,
     /// What the personas remember: /memory and /forget_me.
     pub memory: &'static MemoryTexts,
+    /// Proactive messages and their settings.
+    pub notifications: &'static NotificationTexts,
 }
 
 use super::memory_texts as memory;
 pub use super::memory_texts::MemoryTexts;
+use super::notification_texts as notifications;
+pub use super::notification_texts::NotificationTexts;
 use super::shop_texts as shop;
 pub use super::shop_texts::ShopTexts;
 
@@ -172,7 +176,7 @@ const ENGLISH: Texts = Texts {
            can keep three dialogs at once.\n\n\
            /start — choose a character and a story\n\
            /dialogs — your three dialogs\n\
-           /settings — modes of the current dialog\n\
+           /settings — dialog modes and notifications\n\
            /stop — stop the reply being written\n\
            /language — language of the bot\n\
            /reset — clear all dialogs\n\
@@ -180,6 +184,8 @@ const ENGLISH: Texts = Texts {
            /status — your plan and today's messages\n\
            /memory — what the character remembers about you\n\
            /forget_me — delete everything about you\n\
+           /report — a recap of your week\n\
+           /timezone — your time zone for notifications\n\
            /menu — the main menu\n\
            /help — this list of commands",
     unknown_persona: "That character is no longer available. Please pick another one:",
@@ -262,7 +268,7 @@ const ENGLISH: Texts = Texts {
     commands: [
         ("start", "Choose a character and a story"),
         ("dialogs", "Your three dialogs"),
-        ("settings", "Modes of the current dialog"),
+        ("settings", "Dialog modes and notifications"),
         ("stop", "Stop the reply being written"),
         ("language", "Language of the bot"),
         ("reset", "Clear all dialogs"),
@@ -270,11 +276,14 @@ const ENGLISH: Texts = Texts {
         ("status", "Your plan and today's messages"),
         ("memory", "What the character remembers about you"),
         ("forget_me", "Delete everything about you"),
+        ("report", "A recap of your week"),
+        ("timezone", "Your time zone for notifications"),
         ("menu", "Main menu"),
         ("help", "Help"),
     ],
     shop: &shop::ENGLISH,
     memory: &memory::ENGLISH,
+    notifications: &notifications::ENGLISH,
 };
 
 const RUSSIAN: Texts = Texts {
@@ -284,7 +293,7 @@ const RUSSIAN: Texts = Texts {
            Можно вести три диалога одновременно.\n\n\
            /start — выбрать персонажа и историю\n\
            /dialogs — ваши три диалога\n\
-           /settings — режимы текущего диалога\n\
+           /settings — режимы диалога и уведомления\n\
            /stop — остановить ответ\n\
            /language — язык бота\n\
            /reset — очистить все диалоги\n\
@@ -292,6 +301,8 @@ const RUSSIAN: Texts = Texts {
            /status — ваш тариф и сообщения за сегодня\n\
            /memory — что персонаж помнит о вас\n\
            /forget_me — удалить всё о вас\n\
+           /report — итоги вашей недели\n\
+           /timezone — ваш часовой пояс для уведомлений\n\
            /menu — главное меню\n\
            /help — список команд",
     unknown_persona: "Этот персонаж больше недоступен. Выберите другого:",
@@ -377,7 +388,7 @@ const RUSSIAN: Texts = Texts {
     commands: [
         ("start", "Выбрать персонажа и историю"),
         ("dialogs", "Ваши три диалога"),
-        ("settings", "Режимы текущего диалога"),
+        ("settings", "Режимы диалога и уведомления"),
         ("stop", "Остановить ответ"),
         ("language", "Язык бота"),
         ("reset", "Очистить все диалоги"),
@@ -385,11 +396,14 @@ const RUSSIAN: Texts = Texts {
         ("status", "Ваш тариф и сообщения за сегодня"),
         ("memory", "Что персонаж помнит о вас"),
         ("forget_me", "Удалить всё о вас"),
+        ("report", "Итоги вашей недели"),
+        ("timezone", "Ваш часовой пояс для уведомлений"),
         ("menu", "Главное меню"),
         ("help", "Помощь"),
     ],
     shop: &shop::RUSSIAN,
     memory: &memory::RUSSIAN,
+    notifications: &notifications::RUSSIAN,
 };
 
 impl Texts {

@@ -5,6 +5,7 @@
 
 use crate::domain::catalogue::{Grant, Product};
 use crate::domain::entitlement::{Entitlement, format_local};
+use crate::domain::notification::NotificationKind;
 use crate::domain::shop_texts::ShopTexts;
 use crate::domain::texts::{Lang, fill};
 use crate::metrics::ErrorKind;
@@ -20,6 +21,7 @@ use crate::ports::payments::{
     RefundRecorded, Source,
 };
 use crate::ports::{ChatId, UserId};
+use crate::scheduler::planning::{NoticePayload, notice_job};
 
 /// The only currency of Telegram Stars.
 pub const XTR: &str = "XTR";
@@ -304,7 +306,7 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
             deps.metrics
                 .count_payment(STARS, if renewal { "renewed" } else { status });
             if status == "paid" {
-                tell_paid(deps, payment, &record.product_id, &entitlement);
+                tell_paid(deps, payment, &record.product_id, &entitlement, renewal);
                 Some(entitlement)
             } else {
                 None
@@ -338,30 +340,84 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
     }
 }
 
+/// Thanks for a purchase, or news of a renewal, and for a plan the warning three days
+/// before it ends (moot, and skipped, if it renews or was extended meanwhile). All of them
+/// are scheduled notices: the user's switches and quiet hours apply (a purchase's thanks
+/// waits for no quiet hours: the user just paid).
+const DAY_MS: i64 = 86_400_000;
+
 fn tell_paid(
     deps: &DeskDeps,
     payment: &PaymentReceived,
     product_id: &str,
     entitlement: &Entitlement,
+    renewal: bool,
 ) {
     let lang = Lang::from_telegram(payment.language_code.as_deref());
-    let texts = lang.texts().shop;
+    let texts = lang.texts();
     let Some(product) = deps.commerce.catalogue.get(product_id) else {
         return;
     };
     let title = product.title_in(lang);
-    let text = match (&product.grant, &entitlement.plan) {
-        (Grant::Plan { .. }, Some(plan)) => {
-            let until = format_local(plan.paid_until, deps.commerce.limits.zone);
-            fill(texts.paid_plan, &[("title", title), ("until", &until)])
+    let now = deps.clock.now_millis();
+    let zone = deps.commerce.limits.zone;
+    let plan = entitlement
+        .plan
+        .as_ref()
+        .filter(|_| matches!(product.grant, Grant::Plan { .. }));
+    let text = match plan {
+        Some(plan) => {
+            let until = format_local(plan.paid_until, zone);
+            let template = if renewal {
+                texts.notifications.renewed
+            } else {
+                texts.shop.paid_plan
+            };
+            fill(template, &[("title", title), ("until", &until)])
         }
-        _ => fill(texts.paid_unlock, &[("title", title)]),
+        None => fill(texts.shop.paid_unlock, &[("title", title)]),
     };
-    notify(deps, payment.chat_id, text);
+    let kind = if renewal {
+        NotificationKind::Renewed
+    } else {
+        NotificationKind::PaymentSucceeded
+    };
+    let notice = NoticePayload {
+        text,
+        paid_until: None,
+    };
+    deps.notifier.notify(notice_job(
+        kind,
+        payment.user_id,
+        now,
+        &payment.charge_id,
+        notice,
+    ));
+    if let Some(plan) = plan {
+        let warning = fill(
+            texts.notifications.subscription_ending,
+            &[
+                ("title", title),
+                ("until", &format_local(plan.paid_until, zone)),
+            ],
+        );
+        let due_at = plan.paid_until.saturating_sub(3 * DAY_MS).max(now);
+        let notice = NoticePayload {
+            text: warning,
+            paid_until: Some(plan.paid_until),
+        };
+        deps.notifier.notify(notice_job(
+            NotificationKind::SubscriptionEnding,
+            payment.user_id,
+            due_at,
+            &plan.paid_until.to_string(),
+            notice,
+        ));
+    }
 }
 
-/// Tells a user something, without holding the desk: its next message (a pre-checkout with
-/// 10 s to answer) never waits for Telegram to take a notice.
+/// Tells a user something at once, without holding the desk: its next message (a
+/// pre-checkout with 10 s to answer) never waits for Telegram to take a notice.
 fn notify(deps: &DeskDeps, chat: ChatId, text: String) {
     let messenger = deps.messenger.clone();
     tokio::spawn(async move {
@@ -580,7 +636,20 @@ pub async fn subscription_changed(
                     shop(change.language_code.as_deref()).renewal_failed_notice,
                     &[("until", &format_local(until, deps.commerce.limits.zone))],
                 );
-                notify(deps, change.user_id, text);
+                let event = change
+                    .update_id
+                    .map_or_else(|| now.to_string(), |id| format!("u{id}"));
+                let notice = NoticePayload {
+                    text,
+                    paid_until: None,
+                };
+                deps.notifier.notify(notice_job(
+                    NotificationKind::PaymentFailed,
+                    change.user_id,
+                    now,
+                    &event,
+                    notice,
+                ));
             }
             Some(entitlement)
         }
@@ -691,21 +760,37 @@ pub async fn sweep(deps: &DeskDeps) {
             return;
         }
         let texts = shop(transition.language.as_deref());
-        let text = match transition.state {
-            "grace" => fill(
-                texts.grace_notice,
-                &[(
-                    "until",
-                    &format_local(transition.paid_until.saturating_add(grace), limits.zone),
-                )],
+        let (kind, text) = match transition.state {
+            "grace" => (
+                NotificationKind::GraceStarted,
+                fill(
+                    texts.grace_notice,
+                    &[(
+                        "until",
+                        &format_local(transition.paid_until.saturating_add(grace), limits.zone),
+                    )],
+                ),
             ),
-            "expired" => fill(
-                texts.expired_notice,
-                &[("limit", &limits.free_daily_messages.to_string())],
+            "expired" => (
+                NotificationKind::GraceEnded,
+                fill(
+                    texts.expired_notice,
+                    &[("limit", &limits.free_daily_messages.to_string())],
+                ),
             ),
             _ => continue,
         };
-        notify(deps, transition.user_id, text);
+        let notice = NoticePayload {
+            text,
+            paid_until: None,
+        };
+        deps.notifier.notify(notice_job(
+            kind,
+            transition.user_id,
+            now,
+            &transition.paid_until.to_string(),
+            notice,
+        ));
     }
     match store.open_plans(now, grace).await {
         Ok(counts) => {

@@ -69,8 +69,11 @@ pub use crate::metrics::STARS;
 /// What the desk needs.
 pub struct DeskDeps {
     pub commerce: Commerce,
-    /// Thanks, refunds and plan notices reach users through it.
+    /// Refund notices reach users through it.
     pub messenger: Arc<dyn Messenger>,
+    /// Thanks, renewals and plan notices are scheduled through it (the scheduler: the
+    /// user's switches and quiet hours apply).
+    pub notifier: Arc<dyn crate::ports::schedule::Notifier>,
     pub metrics: Metrics,
     pub supervisor: Arc<Supervisor>,
     pub clock: Arc<dyn Clock>,

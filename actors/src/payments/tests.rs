@@ -15,9 +15,12 @@ use super::testing::{MemoryPaymentStore, PaymentCall, RecordingPaymentsApi};
 use super::{Commerce, DeskDeps, InvoicePayload, PayloadSigner};
 use crate::domain::catalogue::{Catalogue, Feature, TEST_CATALOGUE};
 use crate::domain::entitlement::{Entitlement, Limits, PlanState};
+use crate::domain::notification::NotificationKind;
 use crate::metrics::Metrics;
 use crate::ports::ManualClock;
 use crate::ports::payments::PaymentStore;
+use crate::scheduler::planning::NoticePayload;
+use crate::scheduler::testing::{Asked, RecordingNotifier};
 use crate::supervision::test_supervisor;
 use crate::testing::RecordingMessenger;
 
@@ -29,6 +32,7 @@ struct Desk {
     store: Arc<MemoryPaymentStore>,
     api: Arc<RecordingPaymentsApi>,
     messenger: Arc<RecordingMessenger>,
+    notifier: Arc<RecordingNotifier>,
     clock: Arc<ManualClock>,
     signer: PayloadSigner,
     metrics: Metrics,
@@ -39,6 +43,7 @@ fn desk_with(catalogue: &str) -> Desk {
     let store = Arc::new(MemoryPaymentStore::new(clock.clone()));
     let api = Arc::new(RecordingPaymentsApi::default());
     let messenger = Arc::new(RecordingMessenger::default());
+    let notifier = Arc::new(RecordingNotifier::default());
     let signer = PayloadSigner::new(b"secret");
     let (supervisor, metrics) = test_supervisor(5);
     let deps = DeskDeps {
@@ -50,6 +55,7 @@ fn desk_with(catalogue: &str) -> Desk {
             store: store.clone(),
         },
         messenger: messenger.clone(),
+        notifier: notifier.clone(),
         metrics: metrics.clone(),
         supervisor,
         clock: clock.clone(),
@@ -60,6 +66,7 @@ fn desk_with(catalogue: &str) -> Desk {
         store,
         api,
         messenger,
+        notifier,
         clock,
         signer,
         metrics,
@@ -117,14 +124,34 @@ impl Desk {
         self.store.entitlement(USER).await.expect("entitlement")
     }
 
-    /// The messages the user got, once there are `count` (the desk sends them without
-    /// waiting).
+    /// The notices scheduled for the user now (not the warnings due later), in order.
+    fn scheduled(&self) -> Vec<String> {
+        self.notifier
+            .asked()
+            .into_iter()
+            .filter_map(|asked| match asked {
+                Asked::Notify(job)
+                    if job.user_id == USER && job.kind != NotificationKind::SubscriptionEnding =>
+                {
+                    serde_json::from_str::<NoticePayload>(&job.payload)
+                        .ok()
+                        .map(|notice| notice.text)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What the user is told: the notices scheduled, then the messages sent at once
+    /// (refunds), once there are `count`.
     async fn notices(&self, count: usize) -> Vec<String> {
-        crate::testing::eventually("the user's notices", || {
-            self.messenger.texts_to(USER).len() >= count
-        })
-        .await;
-        self.messenger.texts_to(USER)
+        let all = || {
+            let mut all = self.scheduled();
+            all.extend(self.messenger.texts_to(USER));
+            all
+        };
+        crate::testing::eventually("the user's notices", || all().len() >= count).await;
+        all()
     }
 
     fn now(&self) -> i64 {
@@ -563,5 +590,45 @@ async fn a_refund_before_its_payment_leaves_the_payment_granting_nothing() {
     assert_eq!(
         desk.store.events(USER),
         ["refund_before_payment", "payment_repeated"]
+    );
+}
+
+#[tokio::test]
+async fn a_plan_schedules_its_thanks_now_and_its_ending_warning_three_days_before() {
+    let desk = desk();
+    let bought = desk.buy("c1", "week", 150).await.expect("bought");
+    let paid_until = bought.plan.expect("a plan").paid_until;
+    let jobs: Vec<_> = desk
+        .notifier
+        .asked()
+        .into_iter()
+        .filter_map(|asked| match asked {
+            Asked::Notify(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    let kinds: Vec<_> = jobs.iter().map(|job| (job.kind, job.due_at)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (NotificationKind::PaymentSucceeded, desk.now()),
+            (NotificationKind::SubscriptionEnding, paid_until - 3 * DAY),
+        ]
+    );
+    let warning: NoticePayload = serde_json::from_str(&jobs[1].payload).expect("payload");
+    assert_eq!(warning.paid_until, Some(paid_until));
+    assert!(
+        warning.text.contains("will not renew by itself"),
+        "{}",
+        warning.text
+    );
+    // The same payment delivered again schedules nothing new (the keys are the same, too).
+    let keys: Vec<_> = jobs.iter().map(|job| job.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            "payment_succeeded:42:c1",
+            &format!("subscription_ending:42:{paid_until}")
+        ]
     );
 }

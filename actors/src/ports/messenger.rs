@@ -37,6 +37,10 @@ pub enum DeliveryError {
     /// worth waiting for.
     #[error("Telegram asks to wait {retry_after:?}")]
     Throttled { retry_after: std::time::Duration },
+    /// The outbox was full and this call was less important than the rest: it was never
+    /// sent.
+    #[error("the outbox is full")]
+    Shed,
 }
 
 /// How an edited message is rendered.

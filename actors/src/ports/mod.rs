@@ -18,6 +18,7 @@ pub mod llm;
 pub mod memory;
 pub mod messenger;
 pub mod payments;
+pub mod schedule;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

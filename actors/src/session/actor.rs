@@ -256,6 +256,9 @@ impl SessionActor {
         };
         ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| match loaded {
             Ok(state) => {
+                // The user is here: active again if they had blocked the bot, with their
+                // recaps and reminder planned.
+                session.deps.notifications.notifier.user_seen(session.user_id);
                 session.settle(state);
                 session.pump(ctx);
             }
@@ -436,6 +439,8 @@ impl Handler<Passivate> for SessionActor {
     fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
         if let Some(state) = self.state.as_mut() {
             extract_on_idle(&self.deps, state, self.user_id);
+            // The reminder is planned from the user's last message, now final.
+            self.deps.notifications.notifier.user_seen(self.user_id);
         }
         ctx.stop();
     }

@@ -28,6 +28,7 @@
 //! | `mem:{page}`, `mem-:{memory}:{page}`, `mem!:{persona}` | /memory's pages, forget one, forget all the persona recalls |
 //! | `forgetme!` | /forget_me confirmed |
 
+use crate::domain::notification::Topic;
 use crate::domain::texts::Lang;
 use crate::ports::DialogId;
 use crate::ports::memory::MemoryId;
@@ -118,6 +119,17 @@ pub enum ButtonData {
     },
     /// /forget_me confirmed.
     ForgetMe,
+    /// The notification settings.
+    Notifications,
+    /// Switch a notification topic on or off.
+    NotifyTopic(Topic),
+    /// Set quiet hours to `start`–`end` (equal: none).
+    QuietHours {
+        start: u8,
+        end: u8,
+    },
+    /// How to set the time zone.
+    TimeZoneHelp,
     /// Data this version does not understand.
     Unknown,
 }
@@ -162,6 +174,10 @@ impl ButtonData {
             }
             ButtonData::ForgetAllMemories { persona } => format!("mem!:{persona}"),
             ButtonData::ForgetMe => "forgetme!".into(),
+            ButtonData::Notifications => "n".into(),
+            ButtonData::NotifyTopic(topic) => format!("n:{}", topic.as_str()),
+            ButtonData::QuietHours { start, end } => format!("nq:{start}:{end}"),
+            ButtonData::TimeZoneHelp => "nz".into(),
             // Never sent; pressing it would answer "Cancelled." like any unknown data.
             ButtonData::Unknown => "?".into(),
         }
@@ -241,6 +257,13 @@ impl ButtonData {
                 persona: id(persona)?,
             },
             ("forgetme!", []) => ButtonData::ForgetMe,
+            ("n", []) => ButtonData::Notifications,
+            ("n", [topic]) => ButtonData::NotifyTopic(Topic::parse(topic)?),
+            ("nq", [start, end]) => ButtonData::QuietHours {
+                start: start.parse().ok().filter(|hour| *hour < 24)?,
+                end: end.parse().ok().filter(|hour| *hour < 24)?,
+            },
+            ("nz", []) => ButtonData::TimeZoneHelp,
             _ => return None,
         };
         Some(data)
@@ -349,6 +372,10 @@ mod tests {
                 persona: longest_id(crate::domain::persona::MAX_ID_CHARS),
             },
             ButtonData::ForgetMe,
+            ButtonData::Notifications,
+            ButtonData::NotifyTopic(Topic::Announcements),
+            ButtonData::QuietHours { start: 23, end: 8 },
+            ButtonData::TimeZoneHelp,
         ]
     }
 

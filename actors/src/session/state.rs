@@ -24,6 +24,7 @@ use crate::ports::{
     Clock, DialogId, DialogModes, HistoryEntry, LanguageModel, Messenger, PendingDelivery,
     PendingReply, SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
 };
+use crate::scheduler::NotificationDeps;
 use crate::supervision::Supervisor;
 
 /// Dialog slots per user.
@@ -87,6 +88,8 @@ pub struct SessionDeps {
     pub desk: DeskHandle,
     /// Long-term memory: the keeper, recall's embeddings, the settings.
     pub memory: MemoryDeps,
+    /// The scheduler (recaps, reminders, milestones, /report) and notification settings.
+    pub notifications: NotificationDeps,
 }
 
 /// The session's in-memory state. It is owned by the work in progress while an event is

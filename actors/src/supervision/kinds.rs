@@ -56,6 +56,12 @@ actor_kinds! {
     /// The memory keeper (`memory/`): one actor with its own bounded queue of extraction
     /// and summary jobs.
     Memory = "memory", Mailbox;
+    /// The outbox (`outbox/`): one actor through which every message to Telegram goes,
+    /// queued by priority and paced by Telegram's limits.
+    Outbox = "outbox", Mailbox;
+    /// The scheduler (`scheduler/`): one actor running persistent jobs (notifications,
+    /// reports, broadcasts) when they are due.
+    Scheduler = "scheduler", Mailbox;
 }
 
 impl ActorKind {
@@ -88,7 +94,7 @@ mod tests {
         for kind in ActorKind::ALL {
             assert_eq!(ActorKind::parse(kind.as_str()), Some(*kind));
         }
-        assert_eq!(ActorKind::parse("scheduler"), None, "no actor, no kind");
+        assert_eq!(ActorKind::parse("mailman"), None, "no actor, no kind");
         assert_eq!(ActorKind::Llm.shape(), Shape::Service);
     }
 }

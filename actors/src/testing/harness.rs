@@ -19,6 +19,8 @@ use crate::payments::testing::{MemoryPaymentStore, RecordingPaymentsApi};
 use crate::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
 use crate::ports::*;
 use crate::resilience::backoff::BackoffSettings;
+use crate::scheduler::testing::{JobBook, RecordingNotifier};
+use crate::scheduler::{NotificationDeps, SchedulerSettings};
 use crate::session::{SessionDeps, SessionRouter, SessionSettings};
 use crate::supervision::{ActorKind, KindPolicy, Supervisor};
 
@@ -37,6 +39,9 @@ pub struct SessionHarness {
     /// Long-term memory's store (memory is off unless the harness was made
     /// [`SessionHarness::with_memory`]).
     pub memories: Arc<MemoryLedger>,
+    /// The scheduler's storage (notification settings) and what sessions asked of it.
+    pub jobs: Arc<JobBook>,
+    pub notifier: Arc<RecordingNotifier>,
     settings: SessionSettings,
     policy: KindPolicy,
 }
@@ -160,9 +165,12 @@ impl SessionHarness {
             api: payments_api.clone(),
             store: payments.clone(),
         };
+        let jobs = Arc::new(JobBook::default());
+        let notifier = Arc::new(RecordingNotifier::default());
         let desk = PaymentDesk::launch(DeskDeps {
             commerce: commerce.clone(),
             messenger: messenger.clone(),
+            notifier: notifier.clone(),
             metrics: metrics.clone(),
             supervisor: supervisor.clone(),
             clock: clock.clone(),
@@ -221,6 +229,15 @@ impl SessionHarness {
                 store: memories.clone(),
                 settings: memory_settings,
             },
+            notifications: NotificationDeps {
+                notifier: notifier.clone(),
+                store: jobs.clone(),
+                // A milestone at the second persona message, so a test reaches one quickly.
+                settings: SchedulerSettings {
+                    milestones: vec![2, 100],
+                    ..SchedulerSettings::default()
+                },
+            },
         };
         let router = SessionRouter::start(1, deps);
         desk.listen(Arc::new(router.clone()));
@@ -237,6 +254,8 @@ impl SessionHarness {
             metrics,
             clock,
             memories,
+            jobs,
+            notifier,
             settings,
             policy,
         }

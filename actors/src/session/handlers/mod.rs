@@ -10,6 +10,8 @@
 //!   language;
 //! - [`shop`]: /store, buying, /status with the renewal switch, and the daily limit checked
 //!   before every reply;
+//! - [`notifications`]: the notification settings (topics, quiet hours, /timezone) and
+//!   /report;
 //! - [`memory`]: /memory (what the persona remembers, with buttons to forget) and
 //!   /forget_me;
 //! - [`reply`]: the user's text, "Retry", "Regenerate" and "Continue the story", written by
@@ -17,6 +19,7 @@
 
 mod gallery;
 mod memory;
+mod notifications;
 mod recover;
 mod reply;
 mod settings;
@@ -122,6 +125,8 @@ async fn run_command(turn: &Turn<'_>, state: &mut SessionState, command: Command
         Command::Status => shop::show_status(turn, state).await,
         Command::Memory => memory::show_memory(turn, state, 0).await,
         Command::ForgetMe => memory::ask_forget_me(turn).await,
+        Command::Report => notifications::report(turn).await,
+        Command::TimeZone(zone) => notifications::set_time_zone(turn, &zone).await,
     }
 }
 
@@ -209,6 +214,14 @@ async fn press_button(
             memory::forget_all_memories(turn, state, &persona).await;
         }
         ButtonData::ForgetMe => memory::forget_me(turn, state).await,
+        ButtonData::Notifications => notifications::show(turn, None).await,
+        ButtonData::NotifyTopic(topic) => {
+            notifications::toggle_topic(turn, topic, message_id).await;
+        }
+        ButtonData::QuietHours { start, end } => {
+            notifications::set_quiet_hours(turn, start, end, message_id).await;
+        }
+        ButtonData::TimeZoneHelp => notifications::explain_time_zone(turn).await,
         ButtonData::Unknown => {
             tracing::debug!(data, "unknown button data");
             turn.say(texts.cancelled, None).await;

@@ -1,4 +1,5 @@
-//! The active slot's modes (/settings) and the bot's language (/language).
+//! The active slot's modes (/settings, which also leads to the notification settings) and
+//! the bot's language (/language).
 
 use crate::domain::catalogue::Feature;
 use crate::domain::texts::Lang;
@@ -13,7 +14,8 @@ use crate::session::turn::Turn;
 pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edit: Option<i64>) {
     let texts = turn.texts;
     let Some(dialog) = state.active_slot.and_then(|slot| state.slot(slot)) else {
-        turn.say(texts.settings_need_dialog, None).await;
+        // Without a dialog there are no modes, but notifications are the user's own.
+        super::notifications::show(turn, edit).await;
         return;
     };
     let entitlement = &state.entitlement;
@@ -40,6 +42,15 @@ pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edi
                 modes.fantasy_scenes,
                 Mode::Fantasy,
             ),
+            vec![button(
+                texts
+                    .notifications
+                    .settings_title
+                    .lines()
+                    .next()
+                    .unwrap_or("🔔"),
+                ButtonData::Notifications,
+            )],
         ],
     };
     if let Some(message_id) = edit {

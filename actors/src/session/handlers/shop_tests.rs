@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use crate::domain::entitlement::Limits;
+use crate::domain::notification::NotificationKind;
 use crate::payments::messages::{PaymentReceived, PaymentUpdate};
 use crate::payments::testing::PaymentCall;
 use crate::payments::{InvoicePayload, PayloadSigner};
 use crate::ports::Clock;
+use crate::scheduler::testing::Asked;
 use crate::session::buttons::ButtonData;
 use crate::sync::lock;
 use crate::testing::*;
@@ -102,11 +104,13 @@ async fn a_payment_lifts_the_limit_of_a_live_session_and_retry_answers_the_kept_
         is_first_recurring: false,
         subscription_expiration_date: None,
     }));
+    // The thanks is scheduled as a notice (the scheduler sends it).
     eventually("the thanks", || {
-        h.messenger
-            .texts_to(USER)
-            .iter()
-            .any(|text| text.starts_with("Thank you! A week is yours until"))
+        h.notifier.asked().iter().any(|asked| {
+            matches!(asked, Asked::Notify(job)
+                if job.kind == NotificationKind::PaymentSucceeded
+                    && job.payload.contains("Thank you! A week is yours until"))
+        })
     })
     .await;
     assert_eq!(h.payments.payment_count(), 1);
@@ -138,7 +142,10 @@ async fn a_locked_mode_offers_its_unlock_and_buying_sends_a_stars_invoice() {
     h.handle(pick(USER, "mira")).await;
     h.handle(command(USER, "/settings")).await;
     let labels = h.last_labels(USER);
-    assert_eq!(labels, ["Intense mode: 🔒", "Fantasy scenes: 🔒"]);
+    assert_eq!(
+        labels,
+        ["Intense mode: 🔒", "Fantasy scenes: 🔒", "🔔 Notifications"]
+    );
 
     h.handle(press(USER, "t:intense")).await;
     assert_eq!(

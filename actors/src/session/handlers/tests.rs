@@ -441,3 +441,81 @@ async fn a_reply_stored_but_perhaps_not_shown_is_shown_again_as_it_was() {
     assert_eq!(h.last_buttons(USER), ["regen"]);
     h.router.stop();
 }
+
+#[actix_rt::test]
+async fn settings_switch_notification_topics_and_quiet_hours_and_timezone_moves_recaps() {
+    use crate::domain::notification::{QuietHours, Topic};
+    use crate::ports::schedule::JobStore;
+    use crate::scheduler::testing::Asked;
+
+    let h = SessionHarness::standard();
+    h.jobs.add_user(USER);
+    // Without a dialog, /settings is the notifications' own.
+    h.handle(command(USER, "/settings")).await;
+    assert!(
+        h.last_text(USER)
+            .starts_with("🔔 Notifications\nQuiet hours: 23:00–08:00")
+    );
+    let labels = h.last_labels(USER);
+    assert_eq!(labels[0], "Subscription: on");
+    assert_eq!(labels[3], "Weekly and monthly recaps: on");
+    h.handle(press(
+        USER,
+        &ButtonData::NotifyTopic(Topic::Recaps).encode(),
+    ))
+    .await;
+    assert_eq!(h.last_labels(USER)[3], "Weekly and monthly recaps: off");
+    let quiet = ButtonData::QuietHours { start: 22, end: 7 }.encode();
+    assert!(labels.contains(&"Quiet hours: 23:00–08:00".to_owned()));
+    h.handle(press(USER, &quiet)).await;
+    let stored = h.jobs.audience(USER).await.expect("read").expect("a user");
+    assert!(stored.settings.disabled.contains(&Topic::Recaps));
+    assert_eq!(
+        stored.settings.quiet,
+        Some(QuietHours { start: 22, end: 7 })
+    );
+    // A zone Telegram users type: stored by its canonical name, and the recaps move.
+    h.handle(command(USER, "/timezone Europe/Moscow")).await;
+    assert_eq!(h.last_text(USER), "Time zone set: Europe/Moscow.");
+    let stored = h.jobs.audience(USER).await.expect("read").expect("a user");
+    assert_eq!(stored.settings.time_zone.as_deref(), Some("Europe/Moscow"));
+    assert!(h.notifier.asked().contains(&Asked::ZoneChanged(USER)));
+    h.handle(command(USER, "/timezone Mars/Olympus")).await;
+    assert!(
+        h.last_text(USER)
+            .starts_with("Send your time zone like this")
+    );
+}
+
+#[actix_rt::test]
+async fn report_asks_the_scheduler_and_a_milestone_is_scheduled_once() {
+    use crate::domain::notification::NotificationKind;
+    use crate::scheduler::testing::Asked;
+
+    let h = SessionHarness::standard();
+    h.handle(command(USER, "/report")).await;
+    assert_eq!(h.last_text(USER), "Writing your report…");
+    assert!(
+        h.notifier
+            .asked()
+            .iter()
+            .any(|asked| matches!(asked, Asked::Report(USER, USER, _)))
+    );
+    // The harness celebrates the second persona message: the opening, then one reply.
+    h.handle(pick(USER, "mira")).await;
+    h.handle(text(USER, "hello")).await;
+    h.handle(text(USER, "again")).await;
+    let milestones: Vec<_> = h
+        .notifier
+        .asked()
+        .into_iter()
+        .filter_map(|asked| match asked {
+            Asked::Notify(job) if job.kind == NotificationKind::Milestone => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(milestones.len(), 1, "{milestones:?}");
+    assert!(milestones[0].key.ends_with(":2"), "{}", milestones[0].key);
+    // The session told the scheduler the user is here.
+    assert!(h.notifier.asked().contains(&Asked::UserSeen(USER)));
+}

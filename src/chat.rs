@@ -94,6 +94,7 @@ pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
         Arc::new(crate::telegram::payments::NoPayments),
         None,
         Arc::new(SystemClock),
+        Arc::new(SystemClock),
     )
     .await?;
     let Some(persona) = core.personas.get(persona_id) else {

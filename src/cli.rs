@@ -1,5 +1,5 @@
 //! The command line: `vitte serve | migrate | check-config | chat --persona ID |
-//! persona check | persona import CARD.json`.
+//! persona check | persona import CARD.json | simulate-broadcast --users N`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -43,6 +43,13 @@ enum Command {
     /// Check or import persona files.
     #[command(subcommand)]
     Persona(PersonaCommand),
+    /// Run a broadcast to N made-up users through the real scheduler, outbox and storage in
+    /// simulated time: how long it takes under `[outbox]`'s limits, whether it keeps to
+    /// them, and the memory it needs. Nothing is sent to Telegram.
+    SimulateBroadcast {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +124,15 @@ pub fn run() -> anyhow::Result<()> {
                 println!("{applied} migration(s) applied; the database is up to date");
                 Ok(())
             })
+        }
+        Command::SimulateBroadcast { users } => {
+            settings.validate(Purpose::Migrate).map_err(config_error)?;
+            telemetry::init(settings.log.format, "warn");
+            let report = actix_rt::System::new().block_on(async move {
+                crate::simulate::simulate_broadcast(&settings, users).await
+            })?;
+            println!("{report:#?}");
+            Ok(())
         }
         Command::Chat { persona } => {
             settings.validate(Purpose::Chat).map_err(config_error)?;

@@ -11,6 +11,7 @@ pub mod http;
 pub mod llm;
 pub mod redis_backend;
 pub mod reload;
+pub mod simulate;
 pub mod startup;
 pub mod storage;
 pub mod telegram;

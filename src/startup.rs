@@ -20,11 +20,13 @@ use vitte_actors::gateway::{
 };
 use vitte_actors::memory::{KeeperDeps, MemoryDeps, MemoryKeeper};
 use vitte_actors::metrics::Metrics;
+use vitte_actors::outbox::{Outbox, OutboxDeps, OutboxHandle, Priority};
 use vitte_actors::payments::{Commerce, DeskDeps, DeskHandle, PayloadSigner, PaymentDesk};
 use vitte_actors::ports::payments::PaymentsApi;
 use vitte_actors::ports::{
     Clock, LanguageModel, Messenger, RateLimiter, ResponseCache, SystemClock,
 };
+use vitte_actors::scheduler::{NotificationDeps, Scheduler, SchedulerDeps, SchedulerHandle};
 use vitte_actors::session::{SessionDeps, SessionRouter, SessionSettings};
 use vitte_actors::supervision::{ActorKind, Supervisor};
 
@@ -52,6 +54,9 @@ pub struct Customization {
     pub config_source: Option<ConfigSource>,
     /// The time of day; the system's clock when `None` (tests move a manual one).
     pub clock: Option<Arc<dyn Clock>>,
+    /// The clock the outbox paces Telegram calls by; `clock` when `None`. (Tests whose
+    /// manual clock stands still pace by the system's, unless they drive a broadcast.)
+    pub pacing_clock: Option<Arc<dyn Clock>>,
 }
 
 /// What every front end (the server, `vitte chat`) needs: storage, personas, the LLM gateway,
@@ -66,17 +71,22 @@ pub struct Core {
     pub router: SessionRouter,
     pub clock: Arc<dyn Clock>,
     pub desk: DeskHandle,
+    /// Every message to Telegram goes through it.
+    pub outbox: OutboxHandle,
+    /// Notifications and broadcasts.
+    pub scheduler: SchedulerHandle,
 }
 
 impl Core {
     /// Loads personas, opens and migrates the database, builds the LLM gateway and starts
-    /// the session shards with `messenger` as the way out. Call inside an actix system.
+    /// the session shards with `messenger` (the Bot API, the terminal) as the outbox's transport.
     pub async fn start(
         settings: &Settings,
         messenger: Arc<dyn Messenger>,
         payments_api: Arc<dyn PaymentsApi>,
         wrap_llm: Option<LlmWrapper>,
         clock: Arc<dyn Clock>,
+        pacing: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
         let personas = Arc::new(PersonaCatalog::load_dir(&settings.personas.dir)?);
         let catalogue = Arc::new(settings.catalogue()?);
@@ -179,6 +189,28 @@ impl Core {
             Some(wrap) => wrap(gateway.clone()),
             None => gateway.clone(),
         };
+        // Every message to Telegram goes through the outbox, paced by Telegram's limits.
+        let outbox = Outbox::launch(OutboxDeps {
+            transport: messenger,
+            clock: pacing,
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            blocked: Arc::new(database.clone()),
+            settings: settings.outbox()?,
+        });
+        let scheduler_settings = settings.scheduler()?;
+        let scheduler = Scheduler::launch(SchedulerDeps {
+            store: Arc::new(database.clone()),
+            payments: Arc::new(database.clone()),
+            outbox: outbox.clone(),
+            llm: gateway.clone(),
+            personas: personas.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            settings: scheduler_settings.clone(),
+        });
+        let messenger = outbox.messenger(Priority::Reply);
         let commerce = Commerce {
             catalogue,
             limits,
@@ -188,7 +220,8 @@ impl Core {
         };
         let desk = PaymentDesk::launch(DeskDeps {
             commerce: commerce.clone(),
-            messenger: messenger.clone(),
+            messenger: outbox.messenger(Priority::Notification),
+            notifier: Arc::new(scheduler.clone()),
             metrics: metrics.clone(),
             supervisor: supervisor.clone(),
             clock: clock.clone(),
@@ -239,6 +272,11 @@ impl Core {
                 store: Arc::new(database.clone()),
                 settings: memory_settings,
             },
+            notifications: NotificationDeps {
+                notifier: Arc::new(scheduler.clone()),
+                store: Arc::new(database.clone()),
+                settings: scheduler_settings,
+            },
         };
         let shards = match settings.session.shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -257,6 +295,8 @@ impl Core {
             router,
             clock,
             desk,
+            outbox,
+            scheduler,
         })
     }
 }
@@ -335,12 +375,14 @@ impl Application {
         let clock = customization
             .clock
             .unwrap_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>);
+        let pacing = customization.pacing_clock.unwrap_or_else(|| clock.clone());
         let core = Core::start(
             &settings,
             Arc::new(BotApiClient::new(bot.clone())),
             Arc::new(StarsApi::new(RawBotApi::new(&bot))),
             customization.wrap_llm,
             clock,
+            pacing,
         )
         .await?;
         let reloader = Arc::new(Reloader::new(
@@ -380,6 +422,9 @@ impl Application {
             redis: core.redis.clone(),
             reloader: reloader.clone(),
             storage_probe: Arc::new(http::probe::StorageProbe::new(core.database.clone())),
+            scheduler: core.scheduler.clone(),
+            catalogue: Arc::new(settings.catalogue()?),
+            clock: core.clock.clone(),
         };
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding http.address {address}"))?;
@@ -452,6 +497,11 @@ impl Application {
 
     pub fn database(&self) -> &Database {
         &self.core.database
+    }
+
+    /// The outbox (a test or the benchmark drives a manual pacing clock through it).
+    pub fn outbox(&self) -> &OutboxHandle {
+        &self.core.outbox
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -106,6 +106,15 @@ impl VitteProcess {
                 "VITTE__MEMORY__EMBEDDINGS__RATE_LIMIT__BURST",
                 "1000000".into(),
             ),
+            // The fake Bot API has no flood control: Telegram's limits in the outbox would
+            // measure Telegram (30 messages a second), not vitte. `vitte simulate-broadcast`
+            // measures the outbox under them.
+            ("VITTE__OUTBOX__GLOBAL_PER_SECOND", "100000000".into()),
+            ("VITTE__OUTBOX__PRIVATE_BURST", "100000000".into()),
+            ("VITTE__OUTBOX__GROUP_PER_MINUTE", "100000000".into()),
+            ("VITTE__OUTBOX__CAPACITY", "10000000".into()),
+            // No quiet hours: a run at night must not hold notices back.
+            ("VITTE__NOTIFICATIONS__QUIET_END", "23".into()),
             ("VITTE__DATABASE__URL", options.database_url.clone()),
             (
                 "VITTE__DATABASE__MAX_CONNECTIONS",

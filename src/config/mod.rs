@@ -18,9 +18,11 @@ use vitte_actors::payments::PayloadSigner;
 use vitte_actors::resilience::breaker::BreakerSettings;
 use vitte_actors::resilience::limiter::RateLimit;
 
+mod notifications;
 mod supervision;
 mod validate;
 
+pub use notifications::{NotificationsSection, OutboxSection};
 pub use supervision::{KindSection, SupervisionSettings};
 
 /// Why the configuration cannot be used; always one line naming the key at fault.
@@ -58,6 +60,8 @@ pub struct Settings {
     pub payments: PaymentSettings,
     pub limits: LimitSettings,
     pub memory: MemorySection,
+    pub outbox: OutboxSection,
+    pub notifications: NotificationsSection,
 }
 
 /// Long-term memory: extraction, recall and summaries (`[memory]`), and its embeddings

@@ -62,6 +62,8 @@ impl Settings {
         }
         self.limits()?;
         self.memory()?;
+        self.outbox()?;
+        self.scheduler()?;
         check_http_url("memory.embeddings.base_url", self.embeddings_base_url())?;
         if self.memory.embeddings.model.trim().is_empty() {
             return Err(ConfigError::invalid(

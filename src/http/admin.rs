@@ -13,7 +13,7 @@ use vitte_actors::payments::messages::RefundError;
 use vitte_actors::ports::payments::PaymentStore;
 
 /// Whether the request carries `Authorization: Bearer <admin token>` (constant-time).
-fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
+pub(super) fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
     let expected = token.expose_secret().as_bytes();
     let given = request
         .headers()

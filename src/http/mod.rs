@@ -3,6 +3,7 @@
 //! share.
 
 mod admin;
+mod broadcast;
 mod health;
 pub mod probe;
 pub mod state;
@@ -38,5 +39,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/admin/users/{user_id}/unblock",
             web::post().to(admin::unblock),
+        )
+        .service(
+            web::resource("/admin/broadcast")
+                .app_data(web::PayloadConfig::new(broadcast::MAX_BROADCAST_BYTES))
+                .route(web::post().to(broadcast::create)),
+        )
+        .route("/admin/broadcasts/{id}", web::get().to(broadcast::show))
+        .route(
+            "/admin/users/{user_id}/notifications",
+            web::get().to(broadcast::jobs),
         );
 }

@@ -6,8 +6,11 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::json;
+use vitte_actors::domain::catalogue::Catalogue;
 use vitte_actors::gateway::LlmGateway;
 use vitte_actors::metrics::Metrics;
+use vitte_actors::ports::Clock;
+use vitte_actors::scheduler::SchedulerHandle;
 use vitte_actors::supervision::Supervisor;
 
 use super::probe::StorageProbe;
@@ -33,6 +36,11 @@ pub struct HttpState {
     pub reloader: Arc<Reloader>,
     /// The readiness check's write probe (rate-limited).
     pub storage_probe: Arc<StorageProbe>,
+    /// Broadcasts are handed to it.
+    pub scheduler: SchedulerHandle,
+    /// Plans a broadcast's segment may name.
+    pub catalogue: Arc<Catalogue>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A JSON error: `{"error": message}` with `status`.

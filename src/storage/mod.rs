@@ -10,7 +10,8 @@
 //!
 //! Files: this one holds the pool, the runtime and the queries operators use;
 //! `sessions.rs` the `SessionStore` port; `payments.rs` the ledger; `memory.rs` memories and
-//! summaries; `migrations.rs` the embedded migrations;
+//! summaries; `schedule.rs` jobs, notification settings and broadcasts (the `JobStore` port);
+//! `blocked.rs` users who blocked the bot; `migrations.rs` the embedded migrations;
 //! `schema.rs` the tables. Times come from the injected clock, never the system's.
 
 mod migrations;
@@ -134,7 +135,9 @@ mod inbox;
 pub use inbox::{Accepted, UnhandledUpdate};
 mod memory;
 pub use memory::{MemoryRecord, UserFootprint};
+mod blocked;
 mod payments;
+mod schedule;
 mod sessions;
 
 impl Database {

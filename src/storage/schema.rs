@@ -11,6 +11,7 @@ diesel::table! {
         updated_at -> BigInt,
         language -> Nullable<Text>,
         adult_confirmed_at -> Nullable<BigInt>,
+        blocked_at -> Nullable<BigInt>,
     }
 }
 
@@ -171,8 +172,62 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Proactive messages to send when due, unique by idempotency key.
+    scheduled_jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        user_id -> BigInt,
+        due_at -> BigInt,
+        payload -> Text,
+        idempotency_key -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// What each user chose about notifications.
+    notification_settings (user_id) {
+        user_id -> BigInt,
+        disabled_topics -> Text,
+        quiet_start -> Nullable<Integer>,
+        quiet_end -> Nullable<Integer>,
+        time_zone -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Operators' broadcasts.
+    broadcasts (id) {
+        id -> BigInt,
+        text -> Text,
+        segment -> Text,
+        status -> Text,
+        total -> BigInt,
+        created_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One per broadcast and recipient.
+    broadcast_deliveries (broadcast_id, user_id) {
+        broadcast_id -> BigInt,
+        user_id -> BigInt,
+        status -> Text,
+        due_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
+diesel::joinable!(broadcast_deliveries -> broadcasts (broadcast_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     dialogs,
@@ -186,5 +241,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     payment_events,
     memories,
     dialog_summaries,
-    forgotten_replies
+    forgotten_replies,
+    scheduled_jobs,
+    notification_settings,
+    broadcasts,
+    broadcast_deliveries
 );

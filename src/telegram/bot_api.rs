@@ -1,6 +1,7 @@
 //! The Bot API client: every call vitte makes to Telegram, through teloxide. Markdown with a
-//! plain-text fallback, flood-control waits honoured, at most [`MAX_CONCURRENT_CALLS`] calls
-//! at once. It implements the actors' `Messenger` port.
+//! plain-text fallback, at most [`MAX_CONCURRENT_CALLS`] calls at once. It implements the
+//! actors' `Messenger` port and is the outbox's transport: flood control (429) is returned
+//! as `DeliveryError::Throttled` for the outbox to wait out, per chat or for everything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +17,7 @@ use teloxide::types::{
 use teloxide::{ApiError, Bot, RequestError};
 use vitte_actors::ports::{DeliveryError, Keyboard, Messenger, Render};
 
-/// Longest flood-control wait we accept before giving up on a message.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// Attempts per message when Telegram asks us to slow down or cannot be reached.
+/// Attempts per message when Telegram cannot be reached.
 const MAX_ATTEMPTS: usize = 4;
 /// First pause before sending again after a connection failure (grows per attempt).
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(250);
@@ -121,7 +120,10 @@ fn delivery_error(error: RequestError) -> DeliveryError {
         ) => DeliveryError::Blocked,
         // Refused, or never sent (the connection failed first): nothing was applied. (The
         // token is part of request URLs; teloxide removes it from network errors.)
-        RequestError::Api(_) | RequestError::RetryAfter(_) | RequestError::MigrateToChatId(_) => {
+        RequestError::RetryAfter(wait) => DeliveryError::Throttled {
+            retry_after: wait.duration(),
+        },
+        RequestError::Api(_) | RequestError::MigrateToChatId(_) => {
             DeliveryError::Failed(crate::error_chain(&error))
         }
         RequestError::Network(ref network) if network.is_connect() => {
@@ -150,10 +152,11 @@ impl Messenger for BotApiClient {
                     tracing::debug!("Telegram rejected the Markdown; sending as plain text");
                     markdown = false;
                 }
-                Err(RequestError::RetryAfter(wait))
-                    if attempt < MAX_ATTEMPTS && wait.duration() <= MAX_RETRY_AFTER =>
-                {
-                    tokio::time::sleep(wait.duration()).await;
+                // The outbox waits, holding this chat (or every chat) back meanwhile.
+                Err(RequestError::RetryAfter(wait)) => {
+                    return Err(DeliveryError::Throttled {
+                        retry_after: wait.duration(),
+                    });
                 }
                 // The connection failed before the request was sent: it cannot have been
                 // delivered, so sending again cannot duplicate it. (A timeout could have
@@ -169,9 +172,8 @@ impl Messenger for BotApiClient {
         }
     }
 
-    /// The final text is retried like a send (flood control, connection failures) and tries
-    /// Markdown first. A draft is plain text, tried once: under flood control the caller
-    /// is told how long to wait, since a later draft (or the final text) shows it anyway.
+    /// The final text is retried like a send (connection failures) and tries Markdown
+    /// first. A draft is plain text, tried once. Flood control is the outbox's to wait out.
     async fn edit_text(
         &self,
         chat: i64,
@@ -195,15 +197,10 @@ impl Messenger for BotApiClient {
                     tracing::debug!("Telegram rejected the Markdown; editing as plain text");
                     markdown = false;
                 }
-                Err(RequestError::RetryAfter(wait)) if render == Render::Draft => {
+                Err(RequestError::RetryAfter(wait)) => {
                     return Err(DeliveryError::Throttled {
                         retry_after: wait.duration(),
                     });
-                }
-                Err(RequestError::RetryAfter(wait))
-                    if attempt < MAX_ATTEMPTS && wait.duration() <= MAX_RETRY_AFTER =>
-                {
-                    tokio::time::sleep(wait.duration()).await;
                 }
                 // An edit is idempotent: sending it again after any network failure is safe.
                 Err(RequestError::Network(error))

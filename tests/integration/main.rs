@@ -11,6 +11,7 @@ mod gateway;
 mod http_api;
 mod loadgen;
 mod memory;
+mod notifications;
 mod payments;
 mod recovery;
 mod streaming;

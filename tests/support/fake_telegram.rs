@@ -9,6 +9,11 @@
 //! their times, for the throttling of streamed replies). Like Telegram it refuses
 //! an edit that changes nothing ("message is not modified") and can be told to
 //! answer edits with 429 and `retry_after`.
+//!
+//! For the outbox's tests it records each call's time (on a clock the test may share with
+//! the app, so a broadcast runs in controlled time), and answers a chat's next calls as
+//! Telegram does under flood control (429 with `parameters.retry_after`), for a user who
+//! blocked the bot or deleted their account (403), or with a 400 refusal.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -62,6 +67,9 @@ pub struct RecordedCall {
     pub method: String,
     /// The JSON body of the call (`{}` when the body was empty).
     pub body: Value,
+    /// When it arrived, in Unix milliseconds of the fake's clock (see
+    /// [`FakeTelegram::use_clock`]).
+    pub at: i64,
 }
 
 /// The placeholders a streamed reply starts as: not (yet) a text the user reads.
@@ -97,8 +105,14 @@ struct Inner {
     throttled_edits: usize,
     /// Edits still to be refused with "message can't be edited".
     refused_edits: usize,
-    /// Chats whose user blocked the bot: every call to them gets 403.
-    blocked_chats: std::collections::HashSet<i64>,
+    /// Chats whose user blocked the bot (or deleted their account): every call to them
+    /// gets 403 with this description.
+    blocked_chats: std::collections::HashMap<i64, &'static str>,
+    /// Answers for a chat's next calls, before anything else: (HTTP status, description,
+    /// retry_after seconds).
+    scripted: std::collections::HashMap<i64, VecDeque<(u16, String, Option<u64>)>>,
+    /// Where call times come from; the system's clock when `None`.
+    clock: Option<Arc<dyn vitte_actors::ports::Clock>>,
     throttle_seconds: u64,
     /// Pending updates, ordered by `update_id`.
     updates: VecDeque<Value>,
@@ -112,6 +126,8 @@ struct Inner {
     charges: std::collections::HashMap<String, FakeCharge>,
     /// The invoices the bot made (`sendInvoice` and `createInvoiceLink` bodies).
     invoices: Vec<Value>,
+    /// Accepted `sendMessage` / `editMessageText` calls: (time, chat, method).
+    delivered: Vec<(i64, i64, String)>,
 }
 
 /// A Stars charge as the fake Telegram knows it.
@@ -133,6 +149,17 @@ impl State {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves the data usable.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_millis(&self) -> i64 {
+        let clock = self.lock().clock.clone();
+        match clock {
+            Some(clock) => clock.now_millis(),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -161,7 +188,9 @@ impl FakeTelegram {
                 edits: Vec::new(),
                 throttled_edits: 0,
                 refused_edits: 0,
-                blocked_chats: std::collections::HashSet::new(),
+                blocked_chats: std::collections::HashMap::new(),
+                scripted: std::collections::HashMap::new(),
+                clock: None,
                 throttle_seconds: 1,
                 updates: VecDeque::new(),
                 reject_bad_markdown: true,
@@ -170,6 +199,7 @@ impl FakeTelegram {
                 pre_checkouts: std::collections::HashMap::new(),
                 charges: std::collections::HashMap::new(),
                 invoices: Vec::new(),
+                delivered: Vec::new(),
             }),
             new_update: Notify::new(),
         });
@@ -286,7 +316,61 @@ impl FakeTelegram {
     /// The user of `chat_id` blocks the bot: from now on every call to that chat is answered
     /// 403 "Forbidden: bot was blocked by the user", as Telegram does.
     pub fn block_chat(&self, chat_id: i64) {
-        self.state.lock().blocked_chats.insert(chat_id);
+        self.state
+            .lock()
+            .blocked_chats
+            .insert(chat_id, "Forbidden: bot was blocked by the user");
+    }
+
+    /// The user of `chat_id` deleted their account: 403 "Forbidden: user is deactivated".
+    pub fn deactivate_chat(&self, chat_id: i64) {
+        self.state
+            .lock()
+            .blocked_chats
+            .insert(chat_id, "Forbidden: user is deactivated");
+    }
+
+    /// The user unblocked the bot.
+    pub fn unblock_chat(&self, chat_id: i64) {
+        self.state.lock().blocked_chats.remove(&chat_id);
+    }
+
+    /// The next `count` calls to `chat_id` are answered 429 Too Many Requests with
+    /// `parameters.retry_after` = `retry_after_seconds`, as Telegram's flood control does.
+    pub fn flood_chat(&self, chat_id: i64, count: usize, retry_after_seconds: u64) {
+        let mut inner = self.state.lock();
+        let script = inner.scripted.entry(chat_id).or_default();
+        for _ in 0..count {
+            script.push_back((
+                429,
+                format!("Too Many Requests: retry after {retry_after_seconds}"),
+                Some(retry_after_seconds),
+            ));
+        }
+    }
+
+    /// The next call to `chat_id` is refused with 400 and `description`.
+    pub fn refuse_chat(&self, chat_id: i64, description: &str) {
+        self.state
+            .lock()
+            .scripted
+            .entry(chat_id)
+            .or_default()
+            .push_back((400, description.to_owned(), None));
+    }
+
+    /// Call times come from `clock` from now on (the app's manual clock: then a test reads
+    /// the send schedule in the app's time).
+    pub fn use_clock(&self, clock: Arc<dyn vitte_actors::ports::Clock>) {
+        self.state.lock().clock = Some(clock);
+    }
+
+    /// The bot's successful message calls (`sendMessage`, `editMessageText`) and their
+    /// times, as (time, chat, method), in order of arrival; refused ones are in [`calls`].
+    ///
+    /// [`calls`]: FakeTelegram::calls
+    pub fn message_times(&self) -> Vec<(i64, i64, String)> {
+        self.state.lock().delivered.clone()
     }
 
     /// Answers the next `count` edits with 429 Too Many Requests and `retry_after`.
@@ -545,9 +629,11 @@ async fn handle_call(
         ),
     };
 
+    let at = state.now_millis();
     state.lock().calls.push(RecordedCall {
         method: method.clone(),
         body: body.clone(),
+        at,
     });
 
     if !bot.starts_with("bot") {
@@ -556,9 +642,24 @@ async fn handle_call(
     if !body_ok {
         return error(400, "Bad Request: can't parse request body");
     }
-    let blocked = chat_id_of(&body).is_some_and(|chat| state.lock().blocked_chats.contains(&chat));
-    if blocked {
-        return error(403, "Forbidden: bot was blocked by the user");
+    if let Some(chat) = chat_id_of(&body) {
+        let mut inner = state.lock();
+        if let Some(description) = inner.blocked_chats.get(&chat) {
+            return error(403, description);
+        }
+        let scripted = inner.scripted.get_mut(&chat).and_then(VecDeque::pop_front);
+        if let Some((code, description, retry_after)) = scripted {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut answer = json!({
+                "ok": false,
+                "error_code": code,
+                "description": description,
+            });
+            if let Some(seconds) = retry_after {
+                answer["parameters"] = json!({ "retry_after": seconds });
+            }
+            return HttpResponse::build(status).json(answer);
+        }
     }
 
     match method.as_str() {
@@ -603,8 +704,18 @@ async fn handle_call(
             inner.webhook = None;
             ok(json!(true))
         }
-        "sendMessage" => send_message(&state, &body),
-        "editMessageText" => edit_message_text(&state, &body),
+        "sendMessage" | "editMessageText" => {
+            let response = if method == "sendMessage" {
+                send_message(&state, &body)
+            } else {
+                edit_message_text(&state, &body)
+            };
+            if response.status().is_success() {
+                let chat = chat_id_of(&body).unwrap_or(0);
+                state.lock().delivered.push((at, chat, method.clone()));
+            }
+            response
+        }
         "deleteMessage" => delete_message(&state, &body),
         "sendChatAction" | "answerCallbackQuery" | "setMyCommands" => ok(json!(true)),
         "sendInvoice" => send_invoice(&state, &body),

@@ -7,6 +7,7 @@
 pub mod fake_llm;
 pub mod fake_telegram;
 pub mod payments;
+pub mod seed;
 pub mod tcp_proxy;
 pub mod watchdog;
 
@@ -22,6 +23,7 @@ use serde_json::Value;
 use vitte::config::{ConfigSource, Settings, TelegramMode};
 use vitte::startup::{AppHandle, Application, Customization, LlmWrapper};
 use vitte::storage::Database;
+use vitte_actors::ports::Clock as _;
 use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError, ManualClock};
 use vitte_actors::supervision::ActorKind;
 
@@ -91,6 +93,11 @@ pub struct TestOptions {
     pub mode: TelegramMode,
     pub wrap_llm: Option<LlmWrapper>,
     pub adjust: Option<AdjustSettings>,
+    /// Telegram's real limits in the outbox, paced by the app's manual clock (which the
+    /// test drives with [`TestApp::drive_outbox_until`]); the fake Bot API records call
+    /// times on that clock. Otherwise the outbox paces by the system's clock with limits no
+    /// test reaches, so a test of something else never waits for them.
+    pub telegram_limits: bool,
 }
 
 impl Default for TestOptions {
@@ -99,6 +106,7 @@ impl Default for TestOptions {
             mode: TelegramMode::Webhook,
             wrap_llm: None,
             adjust: None,
+            telegram_limits: false,
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The app's clock: it moves only when a test moves it.
     pub clock: Arc<ManualClock>,
+    /// The outbox, for driving its pacing in controlled time.
+    pub outbox: vitte_actors::outbox::OutboxHandle,
     kept: Kept,
 }
 
@@ -223,11 +233,20 @@ impl TestApp {
         settings.safety.file = repo_path("config/safety.toml");
         settings.payments.catalogue = repo_path("config/catalogue.toml");
         settings.admin.token = SecretString::from(ADMIN_TOKEN);
+        // No quiet hours unless a test sets some: a run at night must not hold notices back.
+        settings.notifications.quiet_start = 0;
+        settings.notifications.quiet_end = 0;
+        if !options.telegram_limits {
+            settings.outbox.global_per_second = 1_000_000;
+            settings.outbox.private_burst = 1_000_000;
+            settings.outbox.group_per_minute = 1_000_000;
+        }
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
         }
         let kept = Kept {
             data_dir,
+            telegram_limits: options.telegram_limits,
             next_update_id: Arc::new(AtomicI64::new(1)),
             watchdog: Arc::new(watchdog::Watchdog::arm()),
             postgres,
@@ -242,8 +261,15 @@ impl TestApp {
         (telegram, llm, clock): (FakeTelegram, FakeLlm, Arc<ManualClock>),
         kept: Kept,
     ) -> TestApp {
+        let pacing_clock: Arc<dyn vitte_actors::ports::Clock> = if kept.telegram_limits {
+            telegram.use_clock(clock.clone());
+            clock.clone()
+        } else {
+            Arc::new(vitte_actors::ports::SystemClock)
+        };
         let customization = Customization {
             clock: Some(clock.clone()),
+            pacing_clock: Some(pacing_clock),
             wrap_llm,
             config_source: Some(ConfigSource {
                 dir: kept.data_dir.path().join("config"),
@@ -255,6 +281,7 @@ impl TestApp {
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", application.port());
         let database = application.database().clone();
+        let outbox = application.outbox().clone();
         let handle = application.handle();
         actix_rt::spawn(async move {
             if let Err(error) = application.run_until_stopped().await {
@@ -276,6 +303,7 @@ impl TestApp {
                 .build()
                 .expect("an HTTP client"),
             clock,
+            outbox,
             kept,
         };
         app.wait_until_ready().await;
@@ -338,6 +366,30 @@ impl TestApp {
             ))
             .await
             .expect("the database's writability changes");
+    }
+
+    /// Moves the app's manual clock whenever the outbox has nothing in flight and nothing
+    /// it may send now: to the moment its next call may go, or 10 ms on when nothing waits
+    /// (the scheduler's passes run meanwhile). Every call is thus sent, and recorded by the
+    /// fake, at the moment the outbox chose. Needs [`TestOptions::telegram_limits`].
+    pub async fn drive_outbox_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let mut steps: u64 = 0;
+        while !done() {
+            steps += 1;
+            assert!(steps < 2_000_000, "the outbox never got to: {what}");
+            let clock = self.clock.clone();
+            self.outbox
+                .at_rest(move |pulse| {
+                    let now = clock.now_millis();
+                    match pulse.next_ready_at {
+                        Some(at) => clock.set(at.max(now)),
+                        None => clock.set(now + 10),
+                    }
+                })
+                .await;
+            // Whoever the moved clock woke (the scheduler, callers) acts before it moves on.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// The SQLite file's directory (moved away to make the database vanish).

@@ -6,7 +6,9 @@
 //!   local midnight is. Tests move it by hand with [`ManualClock`], so a test of "six hours
 //!   later" or "after midnight in Tashkent" takes no time at all.
 //! - *pacing* (`tokio::time`): the pauses between two edits of a streamed reply, retry
-//!   backoff, flood-control waits. Unit tests run those on tokio's paused clock.
+//!   backoff. Unit tests run those on tokio's paused clock. The outbox is the exception: it
+//!   paces Telegram calls (and waits out flood control) on this port, so that a broadcast
+//!   to thousands can run in controlled time.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -6,7 +6,9 @@ use crate::domain::texts::{Lang, fill};
 use crate::outbox::Priority;
 use crate::ports::clock::{UnixMillis, millis};
 use crate::ports::schedule::{Audience, Delivery, DeliveryStatus, Job, JobOutcome, PeriodMessage};
-use crate::ports::{ChatId, ChatMessage, CompletionRequest, DeliveryError, Purpose, Role, UserId};
+use crate::ports::{
+    ChatId, ChatMessage, CompletionRequest, DeliveryError, LlmError, Purpose, Role, UserId,
+};
 
 use super::SchedulerDeps;
 use super::planning::{
@@ -28,6 +30,34 @@ enum Composed {
     Nothing(String),
     /// Could not be written now (the LLM failed): try again later.
     NotNow(String),
+    /// The LLM is rate-limited or its breakers are open: try again at `until`, without
+    /// spending an attempt (the misfire window still ends the wait).
+    Later {
+        until: UnixMillis,
+        reason: String,
+    },
+}
+
+/// Why a text the LLM writes could not be had.
+enum WriteError {
+    Storage(String),
+    Llm(LlmError),
+}
+
+impl WriteError {
+    /// What the job does about it.
+    fn composed(self, now: UnixMillis) -> Composed {
+        match self {
+            WriteError::Storage(reason) => Composed::NotNow(format!("storage: {reason}")),
+            WriteError::Llm(
+                LlmError::RateLimited { retry_in } | LlmError::CircuitOpen { retry_in },
+            ) => Composed::Later {
+                until: now.saturating_add(millis(retry_in).max(1_000)),
+                reason: "the LLM is busy".into(),
+            },
+            WriteError::Llm(error) => Composed::NotNow(error.to_string()),
+        }
+    }
 }
 
 /// The label of `notifications_sent_total{status}` for an outcome.
@@ -104,6 +134,7 @@ async fn decide(deps: &SchedulerDeps, job: &Job) -> JobOutcome {
         Composed::Text(text) => text,
         Composed::Nothing(reason) => return JobOutcome::Skipped(reason),
         Composed::NotNow(reason) => return retry(deps, job, now, reason),
+        Composed::Later { until, reason } => return JobOutcome::Postponed { until, reason },
     };
     let messenger = deps.outbox.messenger(Priority::Notification);
     match messenger.send_text(audience.chat_id, &text, None).await {
@@ -191,7 +222,7 @@ async fn compose(deps: &SchedulerDeps, job: &Job, audience: &Audience) -> Compos
             match write_recap(deps, job.user_id, recap.from, recap.to, lang).await {
                 Ok(Some(summary)) => Composed::Text(format!("{title}\n\n{summary}")),
                 Ok(None) => Composed::Nothing("no messages in the period".into()),
-                Err(reason) => Composed::NotNow(reason),
+                Err(error) => error.composed(deps.clock.now_millis()),
             }
         }
     }
@@ -261,6 +292,9 @@ async fn remind(deps: &SchedulerDeps, job: &Job, audience: &Audience, lang: Lang
         Ok(completion) if !completion.text.trim().is_empty() => {
             Composed::Text(format!("{}: {}", persona.name, completion.text.trim()))
         }
+        Err(error @ (LlmError::RateLimited { .. } | LlmError::CircuitOpen { .. })) => {
+            WriteError::Llm(error).composed(deps.clock.now_millis())
+        }
         outcome => {
             if job.attempts < deps.settings.max_attempts {
                 let reason = match outcome {
@@ -278,18 +312,18 @@ async fn remind(deps: &SchedulerDeps, job: &Job, audience: &Audience, lang: Lang
 }
 
 /// The LLM's recap of the user's dialogs in `[from, to)`; `None` when there were none.
-pub async fn write_recap(
+async fn write_recap(
     deps: &SchedulerDeps,
     user_id: UserId,
     from: UnixMillis,
     to: UnixMillis,
     lang: Lang,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, WriteError> {
     let period = deps
         .store
         .period_messages(user_id, from, to, RECAP_MESSAGES)
         .await
-        .map_err(|error| format!("storage: {error}"))?;
+        .map_err(|error| WriteError::Storage(error.to_string()))?;
     if period.is_empty() {
         return Ok(None);
     }
@@ -312,8 +346,10 @@ pub async fn write_recap(
         Ok(completion) if !completion.text.trim().is_empty() => {
             Ok(Some(completion.text.trim().to_owned()))
         }
-        Ok(_) => Err("an empty recap".into()),
-        Err(error) => Err(error.to_string()),
+        Ok(_) => Err(WriteError::Llm(LlmError::Malformed(
+            "an empty recap".into(),
+        ))),
+        Err(error) => Err(WriteError::Llm(error)),
     }
 }
 
@@ -409,7 +445,11 @@ pub async fn report_now(deps: &SchedulerDeps, user_id: UserId, chat: ChatId, lan
     let text = match write_recap(deps, user_id, now - 7 * 86_400_000, now + 1, lang).await {
         Ok(Some(summary)) => format!("{}\n\n{summary}", texts.weekly_title),
         Ok(None) => texts.report_empty.to_owned(),
-        Err(error) => {
+        Err(WriteError::Storage(error)) => {
+            tracing::info!(%error, "could not write a report");
+            texts.report_failed.to_owned()
+        }
+        Err(WriteError::Llm(error)) => {
             tracing::info!(%error, "could not write a report");
             texts.report_failed.to_owned()
         }

@@ -84,10 +84,6 @@ impl JobBook {
         }
     }
 
-    pub fn jobs(&self) -> Vec<Job> {
-        lock(&self.book).jobs.clone()
-    }
-
     pub fn job(&self, key: &str) -> Option<Job> {
         lock(&self.book)
             .jobs

@@ -427,6 +427,8 @@ async fn the_command_menu_is_registered_in_english_and_russian() {
         "status",
         "memory",
         "forget_me",
+        "report",
+        "timezone",
         "menu",
         "help",
     ];

@@ -328,14 +328,24 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     assert_eq!(settings["text"], "Settings of dialog 1 (Pavel):");
     assert_eq!(
         button_labels(&settings),
-        ["Intense mode: off", "Fantasy scenes: off"]
+        [
+            "Intense mode: off",
+            "Fantasy scenes: off",
+            "🔔 Notifications"
+        ]
     );
     let message_id = settings["message_id"].as_i64().expect("an id");
     app.user_presses_on(user, "t:intense", message_id).await;
     wait_until("the settings edited in place", || {
         let messages = app.telegram.sent_messages(user);
         let settings = messages.iter().find(|m| m["message_id"] == message_id)?;
-        (button_labels(settings) == ["Intense mode: on", "Fantasy scenes: off"]).then_some(())
+        (button_labels(settings)
+            == [
+                "Intense mode: on",
+                "Fantasy scenes: off",
+                "🔔 Notifications",
+            ])
+        .then_some(())
     })
     .await;
     assert_eq!(app.telegram.sent_texts(user).len(), 4, "no new message");
@@ -358,7 +368,13 @@ async fn settings_toggle_modes_per_slot_and_the_prompt_follows(backend: Backend)
     wait_until("fantasy scenes on", || {
         let messages = app.telegram.sent_messages(user);
         let settings = messages.iter().find(|m| m["message_id"] == message_id)?;
-        (button_labels(settings) == ["Intense mode: off", "Fantasy scenes: on"]).then_some(())
+        (button_labels(settings)
+            == [
+                "Intense mode: off",
+                "Fantasy scenes: on",
+                "🔔 Notifications",
+            ])
+        .then_some(())
     })
     .await;
     app.user_says(user, "show me the greenhouse").await;

@@ -325,7 +325,17 @@ async fn admin_endpoints_need_the_token() {
         .iter()
         .filter_map(|k| k["kind"].as_str())
         .collect();
-    assert_eq!(kinds, ["session", "llm", "payments", "memory"]);
+    assert_eq!(
+        kinds,
+        [
+            "session",
+            "llm",
+            "payments",
+            "memory",
+            "outbox",
+            "scheduler"
+        ]
+    );
     assert_eq!(actors["providers"][0]["breaker"], "closed");
     // The embeddings provider is reported with the chat providers.
     let providers: Vec<&str> = actors["providers"]

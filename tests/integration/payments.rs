@@ -342,7 +342,7 @@ async fn refunds_by_operator_and_by_update_take_the_grant_back_once(backend: Bac
     .await;
     assert_eq!(
         button_labels(&settings),
-        ["Intense mode: 🔒", "Fantasy scenes: 🔒"]
+        ["Intense mode: 🔒", "Fantasy scenes: 🔒", "🔔 Notifications"]
     );
     let refunded = app.payment_event_count(user, "refunded").await;
     assert_eq!(refunded, 2);
@@ -419,7 +419,11 @@ async fn a_locked_feature_offers_its_purchase(backend: Backend) {
     .await;
     assert_eq!(
         button_labels(&settings),
-        ["Intense mode: off", "Fantasy scenes: 🔒"]
+        [
+            "Intense mode: off",
+            "Fantasy scenes: 🔒",
+            "🔔 Notifications"
+        ]
     );
     app.stop().await;
 }

@@ -112,7 +112,7 @@ struct Inner {
     /// retry_after seconds).
     scripted: std::collections::HashMap<i64, VecDeque<(u16, String, Option<u64>)>>,
     /// Where call times come from; the system's clock when `None`.
-    clock: Option<Arc<dyn vitte_actors::ports::Clock>>,
+    clock: Option<SharedClock>,
     throttle_seconds: u64,
     /// Pending updates, ordered by `update_id`.
     updates: VecDeque<Value>,
@@ -128,6 +128,16 @@ struct Inner {
     invoices: Vec<Value>,
     /// Accepted `sendMessage` / `editMessageText` calls: (time, chat, method).
     delivered: Vec<(i64, i64, String)>,
+}
+
+/// The clock call times are read from (shared with the app under test).
+#[derive(Clone)]
+struct SharedClock(Arc<dyn vitte_actors::ports::Clock>);
+
+impl std::fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedClock")
+    }
 }
 
 /// A Stars charge as the fake Telegram knows it.
@@ -154,7 +164,7 @@ impl State {
     fn now_millis(&self) -> i64 {
         let clock = self.lock().clock.clone();
         match clock {
-            Some(clock) => clock.now_millis(),
+            Some(SharedClock(clock)) => clock.now_millis(),
             None => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -362,7 +372,7 @@ impl FakeTelegram {
     /// Call times come from `clock` from now on (the app's manual clock: then a test reads
     /// the send schedule in the app's time).
     pub fn use_clock(&self, clock: Arc<dyn vitte_actors::ports::Clock>) {
-        self.state.lock().clock = Some(clock);
+        self.state.lock().clock = Some(SharedClock(clock));
     }
 
     /// The bot's successful message calls (`sendMessage`, `editMessageText`) and their

@@ -131,6 +131,8 @@ pub struct TestApp {
 struct Kept {
     /// Holds the SQLite file and `config/` (read again on a live reload).
     data_dir: Arc<tempfile::TempDir>,
+    /// The outbox paces by the app's manual clock (see [`TestOptions::telegram_limits`]).
+    telegram_limits: bool,
     next_update_id: Arc<AtomicI64>,
     /// Ends a hung test (with its name) instead of the whole run hanging.
     watchdog: Arc<watchdog::Watchdog>,

@@ -30,6 +30,8 @@ struct Transport {
     clock: Arc<ManualClock>,
     taken: Mutex<Vec<Taken>>,
     script: Mutex<HashMap<ChatId, VecDeque<DeliveryError>>>,
+    /// How long Telegram takes to answer (real time).
+    latency: Mutex<Duration>,
 }
 
 impl Transport {
@@ -65,6 +67,10 @@ impl Messenger for Transport {
         _: &str,
         _: Option<&Keyboard>,
     ) -> Result<i64, DeliveryError> {
+        let latency = *lock(&self.latency);
+        if !latency.is_zero() {
+            actix_rt::time::sleep(latency).await;
+        }
         self.take(chat, "sendMessage").map(|()| 1)
     }
 
@@ -111,6 +117,7 @@ fn bench(settings: OutboxSettings) -> Bench {
         clock: clock.clone(),
         taken: Mutex::default(),
         script: Mutex::default(),
+        latency: Mutex::default(),
     });
     let blocked = Arc::new(Blocked::default());
     let metrics = Metrics::new().expect("metrics");
@@ -336,6 +343,8 @@ async fn a_429_pauses_its_chat_for_retry_after_then_the_call_goes() {
 async fn a_blocked_user_is_reported_once_and_their_waiting_calls_are_dropped() {
     let bench = bench(OutboxSettings::default());
     bench.transport.answer(11, DeliveryError::Blocked);
+    // Telegram takes a while to answer, so the other calls wait behind the first.
+    *lock(&bench.transport.latency) = Duration::from_millis(200);
     let messenger = bench.outbox.messenger(Priority::Notification);
     let sends: Vec<_> = (0..5)
         .map(|_| {

@@ -782,7 +782,7 @@ pub async fn sweep(deps: &DeskDeps) {
         };
         let notice = NoticePayload {
             text,
-            paid_until: None,
+            paid_until: Some(transition.paid_until),
         };
         deps.notifier.notify(notice_job(
             kind,

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use super::messages::{Poke, ReportNow, Schedule, UserSeen, ZoneChanged};
 use super::{SchedulerDeps, handlers};
 use crate::ports::clock::{UnixMillis, millis};
-use crate::ports::schedule::{JobOutcome, NewJob, Notifier};
+use crate::ports::schedule::{Job, JobOutcome, NewJob, Notifier};
 use crate::ports::{ChatId, UserId};
 use crate::supervision::{ActorKind, Guard};
 
@@ -115,6 +115,20 @@ impl Scheduler {
     }
 }
 
+/// Runs one job in the guard; a panic postpones it like a failure.
+async fn run_guarded(deps: &SchedulerDeps, guard: &Guard, job: &Job) {
+    if let Err(crash) = guard.run(handlers::run_job(deps, job)).await {
+        let now = deps.clock.now_millis();
+        let outcome = JobOutcome::Postponed {
+            until: now.saturating_add(millis(deps.settings.retry_delay)),
+            reason: format!("crashed: {}", crash.message),
+        };
+        if let Err(error) = deps.store.finish(job.id, &outcome, now).await {
+            tracing::warn!(%error, "could not record a crashed job");
+        }
+    }
+}
+
 /// Takes the due jobs and broadcast deliveries and runs them.
 async fn run_pass(deps: &SchedulerDeps, guard: &Guard) -> Pass {
     let settings = &deps.settings;
@@ -134,17 +148,22 @@ async fn run_pass(deps: &SchedulerDeps, guard: &Guard) -> Pass {
         .max(0);
     deps.metrics.scheduler_lag_seconds.set(lag as f64 / 1_000.0);
     let jobs_full = jobs.len() >= settings.batch;
-    futures::stream::iter(jobs)
-        .for_each_concurrent(settings.concurrency.max(1), |job| async move {
-            if let Err(crash) = guard.run(handlers::run_job(deps, &job)).await {
-                let now = deps.clock.now_millis();
-                let outcome = JobOutcome::Postponed {
-                    until: now.saturating_add(millis(deps.settings.retry_delay)),
-                    reason: format!("crashed: {}", crash.message),
-                };
-                if let Err(error) = deps.store.finish(job.id, &outcome, now).await {
-                    tracing::warn!(%error, "could not record a crashed job");
-                }
+    // One user's jobs run one after another, in the order they were due (a failed renewal's
+    // notice after the grace it explains); different users' run side by side.
+    let mut by_user: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match by_user
+            .iter_mut()
+            .find(|group| group[0].user_id == job.user_id)
+        {
+            Some(group) => group.push(job),
+            None => by_user.push(vec![job]),
+        }
+    }
+    futures::stream::iter(by_user)
+        .for_each_concurrent(settings.concurrency.max(1), |group| async move {
+            for job in group {
+                run_guarded(deps, guard, &job).await;
             }
         })
         .await;

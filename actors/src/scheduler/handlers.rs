@@ -167,14 +167,22 @@ async fn compose(deps: &SchedulerDeps, job: &Job, audience: &Audience) -> Compos
     let lang = lang_of(audience);
     let texts = lang.texts().notifications;
     match job.kind {
-        NotificationKind::SubscriptionEnding => {
+        NotificationKind::SubscriptionEnding
+        | NotificationKind::GraceStarted
+        | NotificationKind::GraceEnded => {
             let Ok(notice) = serde_json::from_str::<NoticePayload>(&job.payload) else {
                 return Composed::Nothing("malformed payload".into());
             };
+            let Some(paid_until) = notice.paid_until else {
+                return Composed::Text(notice.text);
+            };
+            // About a plan's end: moot if the plan was renewed or extended since (or, for
+            // the warning before it, renews by itself).
             match deps.payments.entitlement(job.user_id).await {
                 Ok(entitlement) => {
                     let still = entitlement.plan.as_ref().is_some_and(|plan| {
-                        Some(plan.paid_until) == notice.paid_until && !plan.renewing
+                        plan.paid_until == paid_until
+                            && !(job.kind == NotificationKind::SubscriptionEnding && plan.renewing)
                     });
                     if still {
                         Composed::Text(notice.text)
@@ -185,9 +193,7 @@ async fn compose(deps: &SchedulerDeps, job: &Job, audience: &Audience) -> Compos
                 Err(error) => Composed::NotNow(format!("storage: {error}")),
             }
         }
-        NotificationKind::GraceStarted
-        | NotificationKind::GraceEnded
-        | NotificationKind::Renewed
+        NotificationKind::Renewed
         | NotificationKind::PaymentSucceeded
         | NotificationKind::PaymentFailed
         | NotificationKind::Announcement => {

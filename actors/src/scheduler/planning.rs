@@ -32,8 +32,8 @@ pub struct MilestonePayload {
 }
 
 /// What the payment desk's notices carry: their text, written in the user's language when
-/// the event happened; "ending" notices also the end they warn about, checked again when
-/// due (a renewal since makes them moot).
+/// the event happened; notices about a plan's end (the warning, grace started, grace
+/// ended) also that end, checked again when due: a renewal since makes them moot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NoticePayload {
     pub text: String,

@@ -330,6 +330,16 @@ async fn the_weekly_recap_comes_at_nine_local_after_quiet_hours_and_the_persona_
     // Quiet hours until ten: the 09:00 recap waits for them.
     let quiet = vitte_actors::session::buttons::ButtonData::QuietHours { start: 22, end: 10 };
     app.user_presses(user, &quiet.encode()).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !app
+        .telegram
+        .sent_texts(user)
+        .iter()
+        .any(|text| text.starts_with("🔔 Notifications\nQuiet hours: 22:00–10:00"))
+    {
+        assert!(std::time::Instant::now() < deadline, "quiet hours never shown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let jobs = || async {
         app.admin(Method::GET, &format!("/admin/users/{user}/notifications"))
             .await

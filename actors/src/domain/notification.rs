@@ -299,10 +299,10 @@ mod tests {
     use super::*;
 
     fn at(zone: Tz, text: &str) -> UnixMillis {
-        let local = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap();
+        let local = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("a time");
         zone.from_local_datetime(&local)
             .single()
-            .unwrap()
+            .expect("one moment")
             .timestamp_millis()
     }
 
@@ -310,25 +310,25 @@ mod tests {
     fn the_weekly_recap_is_monday_nine_local() {
         let zone = chrono_tz::Asia::Tashkent;
         // Thursday 3 December 2026.
-        let weekly = next_weekly(at(zone, "2026-12-03 15:00"), zone).unwrap();
+        let weekly = next_weekly(at(zone, "2026-12-03 15:00"), zone).expect("a next one");
         assert_eq!(weekly.due_at, at(zone, "2026-12-07 09:00"));
         assert_eq!(weekly.period, "2026-W49");
         // On Monday at 09:00 itself, the next one is a week later.
-        let next = next_weekly(weekly.due_at, zone).unwrap();
+        let next = next_weekly(weekly.due_at, zone).expect("a next one");
         assert_eq!(next.due_at, at(zone, "2026-12-14 09:00"));
         // On Monday before nine, it is today.
-        let early = next_weekly(at(zone, "2026-12-07 08:59"), zone).unwrap();
+        let early = next_weekly(at(zone, "2026-12-07 08:59"), zone).expect("a next one");
         assert_eq!(early.due_at, weekly.due_at);
     }
 
     #[test]
     fn the_monthly_recap_is_the_first_at_ten_local() {
         let zone = chrono_tz::Europe::Moscow;
-        let monthly = next_monthly(at(zone, "2026-12-03 15:00"), zone).unwrap();
+        let monthly = next_monthly(at(zone, "2026-12-03 15:00"), zone).expect("a next one");
         assert_eq!(monthly.due_at, at(zone, "2027-01-01 10:00"));
         assert_eq!(monthly.period, "2026-12");
         assert_eq!(monthly.from, at(zone, "2026-12-01 10:00"));
-        let early = next_monthly(at(zone, "2026-12-01 09:00"), zone).unwrap();
+        let early = next_monthly(at(zone, "2026-12-01 09:00"), zone).expect("a next one");
         assert_eq!(early.period, "2026-11");
     }
 

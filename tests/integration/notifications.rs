@@ -337,7 +337,10 @@ async fn the_weekly_recap_comes_at_nine_local_after_quiet_hours_and_the_persona_
         .iter()
         .any(|text| text.starts_with("🔔 Notifications\nQuiet hours: 22:00–10:00"))
     {
-        assert!(std::time::Instant::now() < deadline, "quiet hours never shown");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quiet hours never shown"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let jobs = || async {

@@ -1,5 +1,11 @@
 //! The outbox actor (one per process, on its own arbiter) and its handle.
 //!
+//! The outbox decides *when* each call goes; the caller makes the call itself, on its own
+//! thread, once the outbox lets it ([`Submit`] answered), and reports how it went
+//! ([`Release`]). So Telegram's HTTP traffic is spread over the arbiters that asked for it,
+//! while the limits, the priorities, the queues and what 429 and 403 mean are kept in one
+//! place, one message at a time.
+//!
 //! It follows the supervision template ([`crate::supervision::guard`]): each call to the
 //! transport runs in the outbox's [`Guard`]; a panic there fails that call (its caller is
 //! told), is counted against the `outbox` kind's restart intensity, and the outbox goes on
@@ -12,7 +18,7 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
-use super::messages::{AtRest, Call, Reconfigure, Request, Sent, Submit};
+use super::messages::{AtRest, Call, Reconfigure, Release, Released, Request, Sent, Submit};
 use super::pacer::{Pacer, Weight};
 use super::{BlockedListener, OutboxSettings, Priority, Pulse};
 use crate::metrics::Metrics;
@@ -30,7 +36,7 @@ const LEAST_DRAFT_WAIT_MS: i64 = 50;
 
 /// What the outbox needs.
 pub struct OutboxDeps {
-    /// The Bot API client: where calls go when their turn comes.
+    /// The Bot API client: what callers call once the outbox lets them.
     pub transport: Arc<dyn Messenger>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
@@ -38,18 +44,6 @@ pub struct OutboxDeps {
     /// Told when a user blocked the bot.
     pub blocked: Arc<dyn BlockedListener>,
     pub settings: OutboxSettings,
-}
-
-struct Queued {
-    call: Call,
-    /// Attempts answered with 429 so far.
-    attempts: u32,
-}
-
-impl Queued {
-    fn weight(&self) -> Weight {
-        weight_of(&self.call.request)
-    }
 }
 
 fn weight_of(request: &Request) -> Weight {
@@ -64,15 +58,20 @@ fn weight_of(request: &Request) -> Weight {
     }
 }
 
+/// A call waiting for its turn.
+struct Waiting {
+    chat: Option<ChatId>,
+    weight: Weight,
+    answer: oneshot::Sender<Result<(), DeliveryError>>,
+}
+
 /// The outbox; see the module documentation of [`crate::outbox`].
 pub struct Outbox {
-    transport: Arc<dyn Messenger>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     blocked: Arc<dyn BlockedListener>,
-    guard: Arc<Guard>,
     pacer: Pacer,
-    queues: [VecDeque<Queued>; 4],
+    queues: [VecDeque<Waiting>; 4],
     /// Chats with a call in flight (one at a time per chat, so their order holds).
     busy: HashSet<ChatId>,
     in_flight: usize,
@@ -81,6 +80,10 @@ pub struct Outbox {
     last_forget: UnixMillis,
     at_rest: Vec<AtRest>,
     pulse: watch::Sender<Pulse>,
+    /// `outbox_queue_depth{priority}` by priority, and the kind's mailbox depth: looked up
+    /// once, set on every change.
+    depth_gauges: [prometheus::IntGauge; 4],
+    mailbox_gauge: prometheus::IntGauge,
 }
 
 /// How the rest of vitte reaches the outbox.
@@ -88,20 +91,33 @@ pub struct Outbox {
 pub struct OutboxHandle {
     address: Addr<Outbox>,
     pulse: watch::Receiver<Pulse>,
+    transport: Arc<dyn Messenger>,
+    guard: Arc<Guard>,
 }
 
 impl Outbox {
     /// Starts the outbox on an arbiter of its own.
     pub fn launch(deps: OutboxDeps) -> OutboxHandle {
         let (pulse, pulse_receiver) = watch::channel(Pulse::default());
+        let guard = Arc::new(Guard::new(ActorKind::Outbox, deps.supervisor.clone()));
         let arbiter = Arbiter::new().handle();
+        let (clock, metrics, blocked) = (deps.clock, deps.metrics, deps.blocked);
+        let settings = deps.settings;
+        let depth_gauges = Priority::ALL.map(|priority| {
+            metrics
+                .outbox_queue_depth
+                .with_label_values(&[priority.as_str()])
+        });
+        let mailbox_gauge = metrics
+            .actor_mailbox_depth
+            .with_label_values(&[ActorKind::Outbox.as_str()]);
         let address = Outbox::start_in_arbiter(&arbiter, move |_| Outbox {
-            guard: Arc::new(Guard::new(ActorKind::Outbox, deps.supervisor.clone())),
-            transport: deps.transport,
-            clock: deps.clock,
-            metrics: deps.metrics,
-            blocked: deps.blocked,
-            pacer: Pacer::new(deps.settings),
+            depth_gauges,
+            mailbox_gauge,
+            clock,
+            metrics,
+            blocked,
+            pacer: Pacer::new(settings),
             queues: Default::default(),
             busy: HashSet::new(),
             in_flight: 0,
@@ -113,6 +129,8 @@ impl Outbox {
         OutboxHandle {
             address,
             pulse: pulse_receiver,
+            transport: deps.transport,
+            guard,
         }
     }
 
@@ -122,16 +140,10 @@ impl Outbox {
 
     /// Refreshes `outbox_queue_depth{priority}` and the pulse.
     fn report(&self, next_ready_at: Option<UnixMillis>) {
-        for priority in Priority::ALL {
-            self.metrics
-                .outbox_queue_depth
-                .with_label_values(&[priority.as_str()])
-                .set(self.queues[priority.index()].len() as i64);
+        for (gauge, queue) in self.depth_gauges.iter().zip(&self.queues) {
+            gauge.set(queue.len() as i64);
         }
-        self.metrics
-            .actor_mailbox_depth
-            .with_label_values(&[ActorKind::Outbox.as_str()])
-            .set(self.queued() as i64);
+        self.mailbox_gauge.set(self.queued() as i64);
         let pulse = Pulse {
             queued: self.queued(),
             in_flight: self.in_flight,
@@ -147,6 +159,7 @@ impl Outbox {
     /// Queues a call, shedding a less important one when the queues are full.
     fn submit(&mut self, call: Call, ctx: &mut Context<Self>) {
         let now = self.clock.now_millis();
+        let weight = weight_of(&call.request);
         if call.request.is_draft() {
             // A draft goes now or not at all: the caller shows a later one instead.
             let chat_busy = call.chat.is_some_and(|chat| self.busy.contains(&chat));
@@ -171,7 +184,7 @@ impl Outbox {
             match lower {
                 Some(lower) => {
                     if let Some(shed) = self.queues[lower.index()].pop_back() {
-                        let _ = shed.call.answer.send(Err(DeliveryError::Shed));
+                        let _ = shed.answer.send(Err(DeliveryError::Shed));
                         self.metrics
                             .outbox_shed_total
                             .with_label_values(&[lower.as_str()])
@@ -190,17 +203,26 @@ impl Outbox {
                 None => {}
             }
         }
-        let index = call.priority.index();
-        self.queues[index].push_back(Queued { call, attempts: 0 });
+        let waiting = Waiting {
+            chat: call.chat,
+            weight,
+            answer: call.answer,
+        };
+        let queue = &mut self.queues[call.priority.index()];
+        if call.retry {
+            queue.push_front(waiting);
+        } else {
+            queue.push_back(waiting);
+        }
         self.dispatch(ctx);
     }
 
-    /// Sends every call whose turn has come, and sets a wake-up for the next one. Once
+    /// Lets go every call whose turn has come, and sets a wake-up for the next one. Once
     /// nothing is in flight and nothing may go, the [`AtRest`] hooks run (they may move a
     /// manual clock), and the queues are looked at again.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         loop {
-            let next_ready = self.send_ready(ctx);
+            let next_ready = self.let_ready_go(ctx);
             self.report(next_ready);
             if self.at_rest.is_empty() || self.in_flight > 0 {
                 break;
@@ -213,8 +235,8 @@ impl Outbox {
         }
     }
 
-    /// Starts the calls that may go now; returns when the next waiting one may.
-    fn send_ready(&mut self, ctx: &mut Context<Self>) -> Option<UnixMillis> {
+    /// Lets the calls that may go now go; returns when the next waiting one may.
+    fn let_ready_go(&mut self, ctx: &mut Context<Self>) -> Option<UnixMillis> {
         let now = self.clock.now_millis();
         if now - self.last_forget >= FORGET_EVERY_MS {
             self.pacer.forget_idle(now);
@@ -226,16 +248,27 @@ impl Outbox {
             let mut scanned = 0;
             while index < self.queues[priority.index()].len() && scanned < SCAN_LIMIT {
                 scanned += 1;
-                let queued = &self.queues[priority.index()][index];
-                let chat = queued.call.chat;
+                let waiting = &self.queues[priority.index()][index];
+                let chat = waiting.chat;
                 if chat.is_some_and(|chat| self.busy.contains(&chat)) {
                     index += 1;
                     continue;
                 }
-                let ready = self.pacer.ready_at(chat, queued.weight(), now);
+                if waiting.answer.is_closed() {
+                    // Its caller gave up (a reply cancelled by /stop): nothing to send.
+                    self.queues[priority.index()].remove(index);
+                    continue;
+                }
+                let ready = self.pacer.ready_at(chat, waiting.weight, now);
                 if ready <= now {
-                    if let Some(queued) = self.queues[priority.index()].remove(index) {
-                        self.start(queued, now, ctx);
+                    if let Some(waiting) = self.queues[priority.index()].remove(index) {
+                        self.pacer.record(chat, waiting.weight, now);
+                        if waiting.answer.send(Ok(())).is_ok() {
+                            if let Some(chat) = chat {
+                                self.busy.insert(chat);
+                            }
+                            self.in_flight += 1;
+                        }
                     }
                     continue;
                 }
@@ -261,99 +294,106 @@ impl Outbox {
         next_ready
     }
 
-    /// Sends one call; its outcome comes back to [`Outbox::finished`].
-    fn start(&mut self, queued: Queued, now: UnixMillis, ctx: &mut Context<Self>) {
-        let chat = queued.call.chat;
-        self.pacer.record(chat, queued.weight(), now);
-        if let Some(chat) = chat {
-            self.busy.insert(chat);
-        }
-        self.in_flight += 1;
-        let transport = self.transport.clone();
-        let guard = self.guard.clone();
-        let request = queued.call.request.clone();
-        let work = async move {
-            guard
-                .run(perform(transport.as_ref(), chat.unwrap_or(0), &request))
-                .await
-        };
-        ctx.spawn(work.into_actor(self).map(move |outcome, outbox, ctx| {
-            let outcome = outcome.unwrap_or_else(|crash| {
-                Err(DeliveryError::Failed(format!(
-                    "the outbox crashed sending it: {}",
-                    crash.message
-                )))
-            });
-            outbox.finished(queued, outcome, ctx);
-        }));
-    }
-
-    /// A call came back: answer its caller, or queue it again after a 429.
-    fn finished(
-        &mut self,
-        mut queued: Queued,
-        outcome: Result<Sent, DeliveryError>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// A call the outbox let go is over: free its chat, and learn from a 429 or a 403.
+    /// Returns whether its caller should ask again.
+    fn release(&mut self, release: Release, ctx: &mut Context<Self>) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let chat = queued.call.chat;
+        let chat = release.chat;
         if let Some(chat) = chat {
             self.busy.remove(&chat);
         }
-        let method = queued.call.request.method();
-        match outcome {
-            Err(DeliveryError::Throttled { retry_after }) => {
+        let mut again = false;
+        match release.outcome {
+            Released::Done => {}
+            Released::Throttled(retry_after) => {
                 self.metrics.telegram_retry_after_total.inc();
                 let now = self.clock.now_millis();
                 let everything =
                     self.pacer
                         .flood_wait(chat, now.saturating_add(millis(retry_after)), now);
-                tracing::info!(
-                    method,
-                    ?retry_after,
-                    everything,
-                    "Telegram asks to slow down"
-                );
-                queued.attempts += 1;
+                tracing::info!(?retry_after, everything, "Telegram asks to slow down");
                 let settings = self.pacer.settings();
-                let give_up = queued.call.request.is_draft()
-                    || queued.attempts >= settings.max_attempts
-                    || retry_after > settings.max_retry_after;
-                if give_up {
-                    let _ = queued
-                        .call
-                        .answer
-                        .send(Err(DeliveryError::Throttled { retry_after }));
-                } else {
-                    let index = queued.call.priority.index();
-                    self.queues[index].push_front(queued);
-                }
+                again = !release.draft
+                    && release.attempts < settings.max_attempts
+                    && retry_after <= settings.max_retry_after;
             }
-            Err(DeliveryError::Blocked) => {
+            Released::Blocked => {
                 self.metrics.telegram_blocked_users_total.inc();
                 if let Some(chat) = chat {
-                    tracing::info!(method, "the user blocked the bot; their calls are dropped");
+                    tracing::info!("the user blocked the bot; their waiting calls are dropped");
                     self.blocked.blocked(chat);
                     for queue in &mut self.queues {
                         let (dropped, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(queue)
                             .into_iter()
-                            .partition(|waiting| waiting.call.chat == Some(chat));
+                            .partition(|waiting| waiting.chat == Some(chat));
                         *queue = kept;
                         for waiting in dropped {
-                            let _ = waiting.call.answer.send(Err(DeliveryError::Blocked));
+                            let _ = waiting.answer.send(Err(DeliveryError::Blocked));
                         }
                     }
                 }
-                let _ = queued.call.answer.send(Err(DeliveryError::Blocked));
             }
-            Err(DeliveryError::Failed(reason)) => {
+            Released::Refused { method, reason } => {
                 tracing::warn!(method, %reason, "Telegram refused a call; it is not retried");
-                let _ = queued.call.answer.send(Err(DeliveryError::Failed(reason)));
-            }
-            outcome => {
-                let _ = queued.call.answer.send(outcome);
             }
         }
+        self.dispatch(ctx);
+        again
+    }
+}
+
+impl Actor for Outbox {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Outbox.as_str()])
+            .inc();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics
+            .actors_live
+            .with_label_values(&[ActorKind::Outbox.as_str()])
+            .dec();
+    }
+}
+
+impl Handler<Submit> for Outbox {
+    type Result = ();
+
+    /// Queues a call by its priority (see [`Outbox::submit`]).
+    fn handle(&mut self, Submit(call): Submit, ctx: &mut Self::Context) {
+        self.submit(call, ctx);
+    }
+}
+
+impl Handler<Release> for Outbox {
+    type Result = bool;
+
+    /// Frees the call's chat and learns from its outcome (see [`Outbox::release`]).
+    fn handle(&mut self, release: Release, ctx: &mut Self::Context) -> bool {
+        self.release(release, ctx)
+    }
+}
+
+impl Handler<AtRest> for Outbox {
+    type Result = ();
+
+    /// Runs the hook at the first moment nothing is in flight.
+    fn handle(&mut self, at_rest: AtRest, ctx: &mut Self::Context) {
+        self.at_rest.push(at_rest);
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<Reconfigure> for Outbox {
+    type Result = ();
+
+    /// Takes new limits.
+    fn handle(&mut self, Reconfigure(settings): Reconfigure, ctx: &mut Self::Context) {
+        self.pacer.reconfigure(settings);
         self.dispatch(ctx);
     }
 }
@@ -389,71 +429,138 @@ async fn perform(
     }
 }
 
-impl Actor for Outbox {
-    type Context = Context<Self>;
+/// Tells the outbox a call it let go is over, even if the caller's future is dropped
+/// meanwhile (a reply cancelled by /stop): its chat must not stay busy.
+struct InFlight<'a> {
+    outbox: &'a OutboxHandle,
+    chat: Option<ChatId>,
+    released: bool,
+}
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        self.metrics
-            .actors_live
-            .with_label_values(&[ActorKind::Outbox.as_str()])
-            .inc();
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.metrics
-            .actors_live
-            .with_label_values(&[ActorKind::Outbox.as_str()])
-            .dec();
+impl InFlight<'_> {
+    async fn release(mut self, outcome: Released, attempts: u32, draft: bool) -> bool {
+        self.released = true;
+        let release = Release {
+            chat: self.chat,
+            outcome,
+            attempts,
+            draft,
+        };
+        self.outbox.address.send(release).await.unwrap_or(false)
     }
 }
 
-impl Handler<Submit> for Outbox {
-    type Result = ();
-
-    /// Queues a call by its priority (see [`Outbox::submit`]).
-    fn handle(&mut self, Submit(call): Submit, ctx: &mut Self::Context) {
-        self.submit(call, ctx);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.outbox.address.do_send(Release {
+                chat: self.chat,
+                outcome: Released::Done,
+                attempts: 0,
+                draft: false,
+            });
+        }
     }
 }
 
-impl Handler<AtRest> for Outbox {
-    type Result = ();
+/// A call waiting for the outbox's answer. Should its caller give up right as the outbox
+/// lets it go (the answer sent, not yet read), the chat is released: it must not stay busy.
+struct AwaitingTurn<'a> {
+    outbox: &'a OutboxHandle,
+    chat: Option<ChatId>,
+    turn: Option<oneshot::Receiver<Result<(), DeliveryError>>>,
+}
 
-    /// Runs the hook at the first moment nothing is in flight.
-    fn handle(&mut self, at_rest: AtRest, ctx: &mut Self::Context) {
-        self.at_rest.push(at_rest);
-        self.dispatch(ctx);
+impl AwaitingTurn<'_> {
+    async fn wait(&mut self) -> Result<(), DeliveryError> {
+        let answer = match self.turn.as_mut() {
+            Some(turn) => turn.await,
+            None => return Err(DeliveryError::Failed("asked twice".into())),
+        };
+        self.turn = None;
+        answer.unwrap_or_else(|_| Err(DeliveryError::Failed("the outbox stopped".into())))
     }
 }
 
-impl Handler<Reconfigure> for Outbox {
-    type Result = ();
-
-    /// Takes new limits.
-    fn handle(&mut self, Reconfigure(settings): Reconfigure, ctx: &mut Self::Context) {
-        self.pacer.reconfigure(settings);
-        self.dispatch(ctx);
+impl Drop for AwaitingTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(mut turn) = self.turn.take() {
+            if let Ok(Ok(())) = turn.try_recv() {
+                self.outbox.address.do_send(Release {
+                    chat: self.chat,
+                    outcome: Released::Done,
+                    attempts: 0,
+                    draft: false,
+                });
+            }
+        }
     }
 }
 
 impl OutboxHandle {
-    /// Sends `request` to `chat` when its turn comes; returns its outcome.
+    /// Sends `request` to `chat` when its turn comes; returns its outcome. A 429 is waited
+    /// out (the chat, or everything, paused meanwhile) and the call asked for again, up to
+    /// the outbox's attempts; a draft is never asked for again.
     pub async fn call(
         &self,
         chat: Option<ChatId>,
         priority: Priority,
         request: Request,
     ) -> Result<Sent, DeliveryError> {
-        let (answer, outcome) = oneshot::channel();
-        self.address.do_send(Submit(Call {
-            chat,
-            priority,
-            request,
-            answer,
-        }));
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(DeliveryError::Failed("the outbox stopped".into())))
+        let draft = request.is_draft();
+        let method = request.method();
+        let mut attempts = 0;
+        loop {
+            let (answer, turn) = oneshot::channel();
+            self.address.do_send(Submit(Call {
+                chat,
+                priority,
+                request: request.clone(),
+                retry: attempts > 0,
+                answer,
+            }));
+            let mut turn = AwaitingTurn {
+                outbox: self,
+                chat,
+                turn: Some(turn),
+            };
+            turn.wait().await?;
+            let in_flight = InFlight {
+                outbox: self,
+                chat,
+                released: false,
+            };
+            let outcome = self
+                .guard
+                .run(perform(
+                    self.transport.as_ref(),
+                    chat.unwrap_or(0),
+                    &request,
+                ))
+                .await
+                .unwrap_or_else(|crash| {
+                    Err(DeliveryError::Failed(format!(
+                        "the outbox crashed sending it: {}",
+                        crash.message
+                    )))
+                });
+            let released = match &outcome {
+                Err(DeliveryError::Throttled { retry_after }) => {
+                    attempts += 1;
+                    Released::Throttled(*retry_after)
+                }
+                Err(DeliveryError::Blocked) => Released::Blocked,
+                Err(DeliveryError::Failed(reason)) => Released::Refused {
+                    method,
+                    reason: reason.clone(),
+                },
+                _ => Released::Done,
+            };
+            let again = in_flight.release(released, attempts, draft).await;
+            if !again {
+                return outcome;
+            }
+        }
     }
 
     /// A `Messenger` whose sends and final edits go at `priority` (drafts always go as

@@ -58,18 +58,49 @@ pub enum Sent {
     Done,
 }
 
-/// A call waiting for its turn, and whoever waits for its outcome.
+/// A call asking for its turn. The outbox answers `Ok(())` when the call may go (the caller
+/// then makes it and reports with [`Release`]), or why it may not.
 pub struct Call {
     pub chat: Option<ChatId>,
     pub priority: Priority,
     pub request: Request,
-    pub answer: oneshot::Sender<Result<Sent, DeliveryError>>,
+    /// Asked again after a 429: it goes ahead of its queue.
+    pub retry: bool,
+    pub answer: oneshot::Sender<Result<(), DeliveryError>>,
 }
 
 /// Queue a call (answered through its `answer`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Submit(pub Call);
+
+/// What became of a call the outbox let go.
+#[derive(Debug, Clone)]
+pub enum Released {
+    /// Telegram took it (or it failed in a way the outbox has nothing to do about).
+    Done,
+    /// 429: the chat (or everything) waits this long.
+    Throttled(std::time::Duration),
+    /// 403: the user blocked the bot or deleted their account.
+    Blocked,
+    /// Telegram refused it (a 400): logged with the method, never retried.
+    Refused {
+        method: &'static str,
+        reason: String,
+    },
+}
+
+/// A call the outbox let go is over. Answers whether to ask again (after a 429, within the
+/// attempts and the longest wait allowed).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Release {
+    pub chat: Option<ChatId>,
+    pub outcome: Released,
+    /// 429s this call got so far, this one included.
+    pub attempts: u32,
+    pub draft: bool,
+}
 
 /// The outbox's state as the simulation driver sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -256,9 +256,6 @@ impl SessionActor {
         };
         ctx.spawn(load.into_actor(self).map(|loaded, session, ctx| match loaded {
             Ok(state) => {
-                // The user is here: active again if they had blocked the bot, with their
-                // recaps and reminder planned.
-                session.deps.notifications.notifier.user_seen(session.user_id);
                 session.settle(state);
                 session.pump(ctx);
             }
@@ -439,7 +436,10 @@ impl Handler<Passivate> for SessionActor {
     fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
         if let Some(state) = self.state.as_mut() {
             extract_on_idle(&self.deps, state, self.user_id);
-            // The reminder is planned from the user's last message, now final.
+            // The user was here: active again if they had blocked the bot, with their recaps
+            // and the reminder of their silence planned from their last message, now final.
+            // (Done once per visit, not on activation: a busy bot activates thousands of
+            // sessions a minute, and this is a few writes each.)
             self.deps.notifications.notifier.user_seen(self.user_id);
         }
         ctx.stop();

@@ -131,6 +131,15 @@ async fn an_idle_session_is_passivated_and_resumes_from_storage() {
     );
     h.clock.advance(Duration::from_secs(60));
     eventually("passivated", || h.metrics.sessions_active.get() == 0).await;
+    // Going idle tells the scheduler the user was here (recaps, the reminder of this
+    // silence), once per visit.
+    let seen = h
+        .notifier
+        .asked()
+        .iter()
+        .filter(|asked| **asked == crate::scheduler::testing::Asked::UserSeen(7))
+        .count();
+    assert_eq!(seen, 1);
     h.router.route(text(7, "what did I say?"));
     eventually("second reply", || replies(&h, 7).len() == 2).await;
     let requests = h.llm.requests.lock().expect("lock");

@@ -54,6 +54,15 @@ fn personas() -> Arc<PersonaCatalog> {
 
 /// The scheduler at `start`, on `book` (kept across a restart), users in Tashkent.
 fn bench_on(book: Arc<JobBook>, start: UnixMillis) -> Bench {
+    bench_with(book, start, None)
+}
+
+/// The same, writing with `writer` instead of the echoing LLM.
+fn bench_with(
+    book: Arc<JobBook>,
+    start: UnixMillis,
+    writer: Option<Arc<dyn crate::ports::LanguageModel>>,
+) -> Bench {
     let clock = ManualClock::starting_at(start);
     let metrics = Metrics::new().expect("metrics");
     let supervisor = Arc::new(Supervisor::new(HashMap::new(), metrics.clone()));
@@ -76,7 +85,7 @@ fn bench_on(book: Arc<JobBook>, start: UnixMillis) -> Bench {
         store: book.clone(),
         payments: Arc::new(MemoryPaymentStore::new(clock.clone())),
         outbox,
-        llm: llm.clone(),
+        llm: writer.unwrap_or_else(|| llm.clone()),
         personas: personas(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -457,4 +466,48 @@ async fn a_broadcast_reaches_every_active_user_once_and_never_twice_after_a_rest
             .is_some_and(|report| report.status == "done")
     })
     .await;
+}
+
+/// An LLM whose rate limit is always spent.
+struct BusyLlm;
+
+#[async_trait::async_trait]
+impl crate::ports::LanguageModel for BusyLlm {
+    async fn complete(
+        &self,
+        _request: crate::ports::CompletionRequest,
+    ) -> Result<crate::ports::Completion, crate::ports::LlmError> {
+        Err(crate::ports::LlmError::RateLimited {
+            retry_in: Duration::from_secs(30),
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_recap_waits_for_a_busy_llm_without_spending_its_attempts_until_its_window_ends() {
+    let book = Arc::new(JobBook::default());
+    book.add_user(USER);
+    let monday = tashkent("2026-12-07 09:00");
+    book.add_message(USER, "mira", "user", "hello", monday - 86_400_000);
+    let bench = bench_with(book, monday - 60_000, Some(Arc::new(BusyLlm)));
+    bench.scheduler.user_seen(USER);
+    let key = "weekly_recap:42:2026-W49";
+    bench.wait_status(key, JobStatus::Pending).await;
+    // Five tries, each 30 s after the last: still pending, never failed.
+    for attempt in 0..5 {
+        bench.at(monday + attempt * 30_000);
+        eventually("postponed 30 s", || {
+            bench
+                .book
+                .job(key)
+                .is_some_and(|job| job.due_at == monday + (attempt + 1) * 30_000)
+        })
+        .await;
+    }
+    assert_eq!(bench.status(key), Some(JobStatus::Pending));
+    assert_eq!(bench.counted(NotificationKind::WeeklyRecap, "retry"), 5);
+    // Past its misfire window (six hours) it is skipped as late, not sent at noon.
+    bench.at(monday + 7 * 3_600_000);
+    bench.wait_status(key, JobStatus::Skipped).await;
+    assert!(bench.sent().is_empty());
 }

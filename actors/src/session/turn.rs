@@ -3,7 +3,7 @@
 use crate::domain::event::Sender;
 use crate::domain::texts::{Lang, Texts};
 use crate::metrics::ErrorKind;
-use crate::ports::{ChatId, Keyboard, StoreError};
+use crate::ports::{ChatId, Keyboard, Render, StoreError};
 use crate::session::delivery::send_long;
 use crate::session::state::{Generation, SessionDeps};
 
@@ -25,6 +25,22 @@ impl Turn<'_> {
     /// Sends a text (split past Telegram's limit; the keyboard goes on the last part).
     pub(crate) async fn say(&self, text: &str, keyboard: Option<&Keyboard>) -> Option<i64> {
         send_long(self.deps, self.chat(), text, keyboard).await
+    }
+
+    /// Shows `text` in place of message `edit` (the one whose button was pressed), or anew
+    /// when there is none or it cannot be edited.
+    pub(crate) async fn show(&self, text: &str, keyboard: &Keyboard, edit: Option<i64>) {
+        if let Some(message_id) = edit {
+            let edited = self
+                .deps
+                .messenger
+                .edit_text(self.chat(), message_id, text, Some(keyboard), Render::Final)
+                .await;
+            if edited.is_ok() {
+                return;
+            }
+        }
+        self.say(text, Some(keyboard)).await;
     }
 
     /// Storage refused a change the user asked for: logged with `what`, counted, and the

@@ -4,7 +4,7 @@
 use crate::domain::entitlement::parse_zone;
 use crate::domain::notification::{NotificationSettings, QuietHours, Topic};
 use crate::domain::texts::fill;
-use crate::ports::{Keyboard, Render};
+use crate::ports::Keyboard;
 use crate::session::buttons::ButtonData;
 use crate::session::keyboards::button;
 use crate::session::turn::Turn;
@@ -92,23 +92,7 @@ async fn render(turn: &Turn<'_>, settings: &NotificationSettings, edit: Option<i
         ButtonData::TimeZoneHelp,
     )]);
     let keyboard = Keyboard { rows };
-    if let Some(message_id) = edit {
-        let edited = turn
-            .deps
-            .messenger
-            .edit_text(
-                turn.chat(),
-                message_id,
-                &title,
-                Some(&keyboard),
-                Render::Final,
-            )
-            .await;
-        if edited.is_ok() {
-            return;
-        }
-    }
-    turn.say(&title, Some(&keyboard)).await;
+    turn.show(&title, &keyboard, edit).await;
 }
 
 /// Switches a topic on or off.

@@ -3,7 +3,7 @@
 
 use crate::domain::catalogue::Feature;
 use crate::domain::texts::Lang;
-use crate::ports::{Keyboard, Render};
+use crate::ports::Keyboard;
 use crate::session::buttons::{ButtonData, Mode};
 use crate::session::keyboards::{button, language_keyboard};
 use crate::session::state::SessionState;
@@ -53,23 +53,7 @@ pub(super) async fn show_settings(turn: &Turn<'_>, state: &mut SessionState, edi
             )],
         ],
     };
-    if let Some(message_id) = edit {
-        let edited = turn
-            .deps
-            .messenger
-            .edit_text(
-                turn.chat(),
-                message_id,
-                &title,
-                Some(&keyboard),
-                Render::Final,
-            )
-            .await;
-        if edited.is_ok() {
-            return;
-        }
-    }
-    turn.say(&title, Some(&keyboard)).await;
+    turn.show(&title, &keyboard, edit).await;
 }
 
 pub(super) async fn toggle_mode(

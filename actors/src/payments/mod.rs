@@ -21,11 +21,12 @@
 //!
 //! Files: [`desk`] the actor (it follows the supervision template of
 //! [`crate::supervision::guard`]), [`messages`] what it is sent, [`handlers`] what it does,
-//! [`payload`] the signed invoice payloads.
+//! [`payload`] the signed invoice payloads, `notices.rs` what users are told.
 
 pub mod desk;
 pub mod handlers;
 pub mod messages;
+mod notices;
 pub mod payload;
 
 #[cfg(test)]

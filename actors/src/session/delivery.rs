@@ -3,10 +3,12 @@
 
 use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, split_message};
 use crate::metrics::ErrorKind;
+use crate::ports::UserId;
 use crate::ports::{
     Appended, ChatId, DeliveryError, HistoryEntry, Keyboard, MessageStatus, NewMessage, Role,
     TokenUsage,
 };
+use crate::scheduler::planning::milestone_job;
 use crate::session::state::{Dialog, SessionDeps};
 
 /// Sends one message (≤ 4096 characters), counting and logging failures. Returns the
@@ -190,5 +192,21 @@ pub(crate) async fn finish_update(deps: &SessionDeps, update_id: Option<i64>) {
         // It is replayed after a restart, where a stored message is recognised.
         tracing::warn!(%error, update_id, "could not mark an update handled");
         deps.metrics.count_error(ErrorKind::Storage);
+    }
+}
+
+/// A round number of persona messages in this dialog is celebrated (a scheduled message,
+/// once per dialog and number).
+pub(crate) fn celebrate_milestone(deps: &SessionDeps, user_id: UserId, dialog: &Dialog) {
+    let notifications = &deps.notifications;
+    let count = dialog.persona_messages;
+    if notifications.settings.milestones.contains(&count) {
+        notifications.notifier.notify(milestone_job(
+            user_id,
+            dialog.id,
+            &dialog.persona.id,
+            count,
+            deps.clock.now_millis(),
+        ));
     }
 }

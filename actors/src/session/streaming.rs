@@ -20,8 +20,9 @@ use crate::ports::{
     ChatId, Completion, CompletionRequest, DeliveryError, HistoryEntry, Keyboard, LlmError,
     MessageStatus, Render, Role, TextSink, TokenUsage,
 };
-use crate::scheduler::planning::milestone_job;
-use crate::session::delivery::{Extras, Recorded, delivery_status, record, send, try_send};
+use crate::session::delivery::{
+    Extras, Recorded, celebrate_milestone, delivery_status, record, send, try_send,
+};
 use crate::session::keyboards::{continue_story_button, reply_keyboard, retry_keyboard, row};
 use crate::session::memory::summarise_if_due;
 use crate::session::state::{Dialog, SessionDeps};
@@ -551,7 +552,7 @@ pub(crate) async fn write_reply_into(
         Directive::Reply | Directive::ReplyAfterAbsence { .. } | Directive::ContinueStory,
     ) = (recorded, &directive)
     {
-        celebrate_milestone(turn, dialog);
+        celebrate_milestone(deps, turn.sender.user_id, dialog);
     }
     if let Recorded::Stored(message_id) = recorded {
         let status = if delivered {
@@ -560,22 +561,6 @@ pub(crate) async fn write_reply_into(
             delivery_status(None)
         };
         finish_delivery(turn, dialog, message_id, status, &live).await;
-    }
-}
-
-/// A round number of persona messages in this dialog is celebrated (a scheduled message,
-/// once per dialog and number).
-fn celebrate_milestone(turn: &Turn<'_>, dialog: &Dialog) {
-    let notifications = &turn.deps.notifications;
-    let count = dialog.persona_messages;
-    if notifications.settings.milestones.contains(&count) {
-        notifications.notifier.notify(milestone_job(
-            turn.sender.user_id,
-            dialog.id,
-            &dialog.persona.id,
-            count,
-            turn.deps.clock.now_millis(),
-        ));
     }
 }
 

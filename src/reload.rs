@@ -1,11 +1,12 @@
 //! Live reload: re-reads the configuration and applies its reloadable parts (supervision,
-//! breakers, rate limits, retries, cache) to the running components. SIGHUP and
+//! breakers, rate limits, retries, cache, the outbox's limits) to the running components. SIGHUP and
 //! `POST /admin/supervision/reload` share it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use vitte_actors::gateway::{GatewayTuning, LlmGateway, ProviderTuning, RetrySettings};
+use vitte_actors::outbox::OutboxHandle;
 use vitte_actors::resilience::breaker::BreakerSettings;
 use vitte_actors::resilience::limiter::RateLimit;
 use vitte_actors::supervision::Supervisor;
@@ -76,6 +77,7 @@ pub struct Reloader {
     running: Settings,
     supervisor: Arc<Supervisor>,
     gateway: Arc<LlmGateway>,
+    outbox: OutboxHandle,
 }
 
 /// What a successful reload did.
@@ -87,18 +89,20 @@ pub struct ReloadReport {
 
 impl Reloader {
     /// A reloader that reads `source` (none: every reload is refused) and applies what it
-    /// reads to the running `supervisor` and `gateway`.
+    /// reads to the running `supervisor`, `gateway` and `outbox` (Telegram's limits).
     pub fn new(
         source: Option<ConfigSource>,
         running: Settings,
         supervisor: Arc<Supervisor>,
         gateway: Arc<LlmGateway>,
+        outbox: OutboxHandle,
     ) -> Reloader {
         Reloader {
             source,
             running,
             supervisor,
             gateway,
+            outbox,
         }
     }
 
@@ -121,6 +125,7 @@ impl Reloader {
         }
         self.supervisor.reconfigure(settings.supervision.policies());
         self.gateway.reconfigure(gateway_tuning(&settings));
+        self.outbox.reconfigure(settings.outbox()?);
         let needs_restart = settings.restart_only_differences(&self.running);
         tracing::info!(?needs_restart, "supervision and LLM settings reloaded");
         Ok(ReloadReport { needs_restart })

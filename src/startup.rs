@@ -390,6 +390,7 @@ impl Application {
             settings.clone(),
             core.supervisor.clone(),
             core.gateway.clone(),
+            core.outbox.clone(),
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -494,6 +494,7 @@ impl Settings {
                 ("personas".to_owned(), to_toml(&settings.personas)),
                 ("log".to_owned(), to_toml(&settings.log)),
                 ("admin".to_owned(), to_toml(&settings.admin)),
+                ("notifications".to_owned(), to_toml(&settings.notifications)),
                 ("llm.base_url".to_owned(), llm.base_url.clone()),
                 ("llm.model".to_owned(), llm.model.clone()),
                 ("llm.temperature".to_owned(), llm.temperature.to_string()),

@@ -139,6 +139,7 @@ impl Settings {
     /// retries, cache).
     pub fn validate_reloadable(&self) -> Result<(), ConfigError> {
         self.supervision.validate()?;
+        self.outbox()?;
         let llm = &self.llm;
         let mut providers = vec![("llm".to_owned(), &llm.breaker, &llm.rate_limit, &llm.retry)];
         for (index, fallback) in llm.fallbacks.iter().enumerate() {

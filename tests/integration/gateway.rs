@@ -277,6 +277,7 @@ async fn a_reload_changes_thresholds_and_an_invalid_one_is_refused() {
     for broken in [
         "[llm.breaker]\nwindow_size = 1\nminimum_calls = 5\n",
         "[supervision.session]\nmailbox_capacity = 0\n",
+        "[outbox]\nglobal_per_second = 0\n",
         "[llm.breaker\nnot toml",
     ] {
         app.write_local_config(broken);

@@ -206,11 +206,27 @@ impl TestApp {
         // The app's own config directory, so a test can change it and reload.
         let config_dir = data_dir.path().join("config");
         std::fs::create_dir_all(&config_dir).expect("config dir");
-        std::fs::copy(
-            repo_path("config/default.toml"),
-            config_dir.join("default.toml"),
-        )
-        .expect("copy default.toml");
+        // The test's own defaults (what `adjust` below sets in memory), so that a live reload
+        // reading the files keeps them: no quiet hours, and unless the test keeps Telegram's
+        // limits, limits no test reaches.
+        let mut defaults =
+            std::fs::read_to_string(repo_path("config/default.toml")).expect("read default.toml");
+        defaults = defaults
+            .replace("\nquiet_start = 23\n", "\nquiet_start = 0\n")
+            .replace("\nquiet_end = 8\n", "\nquiet_end = 0\n");
+        if !options.telegram_limits {
+            defaults = defaults
+                .replace(
+                    "\nglobal_per_second = 30\n",
+                    "\nglobal_per_second = 1000000\n",
+                )
+                .replace("\nprivate_burst = 3\n", "\nprivate_burst = 1000000\n")
+                .replace(
+                    "\ngroup_per_minute = 20\n",
+                    "\ngroup_per_minute = 1000000\n",
+                );
+        }
+        std::fs::write(config_dir.join("default.toml"), defaults).expect("write default.toml");
         let mut settings =
             Settings::load_from(&config_dir, "local").expect("default configuration");
         settings.telegram.token = SecretString::from("123456:TEST-TOKEN");
@@ -235,14 +251,9 @@ impl TestApp {
         settings.safety.file = repo_path("config/safety.toml");
         settings.payments.catalogue = repo_path("config/catalogue.toml");
         settings.admin.token = SecretString::from(ADMIN_TOKEN);
-        // No quiet hours unless a test sets some: a run at night must not hold notices back.
-        settings.notifications.quiet_start = 0;
-        settings.notifications.quiet_end = 0;
-        if !options.telegram_limits {
-            settings.outbox.global_per_second = 1_000_000;
-            settings.outbox.private_burst = 1_000_000;
-            settings.outbox.group_per_minute = 1_000_000;
-        }
+        // (The copied default.toml holds no quiet hours, a run at night must not hold
+        // notices back, and unless `telegram_limits`, outbox limits no test reaches.)
+        assert_eq!(settings.notifications.quiet_start, 0);
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
         }

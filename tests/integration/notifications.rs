@@ -388,10 +388,10 @@ async fn the_weekly_recap_comes_at_nine_local_after_quiet_hours_and_the_persona_
         texts.last().is_some_and(|text| text.starts_with("Mira: ")),
         "{texts:?}"
     );
-    assert_eq!(
-        app.metric("notifications_sent_total{kind=\"inactivity\",status=\"sent\"}")
-            .await,
-        1.0
-    );
+    app.wait_for_metric(
+        "notifications_sent_total{kind=\"inactivity\",status=\"sent\"}",
+        1.0,
+    )
+    .await;
     app.stop().await;
 }

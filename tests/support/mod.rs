@@ -608,6 +608,27 @@ impl TestApp {
             })
             .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
     }
+
+    /// Waits until a sample of /metrics shows `value`: a counter is counted after the Telegram
+    /// call it follows, so a test that saw the message may read /metrics a moment too early.
+    pub async fn wait_for_metric(&self, sample: &str, value: f64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = self.metrics_text().await;
+            let seen = text.lines().find_map(|line| {
+                let (name, seen) = line.rsplit_once(' ')?;
+                (name == sample).then(|| seen.parse::<f64>().ok()).flatten()
+            });
+            if seen == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sample} never reached {value} (now {seen:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 /// The `callback_data` of every button of a message (as `sent_messages` shows it), row by

@@ -601,11 +601,7 @@ impl TestApp {
     /// The value of one sample line of /metrics (e.g. `ai_requests_total{status="ok"}`).
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.metrics_text().await;
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok()).flatten()
-            })
+        sample_value(&text, sample)
             .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
     }
 
@@ -614,11 +610,7 @@ impl TestApp {
     pub async fn wait_for_metric(&self, sample: &str, value: f64) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let text = self.metrics_text().await;
-            let seen = text.lines().find_map(|line| {
-                let (name, seen) = line.rsplit_once(' ')?;
-                (name == sample).then(|| seen.parse::<f64>().ok()).flatten()
-            });
+            let seen = sample_value(&self.metrics_text().await, sample);
             if seen == Some(value) {
                 return;
             }
@@ -629,6 +621,14 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The value of one sample line (e.g. `ai_requests_total{status="ok"}`) in a /metrics text.
+fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// The `callback_data` of every button of a message (as `sent_messages` shows it), row by

@@ -83,8 +83,10 @@ impl Messenger for TerminalMessenger {
 }
 
 /// Runs the terminal conversation with `persona_id` until end of input.
-pub async fn run(settings: Settings, persona_id: &str) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings, persona_id: &str) -> anyhow::Result<()> {
     settings.validate(Purpose::Chat)?;
+    // The terminal shows each message once it is whole; it has no message drafts.
+    settings.streaming.mode = vitte_actors::session::StreamingMode::Edit;
     let messenger = Arc::new(TerminalMessenger {
         keyboard: Mutex::new(None),
     });

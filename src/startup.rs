@@ -27,7 +27,7 @@ use vitte_actors::ports::{
     Clock, LanguageModel, Messenger, RateLimiter, ResponseCache, SystemClock,
 };
 use vitte_actors::scheduler::{NotificationDeps, Scheduler, SchedulerDeps, SchedulerHandle};
-use vitte_actors::session::{SessionDeps, SessionRouter, SessionSettings};
+use vitte_actors::session::{DraftSupport, SessionDeps, SessionRouter, SessionSettings};
 use vitte_actors::supervision::{ActorKind, Supervisor};
 
 use crate::config::{ConfigSource, Purpose, Settings, TelegramMode};
@@ -257,11 +257,14 @@ impl Core {
                 history_limit: settings.session.history_limit,
                 edit_interval: settings.streaming.edit_interval,
                 min_edit_chars: settings.streaming.min_edit_chars,
+                draft_interval: settings.streaming.draft_interval,
+                draft_refresh: settings.streaming.draft_refresh,
                 continue_every: settings.session.continue_every,
                 welcome_back_after: settings.session.welcome_back_after,
                 max_message_chars: settings.session.max_message_chars,
                 answer_within: settings.session.answer_within,
             },
+            drafts: DraftSupport::new(settings.streaming.mode, clock.now_millis()),
             clock: clock.clone(),
             in_flight: AtomicUsize::new(0),
             commerce,

@@ -17,6 +17,7 @@ use vitte_actors::gateway::RetrySettings;
 use vitte_actors::payments::PayloadSigner;
 use vitte_actors::resilience::breaker::BreakerSettings;
 use vitte_actors::resilience::limiter::RateLimit;
+use vitte_actors::session::StreamingMode;
 
 mod notifications;
 mod supervision;
@@ -270,10 +271,19 @@ pub struct SessionSection {
 /// How replies are streamed into Telegram.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StreamingSettings {
+    /// Message drafts (`auto`, `draft`) or edits of a placeholder (`edit`).
+    pub mode: StreamingMode,
+    /// At most one message-draft update of a reply being written per this interval, per
+    /// chat.
+    #[serde(with = "humantime_serde")]
+    pub draft_interval: Duration,
+    /// A draft unchanged this long is sent again (Telegram shows one for 30 seconds).
+    #[serde(with = "humantime_serde")]
+    pub draft_refresh: Duration,
     /// At most one edit of a reply being written per this interval, per chat.
     #[serde(with = "humantime_serde")]
     pub edit_interval: Duration,
-    /// A draft is edited only when at least this many new characters arrived.
+    /// A draft is updated only when at least this many new characters arrived.
     pub min_edit_chars: usize,
 }
 

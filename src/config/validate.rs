@@ -60,6 +60,19 @@ impl Settings {
                 "must be at least 100ms (Telegram limits edits per chat)",
             ));
         }
+        if self.streaming.draft_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "streaming.draft_interval",
+                "must be at least 100ms (drafts count in Telegram's limits per chat)",
+            ));
+        }
+        let refresh = self.streaming.draft_refresh;
+        if refresh < Duration::from_secs(1) || refresh >= Duration::from_secs(30) {
+            return Err(ConfigError::invalid(
+                "streaming.draft_refresh",
+                "must be from 1s to under 30s (Telegram shows a draft for 30 seconds)",
+            ));
+        }
         self.limits()?;
         self.memory()?;
         self.outbox()?;

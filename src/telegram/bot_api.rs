@@ -17,6 +17,8 @@ use teloxide::types::{
 use teloxide::{ApiError, Bot, RequestError};
 use vitte_actors::ports::{DeliveryError, Keyboard, Messenger, Render};
 
+use super::raw::RawBotApi;
+
 /// Attempts per message when Telegram cannot be reached.
 const MAX_ATTEMPTS: usize = 4;
 /// First pause before sending again after a connection failure (grows per attempt).
@@ -32,12 +34,15 @@ pub const MAX_CONCURRENT_CALLS: usize = 256;
 #[derive(Clone)]
 pub struct BotApiClient {
     bot: Bot,
+    /// For the methods teloxide does not know (message drafts).
+    raw: RawBotApi,
     calls: Arc<Semaphore>,
 }
 
 impl BotApiClient {
     pub fn new(bot: Bot) -> BotApiClient {
         BotApiClient {
+            raw: RawBotApi::new(&bot),
             bot,
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
         }
@@ -212,6 +217,12 @@ impl Messenger for BotApiClient {
                 Err(error) => return Err(delivery_error(error)),
             }
         }
+    }
+
+    /// Plain JSON (see [`super::drafts`]), tried once: a lost draft is shown by the next.
+    async fn send_draft(&self, chat: i64, draft_id: i64, text: &str) -> Result<(), DeliveryError> {
+        let _turn = self.turn().await;
+        super::drafts::send_message_draft(&self.raw, chat, draft_id, text).await
     }
 
     async fn delete_message(&self, chat: i64, message_id: i64) -> Result<(), DeliveryError> {

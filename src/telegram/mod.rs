@@ -2,6 +2,7 @@
 //! calling the Bot API (the [`bot_api::BotApiClient`], which implements the `Messenger` port).
 
 pub mod bot_api;
+pub mod drafts;
 pub mod payments;
 pub mod polling;
 pub mod raw;
@@ -28,6 +29,8 @@ pub const ALLOWED_UPDATES: &[&str] = &[
     "pre_checkout_query",
     // Bot API 10.2: a Stars subscription canceled, resumed or failed to renew.
     "subscription",
+    // Bot API 10.3: the user pressed the stop button of a reply's message draft.
+    drafts::STOPPED_UPDATE,
 ];
 
 /// Pauses between failed attempts to reach Telegram for updates (`getUpdates`,

@@ -10,6 +10,7 @@ use vitte_actors::domain::event::{Inbound, InboundKind, Sender};
 use vitte_actors::payments::messages::PaymentUpdate;
 use vitte_actors::ports::UserId;
 
+use super::drafts::{StoppedGeneration, stopped_generation};
 use super::payments::payment_update;
 
 /// Why a body is not an update.
@@ -31,6 +32,8 @@ pub struct IncomingUpdate {
     parsed: Option<Update>,
     /// A payment update (read from the JSON itself: see [`super::payments`]).
     payment: Option<PaymentUpdate>,
+    /// A press on a draft's stop button (read from the JSON itself: see [`super::drafts`]).
+    stopped: Option<StoppedGeneration>,
 }
 
 impl IncomingUpdate {
@@ -44,6 +47,7 @@ impl IncomingUpdate {
     pub fn from_value(value: Value) -> Result<IncomingUpdate, UpdateError> {
         let update_id = value["update_id"].as_i64().ok_or(UpdateError::NoUpdateId)?;
         let payment = payment_update(&value);
+        let stopped = stopped_generation(&value);
         let json = value.to_string();
         // From the text: teloxide's types read borrowed strings, which a `Value` cannot lend.
         let parsed = serde_json::from_str::<Update>(&json)
@@ -54,6 +58,7 @@ impl IncomingUpdate {
             json,
             parsed,
             payment,
+            stopped,
         })
     }
 
@@ -77,8 +82,12 @@ impl IncomingUpdate {
             // The payment desk's, not a session's.
             return None;
         }
-        let update = self.parsed.as_ref()?;
         let update_id = Some(self.update_id);
+        if let Some(stopped) = &self.stopped {
+            let sender = stopped.sender.clone();
+            return Some(Inbound::new(update_id, sender, stopped.kind(), accepted_at));
+        }
+        let update = self.parsed.as_ref()?;
         match &update.kind {
             UpdateKind::Message(message) => {
                 let user = message.from.as_ref()?;
@@ -158,6 +167,22 @@ mod tests {
         assert_eq!(inbound.sender.language_code.as_deref(), Some("ru"));
         assert_eq!(inbound.accepted_at, Some(1_000));
         assert!(!inbound.replayed);
+    }
+
+    #[test]
+    fn a_press_on_a_drafts_stop_button_becomes_a_stop_of_that_draft() {
+        let json = serde_json::json!({
+            "update_id": 8,
+            "stopped_message_generation": {
+                "chat": {"id": 42, "type": "private", "first_name": "Ann"},
+                "draft_id": 99,
+            }
+        });
+        let update = IncomingUpdate::from_value(json).expect("an update");
+        assert_eq!(update.user_id(), Some(42));
+        let inbound = update.to_inbound(5).expect("an event");
+        assert_eq!(inbound.kind, InboundKind::DraftStopped { draft_id: 99 });
+        assert_eq!(inbound.update_id, Some(8));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod conversation;
 mod dialogs;
+mod drafts;
 mod faults;
 mod gateway;
 mod http_api;

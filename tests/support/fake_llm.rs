@@ -76,6 +76,8 @@ struct Inner {
     embeddings_down: bool,
     /// Embedding requests wait until [`FakeLlm::release_embeddings`].
     embeddings_held: bool,
+    /// Streams the client closed before their end: how many pieces each had sent.
+    abandoned_streams: Vec<usize>,
 }
 
 /// The first words of an extraction request's system message.
@@ -128,6 +130,7 @@ impl FakeLlm {
                 embedding_requests: Vec::new(),
                 embeddings_down: false,
                 embeddings_held: false,
+                abandoned_streams: Vec::new(),
             }),
             released: tokio::sync::Notify::new(),
             embeddings_released: tokio::sync::Notify::new(),
@@ -213,6 +216,12 @@ impl FakeLlm {
     }
 
     /// Memory extractions and summaries received so far (not in [`FakeLlm::requests`]).
+    /// Streams whose connection the client closed before the stream's end (a reply
+    /// stopped, say): the number of pieces each had sent by then.
+    pub fn abandoned_streams(&self) -> Vec<usize> {
+        self.state.lock().abandoned_streams.clone()
+    }
+
     pub fn background_requests(&self) -> Vec<Value> {
         self.state.lock().background.clone()
     }
@@ -419,8 +428,25 @@ fn sse_finish(id: &str, created: i64, model: &str) -> String {
     format!("data: {last}\n\ndata: [DONE]\n\n")
 }
 
+/// Notes in the server's state, when dropped before its stream ended, that the client closed
+/// the connection (actix drops a streaming body whose connection is gone).
+struct StreamWatch {
+    state: web::Data<State>,
+    sent: usize,
+    ended: bool,
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.state.lock().abandoned_streams.push(self.sent);
+        }
+    }
+}
+
 /// A stream that sends `pieces` one every `delay`, then finishes or just ends.
 fn paced_stream(
+    state: &web::Data<State>,
     request: &Value,
     id: u64,
     pieces: Vec<String>,
@@ -436,16 +462,25 @@ fn paced_stream(
     if finish {
         events.push(sse_finish(&id, created, &model));
     }
+    let watch = StreamWatch {
+        state: state.clone(),
+        sent: 0,
+        ended: events.is_empty(),
+    };
     let body = futures::stream::unfold(
-        (events.into_iter(), true),
-        move |(mut events, first)| async move {
+        (events.into_iter(), watch),
+        move |(mut events, mut watch)| async move {
+            // (`ended` was set with the last event, or at the start for no events.)
             let event = events.next()?;
-            if !first {
+            if watch.sent > 0 {
                 tokio::time::sleep(delay).await;
             }
+            watch.sent += 1;
+            // The last event is out: a client closing now has had the whole stream.
+            watch.ended = events.len() == 0;
             Some((
                 Ok::<_, actix_web::Error>(web::Bytes::from(event)),
-                (events, false),
+                (events, watch),
             ))
         },
     );
@@ -545,10 +580,10 @@ async fn chat_completions(state: web::Data<State>, body: web::Bytes) -> HttpResp
             success(&request, id, &echo_text(&request))
         }
         Some(LlmBehaviour::Stream { pieces, delay }) => {
-            paced_stream(&request, id, pieces, delay, true)
+            paced_stream(&state, &request, id, pieces, delay, true)
         }
         Some(LlmBehaviour::StreamThenBreak { pieces, delay }) => {
-            paced_stream(&request, id, pieces, delay, false)
+            paced_stream(&state, &request, id, pieces, delay, false)
         }
     }
 }

@@ -10,6 +10,13 @@
 //! an edit that changes nothing ("message is not modified") and can be told to
 //! answer edits with 429 and `retry_after`.
 //!
+//! Message drafts (`sendMessageDraft`, Bot API 9.5 and 10.3) are checked as Telegram does
+//! (private chats only, a non-zero `draft_id`, text of at most 4096 characters, booleans
+//! where booleans go), recorded with their times, and shown as the chat's current draft
+//! until the bot sends a message into the chat, which replaces it. The fake can also play
+//! a server without the method (404, as for any method it does not know), and answer drafts
+//! with 429.
+//!
 //! For the outbox's tests it records each call's time (on a clock the test may share with
 //! the app, so a broadcast runs in controlled time), and answers a chat's next calls as
 //! Telegram does under flood control (429 with `parameters.retry_after`), for a user who
@@ -48,6 +55,7 @@ const KNOWN_METHODS: &[&str] = &[
     "getWebhookInfo",
     "setMyCommands",
     "sendMessage",
+    "sendMessageDraft",
     "editMessageText",
     "sendChatAction",
     "answerCallbackQuery",
@@ -82,6 +90,17 @@ pub struct Edit {
     pub message_id: i64,
     pub text: String,
     pub markdown: bool,
+    pub at: std::time::Instant,
+}
+
+/// One accepted `sendMessageDraft` call.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub draft_id: i64,
+    pub text: String,
+    pub can_stop: bool,
+    pub keep_on_stop: bool,
     pub at: std::time::Instant,
 }
 
@@ -128,6 +147,14 @@ struct Inner {
     invoices: Vec<Value>,
     /// Accepted `sendMessage` / `editMessageText` calls: (time, chat, method).
     delivered: Vec<(i64, i64, String)>,
+    /// Accepted drafts, per chat, in order.
+    drafts: Vec<(i64, Draft)>,
+    /// The draft each chat shows now (until a message from the bot replaces it).
+    visible_drafts: std::collections::HashMap<i64, Draft>,
+    /// Plays a Bot API server without `sendMessageDraft`.
+    drafts_unknown: bool,
+    /// Drafts still to be answered with 429 and `throttle_seconds`.
+    throttled_drafts: usize,
 }
 
 /// The clock call times are read from (shared with the app under test).
@@ -210,6 +237,10 @@ impl FakeTelegram {
                 charges: std::collections::HashMap::new(),
                 invoices: Vec::new(),
                 delivered: Vec::new(),
+                drafts: Vec::new(),
+                visible_drafts: std::collections::HashMap::new(),
+                drafts_unknown: false,
+                throttled_drafts: 0,
             }),
             new_update: Notify::new(),
         });
@@ -383,6 +414,35 @@ impl FakeTelegram {
         self.state.lock().delivered.clone()
     }
 
+    /// Every accepted message draft in `chat_id`, in order.
+    pub fn drafts(&self, chat_id: i64) -> Vec<Draft> {
+        self.state
+            .lock()
+            .drafts
+            .iter()
+            .filter(|(chat, _)| *chat == chat_id)
+            .map(|(_, draft)| draft.clone())
+            .collect()
+    }
+
+    /// The draft `chat_id` shows now, if any (a message from the bot replaces it).
+    pub fn visible_draft(&self, chat_id: i64) -> Option<Draft> {
+        self.state.lock().visible_drafts.get(&chat_id).cloned()
+    }
+
+    /// Plays a self-hosted or older Bot API server: `sendMessageDraft` is answered 404
+    /// "Not Found", as any method the server does not know.
+    pub fn forget_drafts(&self) {
+        self.state.lock().drafts_unknown = true;
+    }
+
+    /// Answers the next `count` drafts with 429 Too Many Requests and `retry_after`.
+    pub fn throttle_drafts(&self, count: usize, retry_after_seconds: u64) {
+        let mut inner = self.state.lock();
+        inner.throttled_drafts = count;
+        inner.throttle_seconds = retry_after_seconds;
+    }
+
     /// Answers the next `count` edits with 429 Too Many Requests and `retry_after`.
     pub fn throttle_edits(&self, count: usize, retry_after_seconds: u64) {
         let mut inner = self.state.lock();
@@ -501,6 +561,20 @@ pub fn text_update(
 /// A callback query update (an inline button pressed under a bot message in
 /// the private chat with `user_id`), as the Bot API sends it.
 #[allow(dead_code)]
+/// A `stopped_message_generation` update (Bot API 10.3): the user of private chat
+/// `user_id` pressed the stop button of draft `draft_id`.
+#[allow(dead_code)]
+pub fn stopped_generation_update(update_id: i64, user_id: i64, draft_id: i64) -> Value {
+    json!({
+        "update_id": update_id,
+        "stopped_message_generation": {
+            "chat": { "id": user_id, "type": "private", "first_name": format!("User{user_id}") },
+            "from": user_json(user_id, &format!("User{user_id}"), "en"),
+            "draft_id": draft_id,
+        }
+    })
+}
+
 pub fn callback_update(
     update_id: i64,
     user_id: i64,
@@ -726,6 +800,7 @@ async fn handle_call(
             }
             response
         }
+        "sendMessageDraft" => send_message_draft(&state, &body),
         "deleteMessage" => delete_message(&state, &body),
         "sendChatAction" | "answerCallbackQuery" | "setMyCommands" => ok(json!(true)),
         "sendInvoice" => send_invoice(&state, &body),
@@ -921,6 +996,8 @@ fn send_message(state: &State, body: &Value) -> HttpResponse {
     };
     let message_id = {
         let mut inner = state.lock();
+        // The bot's message replaces the draft the chat was showing.
+        inner.visible_drafts.remove(&chat_id);
         let id = inner.next_message_id;
         inner.next_message_id += 1;
         inner.messages.push(ChatMessage {
@@ -933,6 +1010,68 @@ fn send_message(state: &State, body: &Value) -> HttpResponse {
         id
     };
     ok(bot_message(message_id, chat_id, &text, body))
+}
+
+/// `sendMessageDraft` as Telegram documents it: `chat_id` of a private chat, a non-zero
+/// `draft_id` (calls with the same one animate the change), `text` of at most 4096
+/// characters (empty: "Thinking…"), `can_stop` / `keep_on_stop` booleans. Returns True.
+fn send_message_draft(state: &State, body: &Value) -> HttpResponse {
+    let mut inner = state.lock();
+    if inner.drafts_unknown {
+        return error(404, "Not Found");
+    }
+    let Some(chat_id) = chat_id_of(body) else {
+        return error(400, "Bad Request: chat_id is empty");
+    };
+    // Private chats are the users' own ids; groups and channels are negative.
+    if chat_id <= 0 {
+        return error(400, "Bad Request: drafts can be sent only to private chats");
+    }
+    let draft_id = match body.get("draft_id") {
+        Some(Value::Number(number)) => number.as_i64().unwrap_or(0),
+        Some(_) => return error(400, "Bad Request: draft_id must be an Integer"),
+        None => return error(400, "Bad Request: draft_id is required"),
+    };
+    if draft_id == 0 {
+        return error(400, "Bad Request: draft_id must be non-zero");
+    }
+    let text = match body.get("text") {
+        Some(Value::String(text)) => text.clone(),
+        Some(_) => return error(400, "Bad Request: text must be a String"),
+        None => String::new(),
+    };
+    if text.encode_utf16().count() > MAX_TEXT_UTF16 {
+        return error(400, "Bad Request: text is too long");
+    }
+    let flag = |key: &str| match body.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(_) => Err(error(400, &format!("Bad Request: {key} must be a Boolean"))),
+    };
+    let (can_stop, keep_on_stop) = match (flag("can_stop"), flag("keep_on_stop")) {
+        (Ok(can_stop), Ok(keep_on_stop)) => (can_stop, keep_on_stop),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    if inner.throttled_drafts > 0 {
+        inner.throttled_drafts -= 1;
+        let seconds = inner.throttle_seconds;
+        return HttpResponse::build(StatusCode::TOO_MANY_REQUESTS).json(json!({
+            "ok": false,
+            "error_code": 429,
+            "description": format!("Too Many Requests: retry after {seconds}"),
+            "parameters": { "retry_after": seconds },
+        }));
+    }
+    let draft = Draft {
+        draft_id,
+        text,
+        can_stop,
+        keep_on_stop,
+        at: std::time::Instant::now(),
+    };
+    inner.visible_drafts.insert(chat_id, draft.clone());
+    inner.drafts.push((chat_id, draft));
+    ok(json!(true))
 }
 
 fn inline_markup(body: &Value) -> Option<Value> {

@@ -28,7 +28,8 @@ use vitte_actors::ports::{Completion, CompletionRequest, LanguageModel, LlmError
 use vitte_actors::supervision::ActorKind;
 
 pub use fake_llm::{FakeLlm, LlmBehaviour};
-pub use fake_telegram::{FakeTelegram, callback_update, text_update};
+pub use fake_telegram::{FakeTelegram, callback_update, stopped_generation_update, text_update};
+pub use vitte_actors::session::StreamingMode;
 
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -98,6 +99,10 @@ pub struct TestOptions {
     /// times on that clock. Otherwise the outbox paces by the system's clock with limits no
     /// test reaches, so a test of something else never waits for them.
     pub telegram_limits: bool,
+    /// How replies stream. The suites written around edit streaming (placeholders, their
+    /// edits) run in `edit`; `tests/integration/drafts.rs` runs the production default,
+    /// `auto` (message drafts in private chats).
+    pub streaming: StreamingMode,
 }
 
 impl Default for TestOptions {
@@ -107,6 +112,7 @@ impl Default for TestOptions {
             wrap_llm: None,
             adjust: None,
             telegram_limits: false,
+            streaming: StreamingMode::Edit,
         }
     }
 }
@@ -254,6 +260,7 @@ impl TestApp {
         // (The copied default.toml holds no quiet hours, a run at night must not hold
         // notices back, and unless `telegram_limits`, outbox limits no test reaches.)
         assert_eq!(settings.notifications.quiet_start, 0);
+        settings.streaming.mode = options.streaming;
         if let Some(adjust) = options.adjust {
             adjust(&mut settings);
         }

@@ -60,6 +60,9 @@ pub enum InboundKind {
     },
     /// A message the bot cannot read (sticker, photo, voice, …); answered with a notice.
     Unsupported,
+    /// The user pressed Telegram's stop button on the message draft `draft_id` (Bot API
+    /// 10.3, `stopped_message_generation`): stops that reply, as /stop does.
+    DraftStopped { draft_id: i64 },
 }
 
 /// The commands the bot understands.

@@ -52,7 +52,8 @@ fn weight_of(request: &Request) -> Weight {
         Request::Edit {
             render: Render::Draft,
             ..
-        } => Weight::Draft,
+        }
+        | Request::Draft { .. } => Weight::Draft,
         Request::Edit { .. } => Weight::Message,
         Request::Delete { .. } | Request::Acknowledge { .. } => Weight::Free,
     }
@@ -418,6 +419,10 @@ async fn perform(
             .edit_text(chat, *message_id, text, keyboard.as_ref(), *render)
             .await
             .map(|()| Sent::Done),
+        Request::Draft { draft_id, text } => transport
+            .send_draft(chat, *draft_id, text)
+            .await
+            .map(|()| Sent::Done),
         Request::Delete { message_id } => transport
             .delete_message(chat, *message_id)
             .await
@@ -637,6 +642,23 @@ impl Messenger for OutboxMessenger {
         };
         self.outbox
             .call(Some(chat), priority, request)
+            .await
+            .map(|_| ())
+    }
+
+    /// Drafts go as [`Priority::Stream`], in the chat's budget like the edits of a reply.
+    async fn send_draft(
+        &self,
+        chat: ChatId,
+        draft_id: i64,
+        text: &str,
+    ) -> Result<(), DeliveryError> {
+        let request = Request::Draft {
+            draft_id,
+            text: text.to_owned(),
+        };
+        self.outbox
+            .call(Some(chat), Priority::Stream, request)
             .await
             .map(|_| ())
     }

@@ -19,6 +19,11 @@ pub enum Request {
         keyboard: Option<Keyboard>,
         render: Render,
     },
+    /// A message draft of a reply being written (private chats only).
+    Draft {
+        draft_id: i64,
+        text: String,
+    },
     Delete {
         message_id: i64,
     },
@@ -33,19 +38,21 @@ impl Request {
         match self {
             Request::Send { .. } => "sendMessage",
             Request::Edit { .. } => "editMessageText",
+            Request::Draft { .. } => "sendMessageDraft",
             Request::Delete { .. } => "deleteMessage",
             Request::Acknowledge { .. } => "answerCallbackQuery",
         }
     }
 
-    /// A draft of a reply still being written: it never waits in a queue.
+    /// A draft of a reply still being written (an edit or a message draft): it never
+    /// waits in a queue.
     pub fn is_draft(&self) -> bool {
         matches!(
             self,
             Request::Edit {
                 render: Render::Draft,
                 ..
-            }
+            } | Request::Draft { .. }
         )
     }
 }

@@ -41,6 +41,10 @@ pub enum DeliveryError {
     /// sent.
     #[error("the outbox is full")]
     Shed,
+    /// The Bot API server does not know the method (a self-hosted or older server without
+    /// message drafts): doing it another way is the only way.
+    #[error("the Bot API server does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// How an edited message is rendered.
@@ -75,6 +79,21 @@ pub trait Messenger: Send + Sync + 'static {
         keyboard: Option<&Keyboard>,
         render: Render,
     ) -> Result<(), DeliveryError>;
+
+    /// Shows the reply being written in a private chat as a message draft (Bot API 9.5,
+    /// `sendMessageDraft`): Telegram animates the changes between calls with the same
+    /// non-zero `draft_id`, shows "Thinking…" for an empty text, and (Bot API 10.3) a stop
+    /// button whose press comes back as a `stopped_message_generation` update. The draft is
+    /// a preview: the finished reply is sent as a message of its own, which replaces it.
+    /// A messenger without drafts answers [`DeliveryError::Unsupported`].
+    async fn send_draft(
+        &self,
+        _chat: ChatId,
+        _draft_id: i64,
+        _text: &str,
+    ) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Unsupported("sendMessageDraft"))
+    }
 
     /// Removes a message the bot sent (a leftover part of a reply that got shorter).
     async fn delete_message(&self, chat: ChatId, message_id: i64) -> Result<(), DeliveryError>;

@@ -152,6 +152,27 @@ impl SessionActor {
         });
     }
 
+    /// Telegram's stop button on a draft does not wait in the queue either: it stops the
+    /// reply that draft shows, at once. A stop for a draft that is finished or unknown (a
+    /// late press, a draft of an earlier run) is ignored without a word.
+    fn stop_draft(&mut self, event: &Inbound, draft_id: i64) {
+        let stopped = self
+            .generation
+            .as_ref()
+            .is_some_and(|generation| generation.stop_draft(draft_id));
+        if stopped {
+            tracing::info!("the user stopped a reply with Telegram's stop button");
+        } else {
+            tracing::debug!(draft_id, "a stop for a draft no reply shows: ignored");
+        }
+        let deps = self.deps.clone();
+        let update_id = event.update_id;
+        actix::spawn(async move {
+            finish_update(&deps, update_id).await;
+            deps.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
     fn pop_event(&mut self) -> Option<Inbound> {
         let event = self.queue.pop_front()?;
         self.set_mailbox_depth(-1);
@@ -371,6 +392,10 @@ impl Handler<Deliver> for SessionActor {
         self.events_received += 1;
         if event.kind == InboundKind::Command(Command::Stop) {
             self.stop_generation(&event);
+            return;
+        }
+        if let InboundKind::DraftStopped { draft_id } = event.kind {
+            self.stop_draft(&event, draft_id);
             return;
         }
         let policy = self.deps.supervisor.policy(ActorKind::Session);

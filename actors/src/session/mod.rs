@@ -6,7 +6,8 @@
 //! - [`actor`]: the session actor: one event at a time, a bounded queue, /stop at once,
 //!   supervision by its guard, passivation when idle;
 //! - `handlers`: what one event does (commands, buttons, messages), one file per concern;
-//! - `streaming`: writing a persona's reply as it streams from the LLM;
+//! - `streaming`: writing a persona's reply as it streams from the LLM, as a message draft
+//!   or into a placeholder ([`drafts`] decides which);
 //! - `memory`: recall before a reply, and the memory keeper's jobs a session asks for;
 //! - `turn`, `keyboards`, `delivery`: one event's context, the keyboards, sending and
 //!   storing;
@@ -17,6 +18,7 @@
 pub mod actor;
 pub mod buttons;
 mod delivery;
+pub mod drafts;
 mod handlers;
 mod keyboards;
 mod memory;
@@ -30,4 +32,5 @@ mod turn;
 mod tests;
 
 pub use router::SessionRouter;
+pub use drafts::{DraftSupport, StreamingMode};
 pub use state::{SLOT_COUNT, SessionDeps, SessionSettings};

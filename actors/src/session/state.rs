@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::catalogue::Feature;
 use crate::domain::entitlement::{Entitlement, local_day};
 use crate::domain::event::Sender;
+use crate::session::drafts::DraftSupport;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
 use crate::domain::safety::SafetyPolicy;
@@ -42,6 +43,12 @@ pub struct SessionSettings {
     pub edit_interval: Duration,
     /// A draft is edited only when at least this many new characters arrived.
     pub min_edit_chars: usize,
+    /// At most one message-draft update per this interval (per chat), for replies streamed
+    /// as Telegram message drafts.
+    pub draft_interval: Duration,
+    /// A draft unchanged this long is sent again, so Telegram keeps showing it (it shows
+    /// one for 30 seconds).
+    pub draft_refresh: Duration,
     /// Every n-th persona message of a dialog carries a "Continue" button.
     pub continue_every: u32,
     /// A dialog resumed after this long opens with a greeting that recalls the story.
@@ -59,6 +66,8 @@ impl Default for SessionSettings {
             history_limit: 200,
             edit_interval: Duration::from_secs(1),
             min_edit_chars: 20,
+            draft_interval: Duration::from_millis(500),
+            draft_refresh: Duration::from_secs(20),
             continue_every: 7,
             welcome_back_after: Duration::from_secs(6 * 3600),
             max_message_chars: 2000,
@@ -78,6 +87,8 @@ pub struct SessionDeps {
     pub metrics: Metrics,
     pub supervisor: Arc<Supervisor>,
     pub settings: SessionSettings,
+    /// Whether replies stream as message drafts (and the drafts' ids).
+    pub drafts: DraftSupport,
     /// The time of day (stored times, idle timeouts, welcome-back greetings).
     pub clock: Arc<dyn Clock>,
     /// Events accepted by sessions and not finished yet (for draining at shutdown).
@@ -427,6 +438,9 @@ pub(crate) struct Generation {
     /// Set once the event's update is marked handled in storage (with the message it
     /// brought), so it needs no separate write at the end.
     update_settled: AtomicBool,
+    /// The message draft showing the reply being written (0: none), whose stop button
+    /// stops it.
+    draft_id: AtomicI64,
 }
 
 impl Generation {
@@ -448,6 +462,24 @@ impl Generation {
     /// Marks that a reply is being written (a /stop now finds something to stop).
     pub(crate) fn start_reply(&self) {
         self.wrote_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// The reply being written shows as message draft `draft_id`; 0 once it no longer does.
+    pub(crate) fn show_as_draft(&self, draft_id: i64) {
+        self.draft_id.store(draft_id, Ordering::SeqCst);
+    }
+
+    /// Telegram's stop button was pressed on draft `draft_id`: stops the reply if that draft
+    /// shows it (as /stop does). Returns whether it did; a stop for another draft (one that
+    /// is finished, or unknown) changes nothing.
+    pub(crate) fn stop_draft(&self, draft_id: i64) -> bool {
+        let ours = draft_id != 0
+            && self.draft_id.load(Ordering::SeqCst) == draft_id
+            && !self.finished.load(Ordering::SeqCst);
+        if ours {
+            self.cancel.cancel();
+        }
+        ours
     }
 
     /// Whether the user must be told that /stop found nothing: the work is done, was asked

@@ -1,10 +1,20 @@
 //! Writing a persona's reply as it streams from the LLM.
 //!
-//! The user first sees a placeholder ("… typing"), which is edited as text arrives: at most
-//! one edit per `edit_interval` (the session writes one reply at a time, so this is per
-//! chat) and only when at least `min_edit_chars` new characters came. Drafts are plain text;
-//! the final edit carries the whole reply with Markdown (plain text if Telegram rejects it)
-//! and the reply's buttons, split over several messages past 4096 characters.
+//! In a private chat (where the Bot API server has them, see [`super::drafts`]) the reply
+//! streams as a Telegram message draft: an empty one at once (Telegram shows "Thinking…"),
+//! then the text so far under the same `draft_id`, at most once per `draft_interval` and
+//! only when at least `min_edit_chars` new characters came, sent again before Telegram's
+//! 30-second preview would end; the draft carries Telegram's stop button. The finished reply
+//! is then sent as messages of its own, which replace the draft.
+//!
+//! Elsewhere (groups, a server without drafts, "Regenerate", which rewrites its message) the
+//! user first sees a placeholder ("… typing"), which is edited as text arrives: at most one
+//! edit per `edit_interval` (the session writes one reply at a time, so this is per chat)
+//! and on the same condition of new text; the final edit replaces it.
+//!
+//! Either way drafts are plain text; the final text carries the whole reply with Markdown
+//! (plain text if Telegram rejects it) and the reply's buttons, split over several messages
+//! past 4096 characters.
 //!
 //! A stream that breaks off after some text leaves the user what came plus a short note, and
 //! the partial reply is stored as such (status `partial`); /stop does the same with its own
@@ -116,6 +126,20 @@ pub(crate) struct LiveReply {
     edit_interval: Duration,
     /// Telegram asked to slow down: no drafts before this (the final edit waits for it).
     throttled_until: Option<tokio::time::Instant>,
+    /// The message draft the reply streams into, when it streams as one (then `messages`
+    /// stays empty until the final text is sent).
+    draft: Option<LiveDraft>,
+    /// How long a draft may stay unchanged before it is sent again.
+    draft_refresh: Duration,
+}
+
+/// A reply streaming as a Telegram message draft.
+struct LiveDraft {
+    id: i64,
+    /// What the draft shows (empty: "Thinking…").
+    shown: String,
+    /// When Telegram last took it (`None`: not yet).
+    sent_at: Option<tokio::time::Instant>,
 }
 
 /// Longest flood-control wait a reply honours before trying again anyway.
@@ -157,18 +181,26 @@ impl LiveReply {
     /// needs). If Telegram refuses, the reply is sent as new messages at the end; if the user
     /// has blocked the bot, there is no reply to write (the LLM is not asked).
     async fn open(
-        deps: &SessionDeps,
-        chat: ChatId,
+        turn: &Turn<'_>,
         placeholder: &str,
         reuse: Option<ShownReply>,
     ) -> Result<Self, DeliveryError> {
+        let deps = turn.deps;
+        let chat = turn.chat();
         let mut live = LiveReply {
             chat,
             messages: Vec::new(),
             last_edit: None,
             edit_interval: deps.settings.edit_interval,
             throttled_until: None,
+            draft: None,
+            draft_refresh: deps.settings.draft_refresh,
         };
+        // A reply written over its old messages ("Regenerate", a placeholder a restart
+        // froze) keeps to them.
+        if reuse.is_none() && deps.drafts.for_chat(chat) && live.open_draft(turn).await? {
+            return Ok(live);
+        }
         match reuse {
             Some(ShownReply {
                 ids,
@@ -206,6 +238,54 @@ impl LiveReply {
         Ok(live)
     }
 
+    /// Starts the reply as an empty message draft ("Thinking…" at once, no placeholder
+    /// message). Returns false when the reply must be edited into a placeholder instead:
+    /// the server has no drafts, or refused this one.
+    async fn open_draft(&mut self, turn: &Turn<'_>) -> Result<bool, DeliveryError> {
+        let deps = turn.deps;
+        let id = deps.drafts.next_id();
+        // From here Telegram's stop button on this draft stops the reply.
+        turn.generation.show_as_draft(id);
+        let mut draft = LiveDraft {
+            id,
+            shown: String::new(),
+            sent_at: None,
+        };
+        match deps.messenger.send_draft(self.chat, id, "").await {
+            Ok(()) => draft.sent_at = Some(tokio::time::Instant::now()),
+            Err(DeliveryError::Unsupported(method)) => {
+                deps.drafts.server_lacks(method);
+                turn.generation.show_as_draft(0);
+                return Ok(false);
+            }
+            Err(DeliveryError::Failed(error)) => {
+                tracing::debug!(%error, "Telegram refused a draft; editing a placeholder instead");
+                turn.generation.show_as_draft(0);
+                return Ok(false);
+            }
+            Err(DeliveryError::Blocked) => {
+                turn.generation.show_as_draft(0);
+                return Err(DeliveryError::Blocked);
+            }
+            // Shown with the next draft.
+            Err(DeliveryError::Throttled { retry_after }) => self.throttle(retry_after),
+            Err(error) => tracing::debug!(%error, "could not show a draft"),
+        }
+        self.edit_interval = deps.settings.draft_interval;
+        self.draft = Some(draft);
+        Ok(true)
+    }
+
+    /// Whether the reply streams as a message draft that Telegram would soon stop showing
+    /// (or has not shown yet): it is sent again even without new text.
+    fn draft_due_again(&self) -> bool {
+        self.draft.as_ref().is_some_and(|draft| {
+            draft
+                .sent_at
+                .is_none_or(|at| at.elapsed() >= self.draft_refresh)
+        })
+    }
+
     /// Shows `text` (with `keyboard`) instead of the reply: a notice in its place.
     pub(crate) async fn finish_with(
         mut self,
@@ -216,7 +296,8 @@ impl LiveReply {
         self.show(deps, text, keyboard).await;
     }
 
-    /// Removes the placeholder: there is no reply to write after all.
+    /// Removes the placeholder: there is no reply to write after all. (A message draft has
+    /// nothing to remove: Telegram stops showing it within 30 seconds.)
     pub(crate) async fn discard(self, deps: &SessionDeps) {
         for (message_id, _) in self.messages {
             if let Err(error) = deps.messenger.delete_message(self.chat, message_id).await {
@@ -242,6 +323,9 @@ impl LiveReply {
             // A draft can wait; the next one (or the final text) shows it all.
             return;
         }
+        if self.draft.is_some() {
+            return self.update_draft(deps, text).await;
+        }
         self.pace().await;
         let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
         for (part, (message_id, shown)) in parts.into_iter().zip(self.messages.iter_mut()) {
@@ -263,6 +347,33 @@ impl LiveReply {
         }
     }
 
+    /// Shows the part of `text` being written (past 4096 characters, the last one) in the
+    /// message draft: when it changed, or to keep Telegram showing it.
+    async fn update_draft(&mut self, deps: &SessionDeps, text: &str) {
+        let part = split_message(text, TELEGRAM_MESSAGE_LIMIT)
+            .pop()
+            .unwrap_or_default();
+        let unchanged = self
+            .draft
+            .as_ref()
+            .is_none_or(|draft| draft.shown == part);
+        if unchanged && !self.draft_due_again() {
+            return;
+        }
+        self.pace().await;
+        let Some(draft) = self.draft.as_mut() else {
+            return;
+        };
+        match deps.messenger.send_draft(self.chat, draft.id, &part).await {
+            Ok(()) => {
+                draft.shown = part;
+                draft.sent_at = Some(tokio::time::Instant::now());
+            }
+            Err(DeliveryError::Throttled { retry_after }) => self.throttle(retry_after),
+            Err(error) => tracing::debug!(%error, "could not update a draft"),
+        }
+    }
+
     /// At most one edit per interval per chat (the final one included), and none while
     /// Telegram asked to wait.
     async fn pace(&mut self) {
@@ -281,7 +392,15 @@ impl LiveReply {
         let parts = split_message(text, TELEGRAM_MESSAGE_LIMIT);
         let count = parts.len();
         let mut delivered = true;
-        self.pace().await;
+        if self.draft.take().is_some() {
+            // New messages, which replace the draft: they keep to Telegram's flood control
+            // only (the outbox leaves them room in the chat's budget).
+            if let Some(until) = self.throttled_until {
+                tokio::time::sleep_until(until).await;
+            }
+        } else {
+            self.pace().await;
+        }
         for (index, part) in parts.into_iter().enumerate() {
             let keyboard = if index + 1 == count { keyboard } else { None };
             match self.messages.get_mut(index) {
@@ -353,7 +472,7 @@ pub(crate) async fn open_reply(
 ) -> Result<LiveReply, DeliveryError> {
     // /stop may come while the placeholder is still on its way.
     turn.generation.start_reply();
-    LiveReply::open(turn.deps, turn.chat(), turn.texts.typing, reuse).await
+    LiveReply::open(turn, turn.texts.typing, reuse).await
 }
 
 /// Writes the persona's next message for `directive`: streams it into a placeholder, then
@@ -426,6 +545,8 @@ pub(crate) async fn write_reply_into(
     request.stream = Some(sink);
 
     let (streamed, ending) = stream(turn, &mut live, request, pieces).await;
+    // The draft's stop button has nothing left to stop.
+    turn.generation.show_as_draft(0);
 
     let number = dialog.persona_messages + 1;
     let keyboard = reply_keyboard(texts, number, deps.settings.continue_every);
@@ -619,7 +740,7 @@ async fn stream(
     let settings = &deps.settings;
     let completion = deps.llm.complete(request);
     tokio::pin!(completion);
-    let interval = settings.edit_interval.max(Duration::from_millis(10));
+    let interval = live.edit_interval.max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut text = String::new();
@@ -652,7 +773,8 @@ async fn stream(
             }
             _ = ticker.tick() => {
                 let chars = text.chars().count();
-                if chars >= shown_chars + settings.min_edit_chars.max(1) {
+                let enough_new = chars >= shown_chars + settings.min_edit_chars.max(1);
+                if enough_new || live.draft_due_again() {
                     // /stop must not wait for Telegram; an edit cut short changes nothing.
                     tokio::select! {
                         biased;

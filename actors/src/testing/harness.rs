@@ -219,6 +219,7 @@ impl SessionHarness {
             metrics: metrics.clone(),
             supervisor,
             settings: settings.clone(),
+            drafts: crate::session::DraftSupport::default(),
             clock: clock.clone(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             commerce,

@@ -82,6 +82,9 @@ pub(crate) async fn handle_event(
         InboundKind::Unsupported => {
             turn.say(turn.texts.text_only, None).await;
         }
+        // The actor stops the reply before the queue (see `SessionActor::stop_draft`); one
+        // that got here has no reply left to stop.
+        InboundKind::DraftStopped { .. } => {}
     }
     // Enough new messages in the active dialog: the keeper looks for facts (never waited
     // for).

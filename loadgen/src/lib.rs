@@ -764,6 +764,7 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
             "greetings_missing": tracker.greetings_missing.load(Ordering::Relaxed),
             "memories_per_user": config.memories_per_user,
             "embedding_dimensions": config.embedding_dimensions,
+            "vitte_env": config.vitte_env,
         }),
         duration_seconds: outcome.duration_seconds,
         messages_sent: outcome.sent,
@@ -779,6 +780,9 @@ pub async fn run_with(config: LoadConfig, fault: Option<Fault>) -> anyhow::Resul
         end_to_end,
         overhead,
         first_visible_after_first_chunk: first_visible,
+        bot_api_calls_per_reply: tracker.reply_calls.load(Ordering::SeqCst) as f64
+            / outcome.answered.max(1) as f64,
+        draft_calls: tracker.draft_calls.load(Ordering::SeqCst),
         peak_in_flight,
         peak_sessions_active: peaks.sessions.load(Ordering::Relaxed),
         rss_per_in_flight_kib: (peak_in_flight > 0)

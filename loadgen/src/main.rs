@@ -111,6 +111,26 @@ struct Cli {
     redeliver_rate: f64,
     #[arg(long)]
     no_progress: bool,
+    /// How vitte streams replies (its `streaming.mode`): message drafts or edits.
+    #[arg(long, value_enum, default_value = "auto")]
+    streaming: Streaming,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Streaming {
+    Auto,
+    Draft,
+    Edit,
+}
+
+impl Streaming {
+    fn as_str(self) -> &'static str {
+        match self {
+            Streaming::Auto => "auto",
+            Streaming::Draft => "draft",
+            Streaming::Edit => "edit",
+        }
+    }
 }
 
 fn config(cli: &Cli) -> LoadConfig {
@@ -200,15 +220,19 @@ fn config(cli: &Cli) -> LoadConfig {
         max_posts: cli.max_posts,
         reply_timeout: cli.reply_timeout,
         progress: !cli.no_progress,
-        vitte_env: match cli.scenario {
-            Scenario::Memory => vec![
-                ("VITTE__MEMORY__ENABLED".into(), "true".into()),
-                (
+        vitte_env: {
+            let mut env = vec![(
+                "VITTE__STREAMING__MODE".to_owned(),
+                cli.streaming.as_str().to_owned(),
+            )];
+            if let Scenario::Memory = cli.scenario {
+                env.push(("VITTE__MEMORY__ENABLED".into(), "true".into()));
+                env.push((
                     "VITTE__MEMORY__EMBEDDINGS__DIMENSIONS".into(),
                     cli.dimensions.to_string(),
-                ),
-            ],
-            _ => Vec::new(),
+                ));
+            }
+            env
         },
         redeliver_rate: cli.redeliver_rate,
         memories_per_user: match cli.scenario {

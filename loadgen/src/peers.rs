@@ -276,6 +276,7 @@ async fn bot_api(
             let cut = text.contains(CUT_OFF_NOTE);
             let draft = edited && payload.get("parse_mode").is_none();
             let complete = (whole || cut) && !draft;
+            state.tracker.call_seen(text, false, cut);
             state.tracker.text_seen(chat_id, text, complete);
             let sent = message(&state, chat_id, text, id);
             if !edited {
@@ -288,6 +289,32 @@ async fn bot_api(
                 }
             }
             ok(sent)
+        }
+        // A reply being written, as a message draft (Bot API 9.5): checked as Telegram does,
+        // never a reply's final form (the final text comes as a message).
+        "sendmessagedraft" => {
+            let chat_id = payload["chat_id"].as_i64().unwrap_or(0);
+            let draft_id = payload["draft_id"].as_i64().unwrap_or(0);
+            let text = payload["text"].as_str().unwrap_or("");
+            let refusal = if chat_id <= 0 {
+                Some("Bad Request: drafts can be sent only to private chats")
+            } else if draft_id == 0 {
+                Some("Bad Request: draft_id must be non-zero")
+            } else if text.encode_utf16().count() > 4096 {
+                Some("Bad Request: text is too long")
+            } else {
+                None
+            };
+            if let Some(description) = refusal {
+                return HttpResponse::BadRequest().json(json!({
+                    "ok": false, "error_code": 400, "description": description,
+                }));
+            }
+            state.tracker.call_seen(text, true, false);
+            if !text.is_empty() {
+                state.tracker.text_seen(chat_id, text, false);
+            }
+            ok(json!(true))
         }
         "getme" => ok(json!({
             "id": 777, "is_bot": true, "first_name": "Vitte", "username": "vitte_load_bot",

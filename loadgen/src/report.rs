@@ -61,6 +61,11 @@ pub struct Report {
     pub end_to_end: Distribution,
     pub overhead: Distribution,
     pub first_visible_after_first_chunk: Distribution,
+    /// Bot API calls carrying replies (placeholders or empty drafts, drafts, edits, final
+    /// messages) per message answered.
+    pub bot_api_calls_per_reply: f64,
+    /// `sendMessageDraft` calls among them.
+    pub draft_calls: u64,
     pub peak_in_flight: u64,
     pub peak_sessions_active: u64,
     pub vitte: Resources,
@@ -144,6 +149,10 @@ impl Report {
         out += &row(
             "first chunk → first visible text",
             &self.first_visible_after_first_chunk,
+        );
+        out += &format!(
+            "  Bot API calls per reply {:.2} (message drafts among all of them {})\n",
+            self.bot_api_calls_per_reply, self.draft_calls
         );
         out += &format!(
             "  peak replies in flight {}; peak sessions active {}\n",

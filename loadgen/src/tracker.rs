@@ -61,6 +61,11 @@ pub struct Tracker {
     pub greetings_missing: AtomicU64,
     pub llm_requests: AtomicU64,
     pub llm_failures: AtomicU64,
+    /// Bot API calls that carry a reply: its placeholder or empty draft, its drafts and
+    /// edits, its final message(s).
+    pub reply_calls: AtomicU64,
+    /// Of those, `sendMessageDraft` calls.
+    pub draft_calls: AtomicU64,
     /// Notices by their first words, to tell an apology from a "try again".
     notice_kinds: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -95,6 +100,8 @@ impl Tracker {
             greetings_missing: AtomicU64::new(0),
             llm_requests: AtomicU64::new(0),
             llm_failures: AtomicU64::new(0),
+            reply_calls: AtomicU64::new(0),
+            draft_calls: AtomicU64::new(0),
             notice_kinds: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -137,7 +144,23 @@ impl Tracker {
         }
     }
 
-    /// Text reached the fake Telegram (sendMessage or editMessageText) in `chat_id`.
+    /// A Bot API call reached the fake Telegram with `text` (a draft's when `draft`): counted
+    /// when it carries a reply (tagged, a placeholder, an empty draft, a cut-off reply).
+    pub fn call_seen(&self, text: &str, draft: bool, cut: bool) {
+        let for_reply = parse_tag(text).is_some()
+            || PLACEHOLDERS.contains(&text)
+            || (draft && text.is_empty())
+            || cut;
+        if for_reply {
+            self.reply_calls.fetch_add(1, Ordering::Relaxed);
+            if draft {
+                self.draft_calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Text reached the fake Telegram (sendMessage, editMessageText or sendMessageDraft) in
+    /// `chat_id`.
     /// `complete` is false for a partial (streamed) text.
     pub fn text_seen(&self, chat_id: i64, text: &str, complete: bool) {
         let Some((index, slot)) = self.slot_of_chat(chat_id) else {

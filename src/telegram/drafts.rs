@@ -73,7 +73,12 @@ pub fn stopped_generation(update: &Value) -> Option<StoppedGeneration> {
     let chat = stopped.get("chat")?;
     let chat_id = chat.get("id")?.as_i64()?;
     let draft_id = stopped.get("draft_id")?.as_i64().filter(|id| *id != 0)?;
-    if chat.get("type").and_then(Value::as_str).unwrap_or("private") != "private" {
+    if chat
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("private")
+        != "private"
+    {
         return None;
     }
     let from = stopped.get("from");
@@ -132,7 +137,10 @@ mod tests {
         let bare = json!({"update_id": 1, "stopped_message_generation":
             {"chat": {"id": 7, "type": "private", "first_name": "Bo"}, "draft_id": 5}});
         let stopped = stopped_generation(&bare).expect("a stop");
-        assert_eq!((stopped.sender.user_id, stopped.sender.first_name.as_str()), (7, "Bo"));
+        assert_eq!(
+            (stopped.sender.user_id, stopped.sender.first_name.as_str()),
+            (7, "Bo")
+        );
         for bad in [
             json!({"update_id": 1, "stopped_message_generation": {"chat": {"id": 7}, "draft_id": 0}}),
             json!({"update_id": 1, "stopped_message_generation": {"draft_id": 5}}),
@@ -160,7 +168,13 @@ mod tests {
             draft_error(api(429, Some(Duration::from_secs(3)))),
             DeliveryError::Throttled { retry_after } if retry_after == Duration::from_secs(3)
         ));
-        assert!(matches!(draft_error(api(403, None)), DeliveryError::Blocked));
-        assert!(matches!(draft_error(api(400, None)), DeliveryError::Failed(_)));
+        assert!(matches!(
+            draft_error(api(403, None)),
+            DeliveryError::Blocked
+        ));
+        assert!(matches!(
+            draft_error(api(400, None)),
+            DeliveryError::Failed(_)
+        ));
     }
 }

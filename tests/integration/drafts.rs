@@ -64,7 +64,10 @@ async fn a_private_reply_streams_as_one_draft_then_arrives_as_one_message(backen
     assert_eq!(first.text, "", "it opens as an empty draft (\"Thinking…\")");
     assert!(later.len() >= 2, "the draft followed the text: {drafts:?}");
     for draft in &drafts {
-        assert_eq!(draft.draft_id, first.draft_id, "one draft id: changes animate");
+        assert_eq!(
+            draft.draft_id, first.draft_id,
+            "one draft id: changes animate"
+        );
         assert!(draft.can_stop, "every draft carries the stop button");
         assert!(!draft.keep_on_stop, "vitte itself keeps what was written");
     }
@@ -203,9 +206,9 @@ async fn a_stop_press_arrives_by_long_polling_too() {
     let polls = app.telegram.calls_to("getUpdates");
     let allowed = &polls.last().expect("a poll").body["allowed_updates"];
     assert!(
-        allowed
-            .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "stopped_message_generation")),
+        allowed.as_array().is_some_and(|kinds| kinds
+            .iter()
+            .any(|kind| kind == "stopped_message_generation")),
         "Telegram is asked for stop presses: {allowed}"
     );
     app.llm.script([LlmBehaviour::Stream {
@@ -402,7 +405,11 @@ async fn a_long_reply_in_rejected_markdown_arrives_whole_after_its_drafts() {
     assert_eq!(texts.len(), 4, "the opening and three parts: {texts:?}");
     let shown: String = texts[1..].concat();
     let squeeze = |text: &str| text.split_whitespace().collect::<String>();
-    assert_eq!(squeeze(&shown), squeeze(&whole), "nothing lost in the split");
+    assert_eq!(
+        squeeze(&shown),
+        squeeze(&whole),
+        "nothing lost in the split"
+    );
     for draft in app.telegram.drafts(23701) {
         assert!(draft.text.encode_utf16().count() <= 4096, "a draft fits");
     }
@@ -412,7 +419,11 @@ async fn a_long_reply_in_rejected_markdown_arrives_whole_after_its_drafts() {
         serde_json::Value::Null,
         "the part Telegram could not parse came as plain text"
     );
-    assert_eq!(button_data(&messages[3]), ["regen"], "buttons on the last part");
+    assert_eq!(
+        button_data(&messages[3]),
+        ["regen"],
+        "buttons on the last part"
+    );
     assert!(app.telegram.visible_draft(23701).is_none());
     app.stop().await;
 }
@@ -431,7 +442,11 @@ async fn regenerate_and_the_queue_keep_working_with_drafts() {
     app.llm.set_latency(Duration::ZERO);
     // "Regenerate" rewrites the reply in its own message (by edits: a draft would show the
     // new version below the old one).
-    let last = app.telegram.sent_messages(user).pop().expect("the last reply");
+    let last = app
+        .telegram
+        .sent_messages(user)
+        .pop()
+        .expect("the last reply");
     let message_id = last["message_id"].as_i64().expect("an id");
     let drafts_before = app.telegram.drafts(user).len();
     app.llm

@@ -52,14 +52,24 @@ async fn assert_nothing_lost(config: LoadConfig) -> vitte_loadgen::report::Repor
 #[actix_rt::test]
 async fn a_small_load_run_loses_and_duplicates_nothing_on_sqlite() {
     // LLM failures are retried by the gateway or answered with a notice: still nothing lost.
-    assert_nothing_lost(small_run(Backend::Sqlite, 0.05)).await;
+    // Replies stream as message drafts (the default), which the generator follows.
+    let report = assert_nothing_lost(small_run(Backend::Sqlite, 0.05)).await;
+    assert!(
+        report.draft_calls >= report.messages_answered - report.notices,
+        "every reply opened with a draft: {}",
+        report.render()
+    );
 }
 
 #[actix_rt::test]
 #[cfg_attr(skip_postgres_tests, ignore = "DATABASE_URL is not set")]
 async fn a_small_load_run_loses_and_duplicates_nothing_on_postgres() {
     let server = crate::support::required_env("DATABASE_URL");
-    let report = assert_nothing_lost(small_run(Backend::Postgres(server), 0.0)).await;
+    // Streamed by edits here, which the generator follows too.
+    let mut config = small_run(Backend::Postgres(server), 0.0);
+    config.vitte_env = vec![("VITTE__STREAMING__MODE".into(), "edit".into())];
+    let report = assert_nothing_lost(config).await;
+    assert_eq!(report.draft_calls, 0, "{}", report.render());
     assert_eq!(
         report.notices,
         0,

@@ -558,9 +558,6 @@ pub fn text_update(
     json!({ "update_id": update_id, "message": message })
 }
 
-/// A callback query update (an inline button pressed under a bot message in
-/// the private chat with `user_id`), as the Bot API sends it.
-#[allow(dead_code)]
 /// A `stopped_message_generation` update (Bot API 10.3): the user of private chat
 /// `user_id` pressed the stop button of draft `draft_id`.
 #[allow(dead_code)]
@@ -575,6 +572,9 @@ pub fn stopped_generation_update(update_id: i64, user_id: i64, draft_id: i64) ->
     })
 }
 
+/// A callback query update (an inline button pressed under a bot message in
+/// the private chat with `user_id`), as the Bot API sends it.
+#[allow(dead_code)]
 pub fn callback_update(
     update_id: i64,
     user_id: i64,

@@ -31,6 +31,6 @@ mod turn;
 #[cfg(test)]
 mod tests;
 
-pub use router::SessionRouter;
 pub use drafts::{DraftSupport, StreamingMode};
+pub use router::SessionRouter;
 pub use state::{SLOT_COUNT, SessionDeps, SessionSettings};

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::catalogue::Feature;
 use crate::domain::entitlement::{Entitlement, local_day};
 use crate::domain::event::Sender;
-use crate::session::drafts::DraftSupport;
 use crate::domain::persona::{Persona, PersonaCatalog, Story};
 use crate::domain::prompt::{FixedPrompt, PromptBuilder, PromptContext};
 use crate::domain::safety::SafetyPolicy;
@@ -26,6 +25,7 @@ use crate::ports::{
     PendingReply, SessionStore, StoredDialog, StoredSession, UserPreferences, UserProfile,
 };
 use crate::scheduler::NotificationDeps;
+use crate::session::drafts::DraftSupport;
 use crate::supervision::Supervisor;
 
 /// Dialog slots per user.

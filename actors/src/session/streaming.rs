@@ -353,10 +353,7 @@ impl LiveReply {
         let part = split_message(text, TELEGRAM_MESSAGE_LIMIT)
             .pop()
             .unwrap_or_default();
-        let unchanged = self
-            .draft
-            .as_ref()
-            .is_none_or(|draft| draft.shown == part);
+        let unchanged = self.draft.as_ref().is_none_or(|draft| draft.shown == part);
         if unchanged && !self.draft_due_again() {
             return;
         }

@@ -457,5 +457,87 @@ async fn regenerate_and_the_queue_keep_working_with_drafts() {
     assert_eq!(messages.len(), 3, "no new message: {messages:?}");
     assert_eq!(messages[2]["message_id"], message_id);
     assert_eq!(app.telegram.drafts(user).len(), drafts_before);
+    // /stop stops a reply streaming as a draft, as the stop button does.
+    app.llm.script([LlmBehaviour::Stream {
+        pieces: pieces(20, 30),
+        delay: Duration::from_millis(300),
+    }]);
+    app.user_says(user, "a long one").await;
+    wait_until("a draft with text", || {
+        app.telegram
+            .visible_draft(user)
+            .filter(|draft| draft.text.starts_with("p01-"))
+    })
+    .await;
+    app.user_says(user, "/stop").await;
+    wait_until("the stopped reply", || {
+        app.telegram
+            .sent_texts(user)
+            .last()
+            .is_some_and(|text| text.starts_with("p01-") && text.ends_with("\n\n(stopped)"))
+            .then_some(())
+    })
+    .await;
+    assert!(app.telegram.visible_draft(user).is_none());
     app.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_fake_bot_api_refuses_drafts_as_telegram_does() {
+    let telegram = FakeTelegram::start().await;
+    let url = format!("{}/bot123:T/sendMessageDraft", telegram.api_url());
+    let client = reqwest::Client::new();
+    let call = |body: serde_json::Value| {
+        let request = client.post(&url).json(&body);
+        async move {
+            let response = request.send().await.expect("the fake answers");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            (
+                status,
+                body["description"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let long = "x".repeat(4097);
+    for (body, expected) in [
+        (
+            serde_json::json!({"chat_id": -100, "draft_id": 1, "text": "a"}),
+            "private chats",
+        ),
+        (
+            serde_json::json!({"chat_id": 5, "draft_id": 0, "text": "a"}),
+            "non-zero",
+        ),
+        (
+            serde_json::json!({"chat_id": 5, "text": "a"}),
+            "draft_id is required",
+        ),
+        (
+            serde_json::json!({"chat_id": 5, "draft_id": 1, "text": long}),
+            "too long",
+        ),
+        (
+            serde_json::json!({"chat_id": 5, "draft_id": 1, "can_stop": "yes"}),
+            "Boolean",
+        ),
+    ] {
+        let (status, description) = call(body).await;
+        assert_eq!(status, 400, "{description}");
+        assert!(description.contains(expected), "{description}");
+    }
+    let (status, _) = call(serde_json::json!({"chat_id": 5, "draft_id": 7, "text": ""})).await;
+    assert_eq!(status, 200, "an empty draft is \"Thinking…\"");
+    assert_eq!(
+        telegram.visible_draft(5).map(|draft| draft.draft_id),
+        Some(7)
+    );
+    assert!(
+        telegram.drafts(-100).is_empty(),
+        "refused drafts are not shown"
+    );
+    telegram.forget_drafts();
+    let (status, _) = call(serde_json::json!({"chat_id": 5, "draft_id": 7, "text": "a"})).await;
+    assert_eq!(status, 404, "a server without the method");
+    telegram.stop().await;
 }

@@ -521,8 +521,9 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT or [`AppHandle::stop`], then shuts down gracefully:
-    /// ingress stops first, replies in progress finish (up to `session.shutdown_timeout`),
-    /// then the sessions stop.
+    /// not ready at once, the ingress stops, replies in progress finish (up to
+    /// `session.shutdown_timeout`), then the HTTP server and the sessions stop. A second
+    /// SIGTERM/SIGINT stops at once (an error: the drain was cut short).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (core, shutdown, reloader) = (self.core, self.shutdown, self.reloader);
         let mut shutdown_rx = shutdown.subscribe();
@@ -572,24 +573,44 @@ impl Application {
         // Not ready from now on, so Kubernetes stops sending traffic.
         self.ingress_ready.store(false, Ordering::SeqCst);
         shutdown.send_replace(true);
-        if let Some(ingress) = self.ingress {
-            // The ingress task ends on the shutdown signal; a join error means it panicked,
-            // which was logged already.
-            let _ = ingress.await;
-        }
-        tracing::debug!("ingress stopped");
-        self.server_handle.stop(true).await;
-        let _ = server_task.await;
-        tracing::debug!("HTTP server stopped");
-        let shutdown_timeout = core.supervisor.policy(ActorKind::Session).shutdown_timeout;
-        if !core.router.drain(shutdown_timeout).await {
-            tracing::warn!(
-                unfinished = core.router.in_flight(),
-                "shutdown timeout reached with replies in progress"
-            );
-        }
+        let server_handle = self.server_handle.clone();
+        // The HTTP server stays up while replies finish: /health/ready answers 503 (so
+        // Kubernetes sends nothing more), the webhook 503 (so Telegram delivers again later),
+        // and Prometheus still sees the drain.
+        let drain = async {
+            if let Some(ingress) = self.ingress {
+                // The ingress task ends on the shutdown signal; a join error means it
+                // panicked, which was logged already.
+                let _ = ingress.await;
+            }
+            tracing::debug!("ingress stopped");
+            let shutdown_timeout = core.supervisor.policy(ActorKind::Session).shutdown_timeout;
+            if !core.router.drain(shutdown_timeout).await {
+                tracing::warn!(
+                    unfinished = core.router.in_flight(),
+                    "shutdown timeout reached with replies in progress"
+                );
+            }
+            server_handle.stop(true).await;
+            let _ = server_task.await;
+            tracing::debug!("HTTP server stopped");
+        };
+        // A second SIGTERM (or Ctrl-C) does not wait for the drain: whatever was accepted
+        // is in the inbox, and the next start finishes it.
+        let cut_short = tokio::select! {
+            () = drain => false,
+            () = termination_signal() => true,
+        };
         core.router.stop();
         self.stopped.send_replace(true);
+        if cut_short {
+            self.server_handle.stop(false).await;
+            tracing::warn!("a second termination signal: stopped without finishing the drain");
+            anyhow::bail!(
+                "stopped at once by a second termination signal (unfinished replies are \
+                 finished after the next start)"
+            );
+        }
         tracing::info!("stopped");
         Ok(())
     }

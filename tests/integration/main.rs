@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod conversation;
 mod dialogs;
+mod drain;
 mod drafts;
 mod faults;
 mod gateway;

@@ -1,0 +1,205 @@
+//! Stopping `vitte serve` as Kubernetes does, with SIGTERM, run as a separate process: not
+//! ready at once, new updates turned away (Telegram delivers them again), the reply in
+//! flight finished, exit 0; a second SIGTERM stops at once.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// `vitte serve` in webhook mode against the fakes, on SQLite in `data`.
+struct Served {
+    child: Child,
+    address: String,
+    http: reqwest::Client,
+}
+
+impl Served {
+    async fn start(telegram: &FakeTelegram, llm: &FakeLlm, data: &Path) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let database = format!("sqlite://{}", data.join("vitte.db").display());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vitte"));
+        command
+            .arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("VITTE_ENV", "local")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VITTE__") {
+                command.env_remove(key);
+            }
+        }
+        command.envs([
+            ("VITTE__TELEGRAM__TOKEN", "123456:TEST".to_owned()),
+            ("VITTE__TELEGRAM__API_URL", telegram.api_url()),
+            ("VITTE__TELEGRAM__MODE", "webhook".to_owned()),
+            (
+                "VITTE__TELEGRAM__WEBHOOK_URL",
+                "https://bot.example.org/telegram/webhook".to_owned(),
+            ),
+            ("VITTE__TELEGRAM__WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("VITTE__LLM__BASE_URL", llm.base_url()),
+            ("VITTE__LLM__API_KEY", "sk-test".to_owned()),
+            ("VITTE__DATABASE__URL", database),
+            ("VITTE__HTTP__ADDRESS", format!("127.0.0.1:{port}")),
+            ("VITTE__MEMORY__ENABLED", "false".to_owned()),
+            ("VITTE__NOTIFICATIONS__QUIET_START", "0".to_owned()),
+            ("VITTE__NOTIFICATIONS__QUIET_END", "0".to_owned()),
+        ]);
+        let served = Served {
+            child: command.spawn().expect("vitte serve starts"),
+            address: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a client"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while served.ready().await != Some(200) {
+            assert!(Instant::now() < deadline, "vitte never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        served
+    }
+
+    /// `/health/ready`'s status, `None` when nothing answers.
+    async fn ready(&self) -> Option<u16> {
+        let response = self
+            .http
+            .get(format!("{}/health/ready", self.address))
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    async fn post_update(&self, update: &Value) -> u16 {
+        self.http
+            .post(format!("{}/telegram/webhook", self.address))
+            .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
+            .json(update)
+            .send()
+            .await
+            .expect("the webhook answers")
+            .status()
+            .as_u16()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits up to `patience` for the process to exit.
+    async fn exit_within(&mut self, patience: Duration) -> ExitStatus {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "vitte did not exit within {patience:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user with a dialog whose next reply is being written (the LLM holds it).
+async fn reply_in_flight(served: &Served, telegram: &FakeTelegram, llm: &FakeLlm, user: i64) {
+    let start = format!("s:mira:{}", first_story("mira"));
+    let pressed = callback_update(1, user, "Dana", "en", &start);
+    assert_eq!(served.post_update(&pressed).await, 200);
+    wait_until("the story's opening", || {
+        (!telegram.sent_texts(user).is_empty()).then_some(())
+    })
+    .await;
+    llm.hold();
+    let message = text_update(2, user, "Dana", "en", "tell me more");
+    assert_eq!(served.post_update(&message).await, 200);
+    wait_until("the LLM asked", || (!llm.requests().is_empty()).then_some(())).await;
+}
+
+#[actix_rt::test]
+async fn sigterm_finishes_the_reply_in_flight_turns_new_updates_away_and_exits_0() {
+    let (telegram, llm) = (FakeTelegram::start().await, FakeLlm::start().await);
+    let data = tempfile::tempdir().expect("a data dir");
+    let mut served = Served::start(&telegram, &llm, data.path()).await;
+    reply_in_flight(&served, &telegram, &llm, 31001).await;
+
+    served.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served.ready().await != Some(503) {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Telegram's next update is turned away, so it comes again after the restart.
+    let later = text_update(3, 31002, "Eli", "en", "hello?");
+    assert_eq!(served.post_update(&later).await, 503);
+    assert!(
+        served.child.try_wait().expect("the process").is_none(),
+        "the reply in flight is waited for"
+    );
+
+    llm.release();
+    let status = served.exit_within(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit 0 after a drain: {}", served.stderr());
+    let texts = telegram.sent_texts(31001);
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("echo: tell me more"),
+        "the reply accepted before the signal arrived: {texts:?}"
+    );
+    assert!(telegram.sent_texts(31002).is_empty());
+    telegram.stop().await;
+    llm.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_second_sigterm_stops_at_once() {
+    let (telegram, llm) = (FakeTelegram::start().await, FakeLlm::start().await);
+    let data = tempfile::tempdir().expect("a data dir");
+    let mut served = Served::start(&telegram, &llm, data.path()).await;
+    reply_in_flight(&served, &telegram, &llm, 31101).await;
+
+    served.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served.ready().await != Some(503) {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.signal("TERM");
+    // Far sooner than the drain's 25 s shutdown timeout, with the reply still held.
+    let status = served.exit_within(Duration::from_secs(5)).await;
+    assert!(!status.success(), "a drain cut short is not a clean exit");
+    let stderr = served.stderr();
+    assert!(stderr.contains("second termination signal"), "{stderr}");
+    llm.release();
+    telegram.stop().await;
+    llm.stop().await;
+}

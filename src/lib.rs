@@ -4,6 +4,7 @@
 //! LLM clients, metrics and the start-up wiring. The actors and domain logic live in
 //! `vitte-actors`.
 
+pub mod api_chats;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,7 @@ use vitte_actors::scheduler::{NotificationDeps, Scheduler, SchedulerDeps, Schedu
 use vitte_actors::session::{DraftSupport, SessionDeps, SessionRouter, SessionSettings};
 use vitte_actors::supervision::{ActorKind, Supervisor};
 
+use crate::api_chats::{ApiChatMessenger, ApiChats};
 use crate::config::{ConfigSource, Purpose, Settings, TelegramMode};
 use crate::http::{self, HttpState};
 use crate::llm::ProviderEndpoint;
@@ -75,6 +76,8 @@ pub struct Core {
     pub outbox: OutboxHandle,
     /// Notifications and broadcasts.
     pub scheduler: SchedulerHandle,
+    /// The chats of the HTTP chat API (what sessions say there is kept for the caller).
+    pub api_chats: ApiChats,
 }
 
 impl Core {
@@ -210,7 +213,12 @@ impl Core {
             supervisor: supervisor.clone(),
             settings: scheduler_settings.clone(),
         });
-        let messenger = outbox.messenger(Priority::Reply);
+        // Sessions speak to Telegram through the outbox, and to chat API callers in memory.
+        let api_chats = ApiChats::default();
+        let messenger: Arc<dyn Messenger> = Arc::new(ApiChatMessenger::new(
+            api_chats.clone(),
+            outbox.messenger(Priority::Reply),
+        ));
         let commerce = Commerce {
             catalogue,
             limits,
@@ -300,6 +308,7 @@ impl Core {
             desk,
             outbox,
             scheduler,
+            api_chats,
         })
     }
 }
@@ -429,6 +438,12 @@ impl Application {
             scheduler: core.scheduler.clone(),
             catalogue: Arc::new(settings.catalogue()?),
             clock: core.clock.clone(),
+            api: http::chat_api::ChatApiState {
+                keys: Arc::new(settings.api.keys.clone()),
+                chats: core.api_chats.clone(),
+                reply_timeout: settings.api.reply_timeout,
+                max_message_chars: settings.session.max_message_chars,
+            },
         };
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding http.address {address}"))?;
@@ -437,10 +452,12 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             workers => workers,
         };
+        let api_body_limit = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .configure(http::routes)
+                .configure(http::chat_api_routes(api_body_limit))
         })
         .workers(workers)
         .disable_signals()

@@ -177,6 +177,8 @@ pub struct Metrics {
     pub subscriptions_active: IntGaugeVec,
     /// Messages not answered because of a limit, by reason (`free_limit`, `fair_use`).
     pub entitlement_denials_total: IntCounterVec,
+    /// Calls of the HTTP chat API, by key name and HTTP status.
+    pub api_requests_total: IntCounterVec,
     /// Facts the memory keeper extracted, by outcome (`added`, `refreshed`, `superseded`,
     /// `duplicate`).
     pub memory_saved_total: IntCounterVec,
@@ -325,6 +327,11 @@ impl Metrics {
                 "Messages not answered because of a daily limit, by reason",
                 &["reason"],
             )?,
+            api_requests_total: counter_vec(
+                "api_requests_total",
+                "Calls of the HTTP chat API, by key name and HTTP status",
+                &["key", "status"],
+            )?,
             memory_saved_total: counter_vec(
                 "memory_saved_total",
                 "Facts extracted for long-term memory, by outcome",
@@ -412,6 +419,7 @@ impl Metrics {
         r.register(Box::new(self.payments_total.clone()))?;
         r.register(Box::new(self.subscriptions_active.clone()))?;
         r.register(Box::new(self.entitlement_denials_total.clone()))?;
+        r.register(Box::new(self.api_requests_total.clone()))?;
         r.register(Box::new(self.memory_saved_total.clone()))?;
         r.register(Box::new(self.memory_extraction_failures_total.clone()))?;
         r.register(Box::new(self.memory_recall_seconds.clone()))?;

@@ -58,6 +58,7 @@ pub struct Settings {
     pub personas: PersonaSettings,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub api: ApiSettings,
     pub payments: PaymentSettings,
     pub limits: LimitSettings,
     pub memory: MemorySection,
@@ -230,6 +231,21 @@ pub struct AdminSettings {
     /// Bearer token for /admin/*; empty disables them (401).
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
+}
+
+/// The HTTP chat API (`/v1/chat/*`) for other programs that talk to vitte's personas.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApiSettings {
+    /// The keys callers send as `X-API-KEY`, each under a name (for metrics and logs).
+    /// None: every call answers 401.
+    #[serde(default, serialize_with = "redact_map")]
+    pub keys: std::collections::BTreeMap<String, SecretString>,
+    /// Largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// How long `POST /v1/chat/send` waits for the reply (then 504; the reply is still
+    /// written and stored).
+    #[serde(with = "humantime_serde")]
+    pub reply_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -504,6 +520,7 @@ impl Settings {
                 ("personas".to_owned(), to_toml(&settings.personas)),
                 ("log".to_owned(), to_toml(&settings.log)),
                 ("admin".to_owned(), to_toml(&settings.admin)),
+                ("api".to_owned(), to_toml(&settings.api)),
                 ("notifications".to_owned(), to_toml(&settings.notifications)),
                 ("llm.base_url".to_owned(), llm.base_url.clone()),
                 ("llm.model".to_owned(), llm.model.clone()),
@@ -588,6 +605,23 @@ fn redact<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, 
     } else {
         serializer.serialize_str("[redacted]")
     }
+}
+
+fn redact_map<S: Serializer>(
+    secrets: &std::collections::BTreeMap<String, SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(secrets.len()))?;
+    for (name, secret) in secrets {
+        let shown = if secret.expose_secret().is_empty() {
+            ""
+        } else {
+            "[redacted]"
+        };
+        map.serialize_entry(name, shown)?;
+    }
+    map.end()
 }
 
 /// Prints a URL with its password replaced, so operators see which server is used.

@@ -60,6 +60,36 @@ impl Settings {
                 "must be at least 100ms (Telegram limits edits per chat)",
             ));
         }
+        if !(256..=1024 * 1024).contains(&self.api.max_body_bytes) {
+            return Err(ConfigError::invalid(
+                "api.max_body_bytes",
+                "must be from 256 to 1048576",
+            ));
+        }
+        if self.api.reply_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "api.reply_timeout",
+                "must be at least 1s",
+            ));
+        }
+        for (name, key) in &self.api.keys {
+            let well_named = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !well_named {
+                return Err(ConfigError::invalid(
+                    "api.keys",
+                    "names are lowercase letters, digits and _",
+                ));
+            }
+            if key.expose_secret().chars().count() < 16 {
+                return Err(ConfigError::invalid(
+                    &format!("api.keys.{name}"),
+                    "must be at least 16 characters",
+                ));
+            }
+        }
         if self.streaming.draft_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(
                 "streaming.draft_interval",

@@ -4,6 +4,7 @@
 
 mod admin;
 mod broadcast;
+pub mod chat_api;
 mod health;
 pub mod probe;
 pub mod state;
@@ -13,6 +14,24 @@ use actix_web::web;
 
 pub use state::HttpState;
 pub use webhook::{MAX_UPDATE_BYTES, SECRET_HEADER};
+
+/// The chat API's routes (`/v1/chat/*`, `/openapi.json`), request bodies capped at
+/// `max_body_bytes` (413 past it).
+pub fn chat_api_routes(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |config| {
+        config
+            .service(
+                web::resource("/v1/chat/send")
+                    .app_data(web::PayloadConfig::new(max_body_bytes))
+                    .route(web::post().to(chat_api::send)),
+            )
+            .route(
+                "/v1/chat/history/{telegram_id}",
+                web::get().to(chat_api::history),
+            )
+            .route("/openapi.json", web::get().to(chat_api::openapi));
+    }
+}
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config

@@ -41,6 +41,8 @@ pub struct HttpState {
     /// Plans a broadcast's segment may name.
     pub catalogue: Arc<Catalogue>,
     pub clock: Arc<dyn Clock>,
+    /// The HTTP chat API's keys, chats and limits.
+    pub api: super::chat_api::ChatApiState,
 }
 
 /// A JSON error: `{"error": message}` with `status`.

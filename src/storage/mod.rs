@@ -32,7 +32,7 @@ use futures::FutureExt;
 use vitte_actors::ports::{Clock, StoreError, UserId};
 
 use crate::config::DatabaseTarget;
-use schema::{dialogs, health_probe, messages, token_usage};
+use schema::{dialogs, health_probe, messages, token_usage, users};
 
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -317,6 +317,91 @@ impl Database {
                 .collect())
         })
     }
+}
+
+impl Database {
+    /// The chat API's history: the last `limit` messages of the open dialog in `slot` (the
+    /// user's active slot when `None`), oldest first; `None` when there is no such dialog.
+    /// Withheld replies (never shown) are left out.
+    pub async fn dialog_history(
+        &self,
+        user_id: UserId,
+        slot: Option<u8>,
+        limit: i64,
+    ) -> Result<Option<DialogHistory>, StorageError> {
+        with_connection!(self, |conn| {
+            let slot = match slot {
+                Some(slot) => Some(i32::from(slot)),
+                None => users::table
+                    .filter(users::id.eq(user_id))
+                    .select(users::active_slot)
+                    .first::<Option<i32>>(conn)
+                    .await
+                    .optional()?
+                    .flatten(),
+            };
+            let Some(slot) = slot else {
+                return Ok(None);
+            };
+            let dialog = dialogs::table
+                .filter(dialogs::user_id.eq(user_id))
+                .filter(dialogs::slot.eq(slot))
+                .filter(dialogs::closed_at.is_null())
+                .order(dialogs::id.desc())
+                .select((dialogs::id, dialogs::persona_id))
+                .first::<(i64, String)>(conn)
+                .await
+                .optional()?;
+            let Some((dialog_id, persona_id)) = dialog else {
+                return Ok(None);
+            };
+            let mut rows = messages::table
+                .filter(messages::dialog_id.eq(dialog_id))
+                .filter(messages::status.ne("withheld"))
+                .order(messages::id.desc())
+                .limit(limit)
+                .select((
+                    messages::role,
+                    messages::content,
+                    messages::status,
+                    messages::created_at,
+                ))
+                .load::<(String, String, String, i64)>(conn)
+                .await?;
+            rows.reverse();
+            Ok(Some(DialogHistory {
+                slot: u8::try_from(slot).unwrap_or_default(),
+                persona_id,
+                messages: rows
+                    .into_iter()
+                    .map(|(role, content, status, created_at)| HistoryMessage {
+                        role,
+                        content,
+                        status,
+                        created_at,
+                    })
+                    .collect(),
+            }))
+        })
+    }
+}
+
+/// A dialog's recent messages, for the chat API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogHistory {
+    pub slot: u8,
+    pub persona_id: String,
+    pub messages: Vec<HistoryMessage>,
+}
+
+/// One message of [`DialogHistory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
 }
 
 /// One stored message, as [`Database::user_messages`] lists it.

@@ -108,7 +108,10 @@ impl Served {
             if let Some(status) = self.child.try_wait().expect("the process") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "vitte did not exit within {patience:?}");
+            assert!(
+                Instant::now() < deadline,
+                "vitte did not exit within {patience:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -142,7 +145,10 @@ async fn reply_in_flight(served: &Served, telegram: &FakeTelegram, llm: &FakeLlm
     llm.hold();
     let message = text_update(2, user, "Dana", "en", "tell me more");
     assert_eq!(served.post_update(&message).await, 200);
-    wait_until("the LLM asked", || (!llm.requests().is_empty()).then_some(())).await;
+    wait_until("the LLM asked", || {
+        (!llm.requests().is_empty()).then_some(())
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -168,7 +174,11 @@ async fn sigterm_finishes_the_reply_in_flight_turns_new_updates_away_and_exits_0
 
     llm.release();
     let status = served.exit_within(Duration::from_secs(20)).await;
-    assert!(status.success(), "exit 0 after a drain: {}", served.stderr());
+    assert!(
+        status.success(),
+        "exit 0 after a drain: {}",
+        served.stderr()
+    );
     let texts = telegram.sent_texts(31001);
     assert_eq!(
         texts.last().map(String::as_str),

@@ -3,11 +3,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chat_api;
 mod cli;
 mod conversation;
 mod dialogs;
-mod drain;
 mod drafts;
+mod drain;
 mod faults;
 mod gateway;
 mod http_api;

@@ -1,5 +1,9 @@
 //! What reaches a session: one user's inbound events, independent of Telegram's types.
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
 use crate::ports::{ChatId, UserId};
 
 /// The sender of an event, as Telegram describes them.
@@ -25,6 +29,78 @@ pub struct Inbound {
     /// Accepted before a restart and handed to its session again: it may have been
     /// handled in part (a message stored, its reply not finished).
     pub replayed: bool,
+    /// Came through the HTTP chat API (not Telegram): the session reports how it ended.
+    pub api: Option<ApiCall>,
+}
+
+/// An event from the HTTP chat API. Its sender's chat is one of the API's own (see the
+/// chat API in the Telegram edge), so what the session says goes back to the caller, not
+/// to Telegram; and the session reports how the event ended.
+#[derive(Clone)]
+pub struct ApiCall {
+    /// The dialog slot to answer in (the active one when `None`).
+    pub slot: Option<u8>,
+    ended: Arc<Mutex<Option<oneshot::Sender<ApiOutcome>>>>,
+}
+
+impl ApiCall {
+    /// A call answering in `slot`, and where its outcome arrives.
+    pub fn new(slot: Option<u8>) -> (ApiCall, oneshot::Receiver<ApiOutcome>) {
+        let (sender, receiver) = oneshot::channel();
+        let call = ApiCall {
+            slot,
+            ended: Arc::new(Mutex::new(Some(sender))),
+        };
+        (call, receiver)
+    }
+
+    /// Reports how the event ended; the first report counts (the session reports the
+    /// specific outcomes as it finds them, and `Answered` when the event is done).
+    pub fn end(&self, outcome: ApiOutcome) {
+        let sender = crate::sync::lock(&self.ended).take();
+        if let Some(sender) = sender {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = sender.send(outcome);
+        }
+    }
+}
+
+impl PartialEq for ApiCall {
+    fn eq(&self, other: &ApiCall) -> bool {
+        Arc::ptr_eq(&self.ended, &other.ended)
+    }
+}
+
+impl Eq for ApiCall {}
+
+impl std::fmt::Debug for ApiCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCall").field("slot", &self.slot).finish()
+    }
+}
+
+/// How an API event ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// Handled: what the session said is what the caller gets.
+    Answered,
+    /// Today's limit is reached: `limit` replies a day, `used` of them, the next day from
+    /// `resets_at` (Unix milliseconds).
+    DailyLimit {
+        limit: u32,
+        used: u32,
+        resets_at: i64,
+    },
+    /// Every LLM provider is unavailable (breakers open).
+    LlmUnavailable,
+    /// The LLM failed to answer (errors, timeouts, rate limits after the retries).
+    LlmFailed,
+    /// No dialog to answer in: none started, or none in the slot asked for.
+    NoDialog,
+    /// The session had too many messages waiting.
+    Busy,
+    /// Handling it crashed (the session restarts).
+    Failed,
 }
 
 impl Inbound {
@@ -41,6 +117,7 @@ impl Inbound {
             kind,
             accepted_at: Some(accepted_at),
             replayed: false,
+            api: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 
 use crate::domain::entitlement::{Entitlement, day_start, local_day};
-use crate::domain::event::{Command, Inbound, InboundKind, Sender};
+use crate::domain::event::{ApiOutcome, Command, Inbound, InboundKind, Sender};
 use crate::domain::texts::{Lang, Texts};
 use crate::memory::MemoryNews;
 use crate::metrics::ErrorKind;
@@ -304,6 +304,7 @@ impl SessionActor {
         let mut state = self.state.take().unwrap_or_default();
         let sender = event.sender.clone();
         let update_id = event.update_id;
+        let api = event.api.clone();
         let generation = Arc::new(Generation::default());
         self.generation = Some(generation.clone());
         let guard = self.guard.clone();
@@ -311,6 +312,12 @@ impl SessionActor {
             let outcome = guard
                 .run(handle_event(&deps, &mut state, event, &generation))
                 .await;
+            if let Some(api) = api {
+                api.end(match outcome {
+                    Ok(()) => ApiOutcome::Answered,
+                    Err(_) => ApiOutcome::Failed,
+                });
+            }
             outcome.map(|()| state)
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
@@ -475,6 +482,9 @@ impl Handler<Passivate> for SessionActor {
 /// counts it as finished.
 /// (The user is asked to send it again: its update is done with, never replayed.)
 fn refuse(deps: &Arc<SessionDeps>, event: &Inbound, notice: &'static str) {
+    if let Some(api) = &event.api {
+        api.end(ApiOutcome::Busy);
+    }
     // Operators see every message vitte did not handle (counted by the caller).
     tracing::warn!(
         update_id = ?event.update_id,

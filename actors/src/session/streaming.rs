@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use crate::domain::event::ApiOutcome;
 use crate::domain::prompt::TurnContext;
 use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, excerpt, fill, split_message};
 use crate::metrics::{ErrorKind, ReplyOutcome, SafetyKind};
@@ -864,12 +865,19 @@ async fn fail(
     deps.metrics.count_error(ErrorKind::Llm);
     deps.metrics.count_reply(ReplyOutcome::Failed);
     let notice = match &error {
-        Some(LlmError::CircuitOpen { .. }) => texts.llm_unavailable,
+        Some(LlmError::CircuitOpen { .. }) => {
+            turn.report(ApiOutcome::LlmUnavailable);
+            texts.llm_unavailable
+        }
         Some(LlmError::RateLimited { .. }) => {
+            turn.report(ApiOutcome::LlmFailed);
             deps.metrics.count_error(ErrorKind::RateLimited);
             texts.rate_limited
         }
-        _ => texts.llm_failed,
+        _ => {
+            turn.report(ApiOutcome::LlmFailed);
+            texts.llm_failed
+        }
     };
     match directive {
         // The user's message stays unanswered (the caller stores that): "Retry" asks again.

@@ -1,6 +1,6 @@
 //! One event's turn: what every step of handling it needs.
 
-use crate::domain::event::Sender;
+use crate::domain::event::{ApiCall, ApiOutcome, Sender};
 use crate::domain::texts::{Lang, Texts};
 use crate::metrics::ErrorKind;
 use crate::ports::{ChatId, Keyboard, Render, StoreError};
@@ -15,9 +15,18 @@ pub(crate) struct Turn<'a> {
     pub(crate) lang: Lang,
     pub(crate) texts: &'static Texts,
     pub(crate) generation: &'a Generation,
+    /// The chat API call this event came from, if it did.
+    pub(crate) api: Option<&'a ApiCall>,
 }
 
 impl Turn<'_> {
+    /// For an event from the chat API: how it ended (the first report counts).
+    pub(crate) fn report(&self, outcome: ApiOutcome) {
+        if let Some(api) = self.api {
+            api.end(outcome);
+        }
+    }
+
     pub(crate) fn chat(&self) -> ChatId {
         self.sender.chat_id
     }

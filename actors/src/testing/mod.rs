@@ -165,6 +165,7 @@ pub fn text(user_id: UserId, text: &str) -> Inbound {
         kind: InboundKind::Text(text.to_owned()),
         accepted_at: None,
         replayed: false,
+        api: None,
     }
 }
 
@@ -185,6 +186,7 @@ pub fn press_on(user_id: UserId, data: &str, message_id: Option<i64>) -> Inbound
         },
         accepted_at: None,
         replayed: false,
+        api: None,
     }
 }
 
@@ -200,6 +202,7 @@ pub fn command(user_id: UserId, text: &str) -> Inbound {
         kind: InboundKind::from_text(text),
         accepted_at: None,
         replayed: false,
+        api: None,
     }
 }
 

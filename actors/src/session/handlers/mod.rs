@@ -31,7 +31,7 @@ mod shop_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::domain::event::{Command, Inbound, InboundKind, Sender};
+use crate::domain::event::{ApiOutcome, Command, Inbound, InboundKind, Sender};
 use crate::metrics::ErrorKind;
 use crate::ports::UserProfile;
 use crate::session::buttons::ButtonData;
@@ -57,15 +57,38 @@ pub(crate) async fn handle_event(
         accepted_at: event.accepted_at,
         replayed: event.replayed,
     };
-    remember_sender(deps, state, &event.sender).await;
-    let lang = state.lang(&event.sender);
+    // A chat API call speaks for the user under their Telegram name and language, from
+    // a chat of the API's own that must not replace their Telegram chat.
+    let sender = match (&event.api, &state.profile) {
+        (Some(_), Some(profile)) => Sender {
+            first_name: profile.first_name.clone(),
+            language_code: profile.language_code.clone(),
+            ..event.sender.clone()
+        },
+        (Some(_), None) => event.sender.clone(),
+        (None, _) => {
+            remember_sender(deps, state, &event.sender).await;
+            event.sender.clone()
+        }
+    };
+    let lang = state.lang(&sender);
     let turn = Turn {
         deps,
-        sender: &event.sender,
+        sender: &sender,
         lang,
         texts: lang.texts(),
         generation,
+        api: event.api.as_ref(),
     };
+    // A chat API call may name the slot to talk in: the active one for this event only.
+    let active_slot = state.active_slot;
+    if let Some(slot) = event.api.as_ref().and_then(|api| api.slot) {
+        if state.slot_mut(slot).is_none() {
+            turn.report(ApiOutcome::NoDialog);
+            return;
+        }
+        state.active_slot = Some(slot);
+    }
     match event.kind {
         InboundKind::Command(command) => run_command(&turn, state, command).await,
         InboundKind::Button {
@@ -78,7 +101,10 @@ pub(crate) async fn handle_event(
             }
             press_button(&turn, state, &data, message_id).await;
         }
-        InboundKind::Text(text) => reply::answer_text(&turn, state, text, &arrival).await,
+        InboundKind::Text(text) => {
+            reply::answer_text(&turn, state, text, &arrival).await;
+            state.active_slot = active_slot;
+        }
         InboundKind::Unsupported => {
             turn.say(turn.texts.text_only, None).await;
         }

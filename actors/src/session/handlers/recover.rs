@@ -55,6 +55,7 @@ pub(crate) async fn recover_replies(
         lang,
         texts: lang.texts(),
         generation,
+        api: None,
     };
     for (slot, unfinished) in unfinished {
         let Some(dialog) = state.slot_mut(slot) else {

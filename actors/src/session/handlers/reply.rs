@@ -1,6 +1,7 @@
 //! The persona's replies: to the user's text, and on "Retry", "Regenerate" and "Continue the
 //! story".
 
+use crate::domain::event::ApiOutcome;
 use crate::domain::safety::Verdict;
 use crate::domain::texts::fill;
 use crate::metrics::{ErrorKind, ReplyOutcome, SafetyKind};
@@ -50,6 +51,7 @@ pub(super) async fn answer_text(
         return;
     }
     let Some(dialog) = state.active() else {
+        turn.report(ApiOutcome::NoDialog);
         let keyboard = gallery_keyboard(deps, turn.lang);
         turn.say(texts.choose_persona_first, Some(&keyboard)).await;
         return;

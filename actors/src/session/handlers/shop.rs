@@ -3,6 +3,7 @@
 
 use crate::domain::catalogue::{Feature, Product};
 use crate::domain::entitlement::{Denial, PlanState, format_local, next_day_start};
+use crate::domain::event::ApiOutcome;
 use crate::domain::texts::fill;
 use crate::payments::InvoicePayload;
 use crate::payments::messages::RenewalError;
@@ -117,7 +118,7 @@ pub(super) fn take_allowance(turn: &Turn<'_>, state: &mut SessionState) -> Resul
 
 /// Tells the user the limit is reached (never silence): when it starts over, and an upgrade
 /// button (with Retry, for after the purchase).
-pub(super) async fn tell_denied(turn: &Turn<'_>, state: &SessionState, denial: Denial) {
+pub(super) async fn tell_denied(turn: &Turn<'_>, state: &mut SessionState, denial: Denial) {
     let deps = turn.deps;
     deps.metrics
         .entitlement_denials_total
@@ -125,7 +126,13 @@ pub(super) async fn tell_denied(turn: &Turn<'_>, state: &SessionState, denial: D
         .inc();
     let limits = &deps.commerce.limits;
     let now = turn.now();
-    let limit = state.entitlement.daily_limit(now, limits).to_string();
+    let daily_limit = state.entitlement.daily_limit(now, limits);
+    turn.report(ApiOutcome::DailyLimit {
+        limit: daily_limit,
+        used: state.replies_today(now, limits.zone),
+        resets_at: next_day_start(now, limits.zone),
+    });
+    let limit = daily_limit.to_string();
     let reset = format_local(next_day_start(now, limits.zone), limits.zone);
     let shop = turn.texts.shop;
     let template = match denial {

@@ -276,6 +276,7 @@ async fn a_reply_cut_short_by_a_crash_is_written_into_its_frozen_placeholder() {
     again.replayed = true;
     let stored_first = crate::domain::event::Inbound {
         replayed: false,
+        api: None,
         ..again.clone()
     };
     h.handle(stored_first).await;

@@ -50,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         users: usize,
     },
+    /// Print the reference that logs use for a Telegram user (a keyed hash of the id, under
+    /// this configuration's key), to find a user's lines in the logs.
+    UserRef { telegram_id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +105,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Serve => {
             settings.validate(Purpose::Serve).map_err(config_error)?;
             telemetry::init(settings.log.format, &settings.log.level);
+            telemetry::set_log_key(&settings);
             actix_rt::System::new().block_on(async move {
                 let customization = Customization {
                     config_source: Some(ConfigSource::from_env()),
@@ -124,6 +128,11 @@ pub fn run() -> anyhow::Result<()> {
                 println!("{applied} migration(s) applied; the database is up to date");
                 Ok(())
             })
+        }
+        Command::UserRef { telegram_id } => {
+            crate::telemetry::set_log_key(&settings);
+            println!("{}", vitte_actors::domain::privacy::user_ref(telegram_id));
+            Ok(())
         }
         Command::SimulateBroadcast { users } => {
             settings.validate(Purpose::Migrate).map_err(config_error)?;

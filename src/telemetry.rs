@@ -1,8 +1,18 @@
-//! Logging: human-readable or JSON lines, filtered by `log.level` (or `RUST_LOG`).
+//! Logging: human-readable or JSON lines, filtered by `log.level` (or `RUST_LOG`). Users
+//! appear as a keyed hash of their id (see `vitte_actors::domain::privacy`), never the id or
+//! what they wrote.
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Settings};
+
+/// Keys the users' references in logs for this deployment: derived from the secret that
+/// signs invoice payloads (`payments.payload_secret`, or the bot token), in a domain of
+/// its own.
+pub fn set_log_key(settings: &Settings) {
+    let key = [b"vitte log references:".as_slice(), &settings.payload_key()].concat();
+    vitte_actors::domain::privacy::set_log_key(&key);
+}
 
 /// Installs the global subscriber; logs go to stderr. Later calls do nothing.
 pub fn init(format: LogFormat, level: &str) {

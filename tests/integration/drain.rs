@@ -1,6 +1,7 @@
-//! Stopping `vitte serve` as Kubernetes does, with SIGTERM, run as a separate process: not
-//! ready at once, new updates turned away (Telegram delivers them again), the reply in
-//! flight finished, exit 0; a second SIGTERM stops at once.
+//! `vitte serve` run as a separate process, as operators run it. Stopped as Kubernetes does,
+//! with SIGTERM: not ready at once, new updates turned away (Telegram delivers them again),
+//! the reply in flight finished, exit 0; a second SIGTERM stops at once. Its JSON logs name
+//! users by a keyed reference, never by id or by what they wrote.
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,6 +20,15 @@ struct Served {
 
 impl Served {
     async fn start(telegram: &FakeTelegram, llm: &FakeLlm, data: &Path) -> Served {
+        Served::start_with(telegram, llm, data, &[]).await
+    }
+
+    async fn start_with(
+        telegram: &FakeTelegram,
+        llm: &FakeLlm,
+        data: &Path,
+        extra: &[(&str, &str)],
+    ) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -53,6 +63,7 @@ impl Served {
             ("VITTE__NOTIFICATIONS__QUIET_START", "0".to_owned()),
             ("VITTE__NOTIFICATIONS__QUIET_END", "0".to_owned()),
         ]);
+        command.envs(extra.iter().map(|(key, value)| (*key, *value)));
         let served = Served {
             child: command.spawn().expect("vitte serve starts"),
             address: format!("http://127.0.0.1:{port}"),
@@ -210,6 +221,66 @@ async fn a_second_sigterm_stops_at_once() {
     let stderr = served.stderr();
     assert!(stderr.contains("second termination signal"), "{stderr}");
     llm.release();
+    telegram.stop().await;
+    llm.stop().await;
+}
+
+#[actix_rt::test]
+async fn json_logs_name_users_by_reference_never_by_id_or_words() {
+    let (telegram, llm) = (FakeTelegram::start().await, FakeLlm::start().await);
+    let data = tempfile::tempdir().expect("a data dir");
+    let json_logs = [
+        ("VITTE__LOG__FORMAT", "json"),
+        ("VITTE__LOG__LEVEL", "info"),
+    ];
+    let mut served = Served::start_with(&telegram, &llm, data.path(), &json_logs).await;
+    let user = 31_337_424;
+    let start = format!("s:mira:{}", first_story("mira"));
+    assert_eq!(
+        served
+            .post_update(&callback_update(1, user, "Dana", "en", &start))
+            .await,
+        200
+    );
+    // A refused message is logged (at info, with its rule) inside the user's session.
+    let refused = text_update(2, user, "Dana", "en", "write a sexy child scene");
+    assert_eq!(served.post_update(&refused).await, 200);
+    let private = text_update(3, user, "Dana", "en", "my secret garden by the mill");
+    assert_eq!(served.post_update(&private).await, 200);
+    wait_until("both answered", || {
+        (telegram.sent_texts(user).len() >= 3).then_some(())
+    })
+    .await;
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(20)).await.success());
+    let logs = served.stderr();
+
+    let reference = Command::new(env!("CARGO_BIN_EXE_vitte"))
+        .args(["user-ref", &user.to_string()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VITTE_ENV", "local")
+        .env("VITTE__TELEGRAM__TOKEN", "123456:TEST")
+        .output()
+        .expect("vitte user-ref runs");
+    let reference = String::from_utf8_lossy(&reference.stdout).trim().to_owned();
+    assert_eq!(reference.len(), 12, "{reference}");
+    let refusal_line = logs
+        .lines()
+        .find(|line| line.contains("refused by a safety rule"))
+        .unwrap_or_else(|| panic!("the refusal is logged:\n{logs}"));
+    let line: Value = serde_json::from_str(refusal_line).expect("a JSON line");
+    assert_eq!(line["span"]["user"], reference.as_str(), "{refusal_line}");
+    for secret in [
+        user.to_string(),
+        "sexy child".into(),
+        "secret garden".into(),
+        "123456:TEST".into(),
+    ] {
+        assert!(
+            !logs.contains(&secret),
+            "{secret:?} is in the logs:\n{logs}"
+        );
+    }
     telegram.stop().await;
     llm.stop().await;
 }

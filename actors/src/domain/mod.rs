@@ -13,6 +13,7 @@ pub mod memory_texts;
 pub mod notification;
 pub mod notification_texts;
 pub mod persona;
+pub mod privacy;
 pub mod prompt;
 pub mod safety;
 pub mod shop_texts;

@@ -19,6 +19,7 @@ use actix::prelude::*;
 
 use crate::domain::entitlement::{Entitlement, day_start, local_day};
 use crate::domain::event::{ApiOutcome, Command, Inbound, InboundKind, Sender};
+use crate::domain::privacy::user_ref;
 use crate::domain::texts::{Lang, Texts};
 use crate::memory::MemoryNews;
 use crate::metrics::ErrorKind;
@@ -31,6 +32,7 @@ use crate::session::messages::{
 };
 use crate::session::state::{Generation, Recovery, SessionDeps, SessionState, Usage};
 use crate::supervision::{ActorKind, Crash, Guard, OverflowPolicy};
+use tracing::Instrument;
 
 /// Where a session is in its life; exactly one piece of work runs at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +219,11 @@ impl SessionActor {
         let generation = Arc::new(Generation::default());
         self.generation = Some(generation.clone());
         let guard = self.guard.clone();
+        let span = tracing::info_span!("session", user = %user_ref(self.user_id));
         let work = async move {
             let outcome = guard
                 .run(recover_replies(&deps, &mut state, &generation, recovery))
+                .instrument(span)
                 .await;
             outcome.map(|()| state)
         };
@@ -283,7 +287,7 @@ impl SessionActor {
             Err(error) => {
                 // Without its state the session cannot answer: tell everyone waiting, and
                 // load again on the next event (or passivate if none comes).
-                tracing::error!(user_id = session.user_id, %error, "could not load session");
+                tracing::error!(user = %user_ref(session.user_id), %error, "could not load session");
                 session.deps.metrics.count_error(ErrorKind::Storage);
                 session.phase = Phase::Unloaded;
                 while let Some(event) = session.pop_event() {
@@ -308,9 +312,12 @@ impl SessionActor {
         let generation = Arc::new(Generation::default());
         self.generation = Some(generation.clone());
         let guard = self.guard.clone();
+        // Every line logged while handling it names the user by reference, never by id.
+        let span = tracing::info_span!("session", user = %user_ref(self.user_id));
         let work = async move {
             let outcome = guard
                 .run(handle_event(&deps, &mut state, event, &generation))
+                .instrument(span)
                 .await;
             if let Some(api) = api {
                 api.end(match outcome {
@@ -350,7 +357,7 @@ impl SessionActor {
     /// guard's backoff. The reply it was writing is not tried again (the same panic could
     /// follow): the restarted session shows the apology where that reply was, with "Retry".
     fn restart_after(&mut self, crash: &Crash, sender: Option<&Sender>, ctx: &mut Context<Self>) {
-        tracing::warn!(user_id = self.user_id, restart_in = ?crash.restart_in, "session restarts from storage");
+        tracing::warn!(user = %user_ref(self.user_id), restart_in = ?crash.restart_in, "session restarts from storage");
         self.deps.metrics.session_panics_total.inc();
         self.state = None;
         self.phase = Phase::Restarting;

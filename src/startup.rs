@@ -234,6 +234,7 @@ impl Core {
             supervisor: supervisor.clone(),
             clock: clock.clone(),
             sweep_every: settings.payments.sweep_every,
+            events: Arc::new(database.clone()),
         });
         let keeper = MemoryKeeper::launch(KeeperDeps {
             llm: gateway.clone(),
@@ -273,6 +274,7 @@ impl Core {
                 answer_within: settings.session.answer_within,
             },
             drafts: DraftSupport::new(settings.streaming.mode, clock.now_millis()),
+            events: Arc::new(database.clone()),
             clock: clock.clone(),
             in_flight: AtomicUsize::new(0),
             commerce,
@@ -476,6 +478,7 @@ impl Application {
         actix_rt::spawn(prune_inbox(
             core.database.clone(),
             core.clock.clone(),
+            settings.log.event_retention,
             shutdown.subscribe(),
         ));
         let ingress = match settings.telegram.mode {
@@ -638,11 +641,12 @@ impl Application {
 const INBOX_RETENTION: Duration = Duration::from_secs(48 * 3600);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Once an hour (on `clock`), forgets handled update ids older than the retention, until
-/// shutdown.
+/// Once an hour (on `clock`), forgets handled update ids older than the retention, and
+/// events older than `event_retention`, until shutdown.
 async fn prune_inbox(
     database: Database,
     clock: Arc<dyn Clock>,
+    event_retention: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -653,6 +657,10 @@ async fn prune_inbox(
         match database.prune_inbox(INBOX_RETENTION).await {
             Ok(pruned) => tracing::debug!(pruned, "old update ids forgotten"),
             Err(error) => tracing::warn!(%error, "could not prune old update ids"),
+        }
+        match database.prune_events(event_retention).await {
+            Ok(pruned) => tracing::debug!(pruned, "old events forgotten"),
+            Err(error) => tracing::warn!(%error, "could not prune the event log"),
         }
     }
 }

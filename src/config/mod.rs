@@ -325,6 +325,10 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// How long the event log (registrations, payments, errors, operator actions) keeps
+    /// an event.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
 }
 
 /// What the configuration will be used for; each use needs different keys.

@@ -10,7 +10,9 @@ use super::state::{HttpState, error_body};
 use crate::reload::ReloadError;
 use vitte_actors::domain::entitlement::Entitlement;
 use vitte_actors::payments::messages::RefundError;
+use vitte_actors::ports::events::record_event;
 use vitte_actors::ports::payments::PaymentStore;
+use vitte_actors::ports::{EventKind, LoggedEvent, Severity};
 
 /// Whether the request carries `Authorization: Bearer <admin token>` (constant-time).
 pub(super) fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
@@ -22,6 +24,23 @@ pub(super) fn is_operator(request: &HttpRequest, token: &SecretString) -> bool {
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected))
+}
+
+/// Records what an operator did in the event log (best effort).
+pub(super) async fn log_operator(
+    state: &HttpState,
+    severity: Severity,
+    user_id: Option<i64>,
+    detail: String,
+) {
+    let event = LoggedEvent {
+        at: state.clock.now_millis(),
+        severity,
+        kind: EventKind::Operator,
+        user_id,
+        detail,
+    };
+    record_event(&state.database, event).await;
 }
 
 /// Per kind: its shape, restarts and health (and for mailbox kinds live actors and mailbox
@@ -48,16 +67,25 @@ pub async fn reload(request: HttpRequest, state: web::Data<HttpState>) -> HttpRe
         return error_body(StatusCode::INTERNAL_SERVER_ERROR, "reload could not run");
     };
     match reloaded {
-        Ok(report) => HttpResponse::Ok().json(json!({
-            "status": "reloaded",
-            "needs_restart": report.needs_restart,
-        })),
+        Ok(report) => {
+            let detail = format!(
+                "configuration reloaded (restart needed for: {})",
+                report.needs_restart.join(", ")
+            );
+            log_operator(&state, Severity::Info, None, detail).await;
+            HttpResponse::Ok().json(json!({
+                "status": "reloaded",
+                "needs_restart": report.needs_restart,
+            }))
+        }
         Err(ReloadError::NoSource) => error_body(
             StatusCode::CONFLICT,
             "this process was not started from configuration files",
         ),
         Err(error) => {
             tracing::warn!(%error, "reload refused; the running settings stay");
+            let detail = format!("a reload was refused: {error}");
+            log_operator(&state, Severity::Warning, None, detail).await;
             error_body(StatusCode::BAD_REQUEST, &error.to_string())
         }
     }
@@ -92,11 +120,15 @@ pub async fn refund(
         return error_body(StatusCode::UNAUTHORIZED, "admin token required");
     }
     match state.sink.desk.refund(&charge_id).await {
-        Ok(entitlement) => HttpResponse::Ok().json(json!({
-            "status": "refunded",
-            "charge_id": charge_id.as_str(),
-            "entitlement": entitlement_json(&entitlement),
-        })),
+        Ok(entitlement) => {
+            let detail = format!("refunded charge {}", charge_id.as_str());
+            log_operator(&state, Severity::Info, None, detail).await;
+            HttpResponse::Ok().json(json!({
+                "status": "refunded",
+                "charge_id": charge_id.as_str(),
+                "entitlement": entitlement_json(&entitlement),
+            }))
+        }
         Err(error) => {
             let status = match error {
                 RefundError::UnknownCharge => StatusCode::NOT_FOUND,
@@ -164,7 +196,55 @@ async fn set_blocked(
         return error_body(StatusCode::UNAUTHORIZED, "admin token required");
     }
     match state.sink.desk.set_blocked(user_id, blocked).await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "user_id": user_id, "blocked": blocked })),
+        Ok(()) => {
+            let detail = if blocked {
+                "blocked the user's purchases"
+            } else {
+                "allowed the user's purchases again"
+            };
+            log_operator(&state, Severity::Info, Some(user_id), detail.to_owned()).await;
+            HttpResponse::Ok().json(json!({ "user_id": user_id, "blocked": blocked }))
+        }
         Err(error) => error_body(StatusCode::SERVICE_UNAVAILABLE, &error),
+    }
+}
+
+/// The event log, newest first: `?severity=info|warning|error&kind=registration|payment|
+/// error|operator&limit=` (1-500, default 100).
+pub async fn events(request: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
+    if !is_operator(&request, &state.admin_token) {
+        return error_body(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    let Ok(query) =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
+    else {
+        return error_body(StatusCode::UNPROCESSABLE_ENTITY, "not a query string");
+    };
+    let severity = query.get("severity").map(String::as_str);
+    if severity.is_some_and(|severity| !["info", "warning", "error"].contains(&severity)) {
+        return error_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "severity: info, warning or error",
+        );
+    }
+    let kind = query.get("kind").map(String::as_str);
+    let kinds = ["registration", "payment", "error", "operator"];
+    if kind.is_some_and(|kind| !kinds.contains(&kind)) {
+        return error_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kind: registration, payment, error or operator",
+        );
+    }
+    let limit = match query.get("limit").map(|limit| limit.parse::<i64>()) {
+        None => 100,
+        Some(Ok(limit)) if (1..=500).contains(&limit) => limit,
+        Some(_) => return error_body(StatusCode::UNPROCESSABLE_ENTITY, "limit: 1 to 500"),
+    };
+    match state.database.events(severity, kind, limit).await {
+        Ok(events) => HttpResponse::Ok().json(json!({ "events": events })),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the event log");
+            error_body(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable")
+        }
     }
 }

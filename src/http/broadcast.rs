@@ -9,6 +9,8 @@ use vitte_actors::domain::texts::TELEGRAM_MESSAGE_LIMIT;
 use vitte_actors::ports::schedule::{JobStore, Segment};
 
 use super::admin::is_operator;
+use vitte_actors::ports::Severity;
+
 use super::state::{HttpState, error_body};
 
 /// The largest broadcast request body taken.
@@ -90,6 +92,11 @@ pub async fn create(
                 "broadcast created"
             );
             state.scheduler.poke();
+            let detail = format!(
+                "created broadcast {} to {} recipients",
+                report.id, report.total
+            );
+            super::admin::log_operator(&state, Severity::Info, None, detail).await;
             HttpResponse::Created().json(report)
         }
         Err(error) => {

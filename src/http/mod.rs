@@ -45,6 +45,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(webhook::telegram_webhook)),
         )
         .route("/admin/actors", web::get().to(admin::actors))
+        .route("/admin/events", web::get().to(admin::events))
         .route("/admin/supervision/reload", web::post().to(admin::reload))
         .route(
             "/admin/payments/{charge_id}/refund",

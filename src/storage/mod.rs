@@ -131,6 +131,8 @@ macro_rules! in_transaction {
     };
 }
 
+mod events;
+pub use events::EventRow;
 mod inbox;
 pub use inbox::{Accepted, UnhandledUpdate};
 mod memory;

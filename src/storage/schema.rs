@@ -225,10 +225,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    event_log (id) {
+        id -> BigInt,
+        at -> BigInt,
+        severity -> Text,
+        kind -> Text,
+        user_id -> Nullable<BigInt>,
+        detail -> Text,
+    }
+}
+
 diesel::joinable!(dialogs -> users (user_id));
 diesel::joinable!(messages -> dialogs (dialog_id));
 diesel::joinable!(broadcast_deliveries -> broadcasts (broadcast_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    event_log,
     users,
     dialogs,
     messages,

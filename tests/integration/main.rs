@@ -9,6 +9,7 @@ mod conversation;
 mod dialogs;
 mod drafts;
 mod drain;
+mod events;
 mod faults;
 mod gateway;
 mod http_api;

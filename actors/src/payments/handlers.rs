@@ -16,12 +16,13 @@ use crate::payments::messages::{
 };
 use crate::payments::notices::{tell_paid, tell_refunded};
 use crate::payments::{InvoicePayload, STARS};
-use crate::ports::UserId;
 use crate::ports::clock::millis;
+use crate::ports::events::record_event;
 use crate::ports::payments::{
     AuditLine, EntitlementChange, NewPayment, PaymentCallError, PaymentKind, PaymentRecorded,
     RefundRecorded, Source,
 };
+use crate::ports::{EventKind, LoggedEvent, Severity, UserId};
 use crate::scheduler::planning::{NoticePayload, notice_job};
 
 /// The only currency of Telegram Stars.
@@ -29,6 +30,23 @@ pub const XTR: &str = "XTR";
 
 fn shop(language_code: Option<&str>) -> &'static ShopTexts {
     Lang::from_telegram(language_code).texts().shop
+}
+
+/// Puts a payment's audit line in the event log too (what operators look back on).
+async fn log_payment(deps: &DeskDeps, audit: &AuditLine) {
+    let event = LoggedEvent {
+        at: deps.clock.now_millis(),
+        severity: Severity::Info,
+        kind: EventKind::Payment,
+        user_id: Some(audit.user_id),
+        detail: format!(
+            "{} ({}): {}",
+            audit.event,
+            audit.source.as_str(),
+            audit.detail
+        ),
+    };
+    record_event(deps.events.as_ref(), event).await;
 }
 
 fn line(
@@ -306,6 +324,7 @@ pub async fn payment_received(deps: &DeskDeps, payment: &PaymentReceived) -> Opt
         Ok(PaymentRecorded::New(entitlement)) => {
             deps.metrics
                 .count_payment(STARS, if renewal { "renewed" } else { status });
+            log_payment(deps, &audit).await;
             if status == "paid" {
                 tell_paid(deps, payment, &record.product_id, &entitlement, renewal);
                 Some(entitlement)
@@ -399,6 +418,7 @@ async fn take_back(
     {
         RefundRecorded::Refunded(entitlement) => {
             deps.metrics.count_payment(STARS, "refunded");
+            log_payment(deps, &audit).await;
             Ok((payment.user_id, entitlement, payment.product_id))
         }
         RefundRecorded::AlreadyRefunded => {
@@ -529,6 +549,7 @@ pub async fn subscription_changed(
         Ok(entitlement) => {
             deps.metrics
                 .count_payment(STARS, &format!("subscription_{}", state.as_str()));
+            log_payment(deps, &audit).await;
             if state == SubscriptionState::Failed {
                 let grace = millis(deps.commerce.limits.grace);
                 let until = entitlement

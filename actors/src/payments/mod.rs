@@ -80,4 +80,6 @@ pub struct DeskDeps {
     pub clock: Arc<dyn Clock>,
     /// How often plans are checked for grace and expiry (on the injected clock).
     pub sweep_every: Duration,
+    /// Payments, renewals, refunds and subscription changes are recorded there.
+    pub events: Arc<dyn crate::ports::EventLog>,
 }

@@ -60,6 +60,7 @@ fn desk_with(catalogue: &str) -> Desk {
         supervisor,
         clock: clock.clone(),
         sweep_every: Duration::from_secs(60),
+        events: Arc::new(crate::testing::MemoryEvents::default()),
     };
     Desk {
         deps,

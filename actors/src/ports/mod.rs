@@ -13,6 +13,7 @@
 //! - [`clock`]: the time of day, and sleeping until a moment of it.
 
 pub mod clock;
+pub mod events;
 pub mod limits;
 pub mod llm;
 pub mod memory;
@@ -22,6 +23,7 @@ pub mod schedule;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{EventKind, EventLog, LoggedEvent, Severity};
 pub use limits::{RateLimiter, ResponseCache};
 pub use llm::*;
 pub use messenger::*;

@@ -23,7 +23,8 @@ use crate::domain::privacy::user_ref;
 use crate::domain::texts::{Lang, Texts};
 use crate::memory::MemoryNews;
 use crate::metrics::ErrorKind;
-use crate::ports::{ChatId, UserId};
+use crate::ports::events::record_event;
+use crate::ports::{ChatId, EventKind, LoggedEvent, Severity, UserId};
 use crate::session::delivery::{finish_update, send};
 use crate::session::handlers::{handle_event, recover_replies};
 use crate::session::memory::extract_on_idle;
@@ -357,6 +358,18 @@ impl SessionActor {
     /// guard's backoff. The reply it was writing is not tried again (the same panic could
     /// follow): the restarted session shows the apology where that reply was, with "Retry".
     fn restart_after(&mut self, crash: &Crash, sender: Option<&Sender>, ctx: &mut Context<Self>) {
+        let event = LoggedEvent {
+            at: self.deps.clock.now_millis(),
+            severity: Severity::Error,
+            kind: EventKind::Error,
+            user_id: Some(self.user_id),
+            detail: format!(
+                "a session crashed and restarts from storage: {}",
+                crash.message
+            ),
+        };
+        let deps = self.deps.clone();
+        actix::spawn(async move { record_event(deps.events.as_ref(), event).await });
         tracing::warn!(user = %user_ref(self.user_id), restart_in = ?crash.restart_in, "session restarts from storage");
         self.deps.metrics.session_panics_total.inc();
         self.state = None;

@@ -101,6 +101,8 @@ pub struct SessionDeps {
     pub memory: MemoryDeps,
     /// The scheduler (recaps, reminders, milestones, /report) and notification settings.
     pub notifications: NotificationDeps,
+    /// Registrations and crashes are recorded there.
+    pub events: Arc<dyn crate::ports::EventLog>,
 }
 
 /// The session's in-memory state. It is owned by the work in progress while an event is

@@ -167,6 +167,7 @@ impl SessionHarness {
         };
         let jobs = Arc::new(JobBook::default());
         let notifier = Arc::new(RecordingNotifier::default());
+        let events = Arc::new(super::MemoryEvents::default());
         let desk = PaymentDesk::launch(DeskDeps {
             commerce: commerce.clone(),
             messenger: messenger.clone(),
@@ -175,6 +176,7 @@ impl SessionHarness {
             supervisor: supervisor.clone(),
             clock: clock.clone(),
             sweep_every: Duration::from_secs(60),
+            events: events.clone(),
         });
         let memories = Arc::new(MemoryLedger::default());
         let embedder = Arc::new(WordEmbedder::default());
@@ -220,6 +222,7 @@ impl SessionHarness {
             supervisor,
             settings: settings.clone(),
             drafts: crate::session::DraftSupport::default(),
+            events: events.clone(),
             clock: clock.clone(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             commerce,

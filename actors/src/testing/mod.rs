@@ -106,6 +106,20 @@ impl Messenger for RecordingMessenger {
     }
 }
 
+/// An event log in memory.
+#[derive(Default)]
+pub struct MemoryEvents {
+    pub events: Mutex<Vec<LoggedEvent>>,
+}
+
+#[async_trait]
+impl EventLog for MemoryEvents {
+    async fn record(&self, event: LoggedEvent) -> Result<(), StoreError> {
+        lock(&self.events).push(event);
+        Ok(())
+    }
+}
+
 /// Answers "reply to: <last user message>" after a delay (streamed in two pieces when the
 /// request asks for a stream); panics when the last user message is "PANIC"; records every
 /// request. With a gate, each answer waits for a permit.

@@ -33,7 +33,8 @@ mod tests;
 
 use crate::domain::event::{ApiOutcome, Command, Inbound, InboundKind, Sender};
 use crate::metrics::ErrorKind;
-use crate::ports::UserProfile;
+use crate::ports::events::record_event;
+use crate::ports::{EventKind, LoggedEvent, Severity, UserProfile};
 use crate::session::buttons::ButtonData;
 use crate::session::delivery::finish_update;
 use crate::session::keyboards::menu_keyboard;
@@ -270,7 +271,22 @@ async fn remember_sender(deps: &SessionDeps, state: &mut SessionState, sender: &
         return;
     }
     match deps.store.save_profile(&profile).await {
-        Ok(()) => state.profile = Some(profile),
+        Ok(()) => {
+            if state.profile.is_none() {
+                let event = LoggedEvent {
+                    at: deps.clock.now_millis(),
+                    severity: Severity::Info,
+                    kind: EventKind::Registration,
+                    user_id: Some(profile.user_id),
+                    detail: format!(
+                        "a new user (language {})",
+                        profile.language_code.as_deref().unwrap_or("unknown")
+                    ),
+                };
+                record_event(deps.events.as_ref(), event).await;
+            }
+            state.profile = Some(profile);
+        }
         Err(error) => {
             tracing::warn!(%error, "could not save a user profile");
             deps.metrics.count_error(ErrorKind::Storage);

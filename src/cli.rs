@@ -50,6 +50,13 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         users: usize,
     },
+    /// Ask the running server for `path` (default `/health/live`) on this configuration's
+    /// `http.address`, and exit 0 if it answers 200: the Docker HEALTHCHECK (the runtime
+    /// image has no curl).
+    Probe {
+        #[arg(long, default_value = "/health/live")]
+        path: String,
+    },
     /// Print the reference that logs use for a Telegram user (a keyed hash of the id, under
     /// this configuration's key), to find a user's lines in the logs.
     UserRef { telegram_id: i64 },
@@ -129,6 +136,7 @@ pub fn run() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Probe { path } => probe(&settings.http.address, &path),
         Command::UserRef { telegram_id } => {
             crate::telemetry::set_log_key(&settings);
             println!("{}", vitte_actors::domain::privacy::user_ref(telegram_id));
@@ -205,4 +213,35 @@ fn load_settings() -> anyhow::Result<Settings> {
 
 fn config_error(error: ConfigError) -> anyhow::Error {
     anyhow::anyhow!("configuration error: {error}")
+}
+
+/// `GET path` on the local server at `address`'s port; Ok if it answers 200 within 5 s.
+fn probe(address: &str, path: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let port = address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse::<u16>().ok())
+        .with_context(|| format!("http.address {address:?} has no port"))?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = Vec::new();
+    // HTTP/1.0: the server closes the connection after the answer.
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let status_line = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        println!("{path}: {status_line}");
+        Ok(())
+    } else {
+        anyhow::bail!("{path} answered {status_line:?}")
+    }
 }

@@ -179,6 +179,10 @@ pub struct Metrics {
     pub entitlement_denials_total: IntCounterVec,
     /// Calls of the HTTP chat API, by key name and HTTP status.
     pub api_requests_total: IntCounterVec,
+    /// 1 while the readiness check passes (as of the last probe or scrape), else 0.
+    pub ready: IntGauge,
+    /// 1 for a kind past its restart intensity (escalated: readiness fails), else 0.
+    pub supervision_escalated: IntGaugeVec,
     /// Facts the memory keeper extracted, by outcome (`added`, `refreshed`, `superseded`,
     /// `duplicate`).
     pub memory_saved_total: IntCounterVec,
@@ -332,6 +336,12 @@ impl Metrics {
                 "Calls of the HTTP chat API, by key name and HTTP status",
                 &["key", "status"],
             )?,
+            ready: IntGauge::new("vitte_ready", "1 while the readiness check passes")?,
+            supervision_escalated: gauge_vec(
+                "vitte_supervision_escalated",
+                "1 for an actor kind past its restart intensity",
+                &["kind"],
+            )?,
             memory_saved_total: counter_vec(
                 "memory_saved_total",
                 "Facts extracted for long-term memory, by outcome",
@@ -420,6 +430,8 @@ impl Metrics {
         r.register(Box::new(self.subscriptions_active.clone()))?;
         r.register(Box::new(self.entitlement_denials_total.clone()))?;
         r.register(Box::new(self.api_requests_total.clone()))?;
+        r.register(Box::new(self.ready.clone()))?;
+        r.register(Box::new(self.supervision_escalated.clone()))?;
         r.register(Box::new(self.memory_saved_total.clone()))?;
         r.register(Box::new(self.memory_extraction_failures_total.clone()))?;
         r.register(Box::new(self.memory_recall_seconds.clone()))?;
@@ -432,6 +444,11 @@ impl Metrics {
         r.register(Box::new(self.telegram_blocked_users_total.clone()))?;
         r.register(Box::new(self.notifications_sent_total.clone()))?;
         r.register(Box::new(self.scheduler_lag_seconds.clone()))?;
+        // Every kind of notification shows (at 0) before its first is sent.
+        for kind in crate::domain::notification::NotificationKind::ALL {
+            self.notifications_sent_total
+                .with_label_values(&[kind.as_str(), "sent"]);
+        }
         // The outbox's priorities (`outbox::Priority::as_str`).
         for priority in ["reply", "stream", "notification", "broadcast"] {
             self.outbox_queue_depth.with_label_values(&[priority]);

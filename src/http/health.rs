@@ -101,6 +101,10 @@ fn status_of(checks: &[ComponentCheck]) -> StatusCode {
 /// Ready for traffic: storage reachable, migrations applied, Telegram ingress running.
 pub async fn ready(state: web::Data<HttpState>) -> HttpResponse {
     let checks = check_components(&state).await;
+    state
+        .metrics
+        .ready
+        .set(i64::from(status_of(&checks) == StatusCode::OK));
     let failing: Vec<&str> = checks
         .iter()
         .filter(|check| !check.up && check.required)
@@ -135,7 +139,22 @@ pub async fn health(state: web::Data<HttpState>) -> HttpResponse {
     }))
 }
 
+/// The Prometheus text format. Readiness and escalated kinds are checked as of this scrape
+/// (the storage write probe is rate-limited), so alerts see them between probes too.
 pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    let checks = check_components(&state).await;
+    state
+        .metrics
+        .ready
+        .set(i64::from(status_of(&checks) == StatusCode::OK));
+    let escalated = state.supervisor.escalated_kinds();
+    for kind in ActorKind::ALL {
+        state
+            .metrics
+            .supervision_escalated
+            .with_label_values(&[kind.as_str()])
+            .set(i64::from(escalated.contains(kind)));
+    }
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&state.metrics.registry().gather()) {
         Ok(text) => HttpResponse::Ok()

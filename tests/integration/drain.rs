@@ -167,6 +167,21 @@ async fn sigterm_finishes_the_reply_in_flight_turns_new_updates_away_and_exits_0
     let (telegram, llm) = (FakeTelegram::start().await, FakeLlm::start().await);
     let data = tempfile::tempdir().expect("a data dir");
     let mut served = Served::start(&telegram, &llm, data.path()).await;
+    // The Docker HEALTHCHECK: `vitte probe` asks the running server.
+    let address = served.address.trim_start_matches("http://").to_owned();
+    let probe = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vitte"))
+            .args(["probe", "--path", path])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("VITTE_ENV", "local")
+            .env("VITTE__HTTP__ADDRESS", &address)
+            .output()
+            .expect("vitte probe runs")
+            .status
+            .success()
+    };
+    assert!(probe("/health/live"));
+    assert!(!probe("/health/nothing-here"));
     reply_in_flight(&served, &telegram, &llm, 31001).await;
 
     served.signal("TERM");

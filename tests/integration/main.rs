@@ -16,6 +16,7 @@ mod http_api;
 mod loadgen;
 mod memory;
 mod notifications;
+mod ops;
 mod payments;
 mod recovery;
 mod streaming;

@@ -111,7 +111,8 @@ pub fn run() -> anyhow::Result<()> {
         ),
         Command::Serve => {
             settings.validate(Purpose::Serve).map_err(config_error)?;
-            telemetry::init(settings.log.format, &settings.log.level);
+            // Kept to the end of `serve`: dropping it flushes the error reports.
+            let _reports = telemetry::init_serving(&settings)?;
             telemetry::set_log_key(&settings);
             actix_rt::System::new().block_on(async move {
                 let customization = Customization {

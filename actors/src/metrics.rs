@@ -121,6 +121,9 @@ label_values! {
         Rewritten = "rewritten",
         /// A stored reply shown again (it may have been shown in full already).
         Reshown = "reshown",
+        /// A stored reply that was being sent as a new message: offered with a button
+        /// rather than sent again (it may have arrived).
+        Offered = "offered",
         /// Failed visibly, with "Retry" (too old, no longer the last message, or after a
         /// panic of the session).
         Failed = "failed",

@@ -81,6 +81,15 @@ pub fn parse_tag(text: &str) -> Option<(usize, u64)> {
     Some((user.parse().ok()?, seq.parse().ok()?))
 }
 
+/// A tag quoted inside a text that does not start with one (after a `«`).
+fn quoted_tag(text: &str) -> Option<(usize, u64)> {
+    if parse_tag(text).is_some() {
+        return None;
+    }
+    let (_, quoted) = text.split_once('«')?;
+    parse_tag(quoted)
+}
+
 pub fn tag(user: usize, seq: u64) -> String {
     format!("t{user}.{seq}")
 }
@@ -171,6 +180,13 @@ impl Tracker {
         if PLACEHOLDERS.contains(&text) {
             // A streamed reply's placeholder: the reply itself follows as edits.
             return;
+        }
+        // A notice about an earlier reply quotes its start (vitte's "a restart caught my last
+        // reply on its way"): it answers nothing unless that reply is the one awaited.
+        if let Some((quoted_user, quoted_seq)) = quoted_tag(text) {
+            if quoted_user != index || slot.awaiting.load(Ordering::SeqCst) != quoted_seq {
+                return;
+            }
         }
         let Some((tagged_user, seq)) = parse_tag(text) else {
             // Untagged: the persona's greeting, or a notice answering an awaited message.
@@ -345,5 +361,32 @@ mod tests {
             "a notice answers the awaited message"
         );
         assert_eq!(greeted.notices.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_notice_quoting_an_answered_reply_answers_nothing_and_one_quoting_the_awaited_does() {
+        let tracker = Tracker::new(1, 5);
+        tracker.text_seen(5, "Welcome!", true);
+        tracker.message_sent(0, 1);
+        tracker.text_seen(5, "t0.1 hello", true);
+        tracker.message_sent(0, 2);
+        // About reply 1, which arrived: not an answer to message 2.
+        tracker.text_seen(
+            5,
+            "A restart caught my last reply («t0.1 hello») on its way.",
+            true,
+        );
+        tracker.text_seen(5, "t0.2 again", true);
+        assert_eq!(tracker.duplicated.load(Ordering::SeqCst), 0);
+        assert_eq!(tracker.notices.load(Ordering::SeqCst), 0);
+        // About reply 3, still awaited: the user got a notice instead of it.
+        tracker.message_sent(0, 3);
+        tracker.text_seen(
+            5,
+            "A restart caught my last reply («t0.3 …») on its way.",
+            true,
+        );
+        assert_eq!(tracker.notices.load(Ordering::SeqCst), 1);
+        assert_eq!(tracker.answered.load(Ordering::SeqCst), 3);
     }
 }

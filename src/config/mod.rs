@@ -329,6 +329,10 @@ pub struct LogSettings {
     /// an event.
     #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
+    /// Sentry DSN (secret); empty: no error reporting. Errors (and panics) are reported
+    /// with the user's log reference, never message texts or secrets.
+    #[serde(default, serialize_with = "redact")]
+    pub sentry_dsn: SecretString,
 }
 
 /// What the configuration will be used for; each use needs different keys.

@@ -299,3 +299,96 @@ async fn json_logs_name_users_by_reference_never_by_id_or_words() {
     telegram.stop().await;
     llm.stop().await;
 }
+
+/// A Sentry server as far as vitte's reports go: every envelope POSTed to it, as text.
+struct FakeSentry {
+    envelopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeSentry {
+    async fn start() -> FakeSentry {
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        let envelopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = envelopes.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        let server = HttpServer::new(move || {
+            let kept = kept.clone();
+            App::new().default_service(web::to(move |body: web::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock()
+                        .expect("not poisoned")
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    HttpResponse::Ok().json(serde_json::json!({"id": "0"}))
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listening")
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        FakeSentry {
+            envelopes,
+            port,
+            handle,
+        }
+    }
+
+    fn dsn(&self) -> String {
+        format!("http://publickey@127.0.0.1:{}/42", self.port)
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.envelopes.lock().expect("not poisoned").clone()
+    }
+}
+
+#[actix_rt::test]
+async fn errors_are_reported_to_sentry_without_ids_texts_or_secrets() {
+    let (telegram, llm, sentry) = (
+        FakeTelegram::start().await,
+        FakeLlm::start().await,
+        FakeSentry::start().await,
+    );
+    let data = tempfile::tempdir().expect("a data dir");
+    let dsn = sentry.dsn();
+    let reporting = [
+        ("VITTE__LOG__SENTRY_DSN", dsn.as_str()),
+        // The test build's fault hook: every reply's work panics.
+        ("VITTE_FAULT_SESSION_PANIC_RATE", "1.0"),
+    ];
+    let mut served = Served::start_with(&telegram, &llm, data.path(), &reporting).await;
+    let user = 31_337_425;
+    let start = format!("s:mira:{}", first_story("mira"));
+    let pressed = callback_update(1, user, "Dana", "en", &start);
+    assert_eq!(served.post_update(&pressed).await, 200);
+    let private = text_update(2, user, "Dana", "en", "my secret garden by the mill");
+    assert_eq!(served.post_update(&private).await, 200);
+    let reports = wait_until("the panic reported", || {
+        let received = sentry.received();
+        received
+            .iter()
+            .any(|envelope| envelope.contains("panic"))
+            .then_some(received)
+    })
+    .await;
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(20)).await.success());
+    let all = reports.join("\n");
+    for secret in [
+        user.to_string(),
+        "secret garden".into(),
+        "123456:TEST".into(),
+        "sk-test".into(),
+    ] {
+        assert!(!all.contains(&secret), "{secret:?} was reported:\n{all}");
+    }
+    sentry.handle.stop(false).await;
+    telegram.stop().await;
+    llm.stop().await;
+}

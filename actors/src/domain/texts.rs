@@ -76,6 +76,13 @@ pub struct Texts {
     pub reply_stopped: &'static str,
     /// A reply a restart cut short, too late to write now.
     pub reply_interrupted: &'static str,
+    /// A finished reply a restart caught on its way as a new message: it may or may not
+    /// have arrived (sending it again could show it twice). `{start}`: its first words.
+    pub reply_maybe_delivered: &'static str,
+    /// The button that shows such a reply.
+    pub show_reply_button: &'static str,
+    /// That button, when the reply is no longer in the dialog.
+    pub reply_gone: &'static str,
     /// A message that waited too long to be answered now.
     pub reply_too_late: &'static str,
     /// A message over `session.max_message_chars`; `{limit}` is the limit.
@@ -208,6 +215,10 @@ const ENGLISH: Texts = Texts {
     reply_stopped: "(stopped)",
     reply_interrupted: "Sorry, my reply to this was interrupted by a restart. Press Retry and \
                         I will write it again.",
+    reply_maybe_delivered: "A restart caught my last reply («{start}») on its way. If it did \
+                            not reach you, press the button to see it.",
+    show_reply_button: "📜 Show the reply",
+    reply_gone: "That reply is no longer in this dialog.",
     reply_too_late: "Sorry, I could not answer this in time. Press Retry and I will try again.",
     message_too_long: "That message is too long for me: please keep it under {limit} \
                        characters. Nothing was sent to the character.",
@@ -327,6 +338,10 @@ const RUSSIAN: Texts = Texts {
     reply_stopped: "(остановлено)",
     reply_interrupted: "Простите, мой ответ на это прервал перезапуск. Нажмите «Повторить», и я \
                         напишу его снова.",
+    reply_maybe_delivered: "Перезапуск застал мой последний ответ («{start}») в пути. Если он до \
+                            вас не дошёл, нажмите кнопку, чтобы его увидеть.",
+    show_reply_button: "📜 Показать ответ",
+    reply_gone: "Этого ответа в диалоге больше нет.",
     reply_too_late: "Простите, я не успел ответить на это вовремя. Нажмите «Повторить», и я \
                      попробую ещё раз.",
     message_too_long: "Это сообщение слишком длинное: пожалуйста, уложитесь в {limit} \

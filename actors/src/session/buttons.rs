@@ -90,6 +90,10 @@ pub enum ButtonData {
     Regenerate,
     ContinueStory,
     Retry,
+    /// Show again the stored reply `message` (one a restart may have kept from arriving).
+    ShowReply {
+        message: i64,
+    },
     Cancel,
     /// The store (/store).
     Store,
@@ -162,6 +166,7 @@ impl ButtonData {
             ButtonData::Regenerate => "regen".into(),
             ButtonData::ContinueStory => "more".into(),
             ButtonData::Retry => "retry".into(),
+            ButtonData::ShowReply { message } => format!("show:{message}"),
             ButtonData::Cancel => "x".into(),
             ButtonData::Store => "$".into(),
             ButtonData::Buy { product } => format!("$:{product}"),
@@ -238,6 +243,9 @@ impl ButtonData {
             ("regen", []) => ButtonData::Regenerate,
             ("more", []) => ButtonData::ContinueStory,
             ("retry", []) => ButtonData::Retry,
+            ("show", [message]) => ButtonData::ShowReply {
+                message: message.parse().ok()?,
+            },
             ("x", []) => ButtonData::Cancel,
             ("$", []) => ButtonData::Store,
             ("$", [product]) if product.len() <= 24 => ButtonData::Buy {
@@ -429,6 +437,7 @@ mod tests {
             ("t:intense", ButtonData::Toggle(Mode::Intense)),
             ("l:ru", ButtonData::Language(Lang::Ru)),
             ("regen", ButtonData::Regenerate),
+            ("show:4242", ButtonData::ShowReply { message: 4242 }),
         ];
         for (data, expected) in cases {
             assert_eq!(ButtonData::decode(data), expected, "{data}");

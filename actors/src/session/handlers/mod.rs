@@ -229,6 +229,7 @@ async fn press_button(
         ButtonData::Regenerate => reply::regenerate(turn, state, message_id).await,
         ButtonData::ContinueStory => reply::continue_story(turn, state).await,
         ButtonData::Retry => reply::retry_last(turn, state).await,
+        ButtonData::ShowReply { message } => reply::show_stored_reply(turn, state, message).await,
         ButtonData::Cancel => {
             turn.say(texts.cancelled, None).await;
         }

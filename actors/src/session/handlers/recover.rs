@@ -10,12 +10,13 @@
 //! placeholder's place. Either way each message ends answered or visibly failed, once.
 
 use crate::domain::event::Sender;
-use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, split_message};
+use crate::domain::texts::{TELEGRAM_MESSAGE_LIMIT, excerpt, fill, split_message};
 use crate::metrics::Recovered;
 use crate::ports::clock::millis;
 use crate::ports::{DeliveryError, MessageStatus, PendingDelivery, PendingReply, Render, Role};
+use crate::session::buttons::ButtonData;
 use crate::session::delivery::send;
-use crate::session::keyboards::{reply_keyboard, retry_keyboard};
+use crate::session::keyboards::{button, reply_keyboard, retry_keyboard, row};
 use crate::session::state::{Dialog, Generation, Recovery, SessionDeps, SessionState, Unfinished};
 use crate::session::streaming::{Directive, ShownReply, open_reply, write_reply_into};
 use crate::session::turn::Turn;
@@ -117,6 +118,11 @@ pub(crate) async fn recover_replies(
 /// arrived, the reply itself if it had not (a new message if that one cannot be edited).
 async fn show_again(turn: &Turn<'_>, dialog: &mut Dialog, delivery: &PendingDelivery) {
     let deps = turn.deps;
+    if delivery.telegram_message_id.is_none() {
+        // It was being sent as a new message (it streamed as a draft): it may have arrived,
+        // and sending it again could show it twice. The user is asked instead.
+        return offer_reply(turn, delivery).await;
+    }
     let keyboard = reply_keyboard(
         turn.texts,
         dialog.persona_messages,
@@ -154,6 +160,29 @@ async fn show_again(turn: &Turn<'_>, dialog: &mut Dialog, delivery: &PendingDeli
         .await
     {
         tracing::warn!(%error, "could not mark a reply shown again");
+    }
+}
+
+/// A reply that may or may not have reached the user: a notice with a button that shows it
+/// (never sent twice unasked); stored as shown, so the next start does not ask again.
+async fn offer_reply(turn: &Turn<'_>, delivery: &PendingDelivery) {
+    let deps = turn.deps;
+    let keyboard = row(vec![button(
+        turn.texts.show_reply_button,
+        ButtonData::ShowReply {
+            message: delivery.message_id,
+        },
+    )]);
+    let start = excerpt(&delivery.content, 60);
+    let notice = fill(turn.texts.reply_maybe_delivered, &[("start", &start)]);
+    turn.say(&notice, Some(&keyboard)).await;
+    deps.metrics.count_recovered(Recovered::Offered);
+    if let Err(error) = deps
+        .store
+        .finish_delivery(delivery.message_id, MessageStatus::Complete, None, &[])
+        .await
+    {
+        tracing::warn!(%error, "could not mark an offered reply");
     }
 }
 

@@ -236,3 +236,22 @@ pub(super) async fn continue_story(turn: &Turn<'_>, state: &mut SessionState) {
         }
     }
 }
+
+/// "Show the reply" under a notice that a restart caught a reply on its way: sends the
+/// stored reply (from whichever slot holds it) as it was, with its buttons.
+pub(super) async fn show_stored_reply(turn: &Turn<'_>, state: &mut SessionState, message: i64) {
+    let texts = turn.texts;
+    let found = state.slots.iter().flatten().find_map(|dialog| {
+        dialog
+            .history
+            .iter()
+            .find(|entry| entry.message_id == message && entry.role == Role::Assistant)
+            .map(|entry| (entry.content.clone(), dialog.persona_messages))
+    });
+    let Some((content, persona_messages)) = found else {
+        turn.say(texts.reply_gone, None).await;
+        return;
+    };
+    let keyboard = crate::session::keyboards::reply_keyboard(texts, persona_messages, 0);
+    turn.say(&content, Some(&keyboard)).await;
+}

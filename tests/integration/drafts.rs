@@ -541,3 +541,62 @@ async fn the_fake_bot_api_refuses_drafts_as_telegram_does() {
     assert_eq!(status, 404, "a server without the method");
     telegram.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_reply_a_crash_caught_on_its_way_is_offered_never_sent_twice() {
+    let app = spawn_with_drafts(Backend::Sqlite).await;
+    let user = 23901;
+    app.start_dialog(user, "mira").await;
+    // The finished reply's sendMessage never comes back: the process dies meanwhile.
+    app.telegram.hold_sends(user);
+    app.user_says(user, "tell me about the mill").await;
+    app.stored_when(user, "the reply stored on its way", |stored| {
+        stored
+            .last()
+            .is_some_and(|last| last.0 == "assistant" && last.2 == "delivering")
+    })
+    .await;
+    let app = app.crash_and_restart().await;
+    app.telegram.release_sends();
+    let reply = "echo: tell me about the mill";
+    let notice = wait_until("the notice", || {
+        app.telegram
+            .sent_messages(user)
+            .into_iter()
+            .find(|message| {
+                message["text"]
+                    .as_str()
+                    .is_some_and(|text| text.starts_with("A restart caught my last reply"))
+            })
+    })
+    .await;
+    let text = notice["text"].as_str().unwrap_or_default();
+    assert!(text.contains(reply), "it quotes the reply: {text}");
+    let copies = |app: &TestApp| {
+        app.telegram
+            .sent_texts(user)
+            .iter()
+            .filter(|sent| sent.as_str() == reply)
+            .count()
+    };
+    assert!(copies(&app) <= 1, "never sent twice unasked");
+    let show = button_data(&notice);
+    assert_eq!(show.len(), 1, "{notice}");
+    assert!(show[0].starts_with("show:"), "{show:?}");
+    let before = copies(&app);
+    app.user_presses(user, &show[0]).await;
+    app.wait_for_last_text(user, reply).await;
+    assert_eq!(
+        copies(&app),
+        before + 1,
+        "shown once more, because the user asked"
+    );
+    let shown = app.telegram.sent_messages(user).pop().expect("the reply");
+    assert_eq!(button_data(&shown), ["regen"]);
+    assert_eq!(
+        app.metric("vitte_recovered_replies_total{outcome=\"offered\"}")
+            .await,
+        1.0
+    );
+    app.stop().await;
+}

@@ -155,6 +155,8 @@ struct Inner {
     drafts_unknown: bool,
     /// Drafts still to be answered with 429 and `throttle_seconds`.
     throttled_drafts: usize,
+    /// Chats whose `sendMessage` calls wait until released (a message on its way).
+    held_sends: std::collections::HashSet<i64>,
 }
 
 /// The clock call times are read from (shared with the app under test).
@@ -180,6 +182,8 @@ pub struct FakeCharge {
 struct State {
     inner: Mutex<Inner>,
     new_update: Notify,
+    /// `sendMessage` calls to the chats in `Inner::held_sends` wait for this.
+    sends_released: Notify,
 }
 
 impl State {
@@ -241,8 +245,10 @@ impl FakeTelegram {
                 visible_drafts: std::collections::HashMap::new(),
                 drafts_unknown: false,
                 throttled_drafts: 0,
+                held_sends: std::collections::HashSet::new(),
             }),
             new_update: Notify::new(),
+            sends_released: Notify::new(),
         });
 
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
@@ -434,6 +440,18 @@ impl FakeTelegram {
     /// "Not Found", as any method the server does not know.
     pub fn forget_drafts(&self) {
         self.state.lock().drafts_unknown = true;
+    }
+
+    /// From now on `sendMessage` calls to `chat_id` wait (and are applied) only once
+    /// [`FakeTelegram::release_sends`] is called: a message caught on its way.
+    pub fn hold_sends(&self, chat_id: i64) {
+        self.state.lock().held_sends.insert(chat_id);
+    }
+
+    /// Lets held `sendMessage` calls go on (applied even if their caller is gone).
+    pub fn release_sends(&self) {
+        self.state.lock().held_sends.clear();
+        self.state.sends_released.notify_waiters();
     }
 
     /// Answers the next `count` drafts with 429 Too Many Requests and `retry_after`.
@@ -789,6 +807,16 @@ async fn handle_call(
             ok(json!(true))
         }
         "sendMessage" | "editMessageText" => {
+            if method == "sendMessage" {
+                let chat = chat_id_of(&body).unwrap_or(0);
+                loop {
+                    let released = state.sends_released.notified();
+                    if !state.lock().held_sends.contains(&chat) {
+                        break;
+                    }
+                    released.await;
+                }
+            }
             let response = if method == "sendMessage" {
                 send_message(&state, &body)
             } else {

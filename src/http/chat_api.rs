@@ -152,6 +152,18 @@ fn caller(request: &HttpRequest, state: &HttpState) -> Option<String> {
     found
 }
 
+/// The calling key's name, or the 401 to answer (counted under `unknown`).
+fn authorized(request: &HttpRequest, state: &HttpState) -> Result<String, HttpResponse> {
+    caller(request, state).ok_or_else(|| {
+        let response = refusal(
+            StatusCode::UNAUTHORIZED,
+            "X-API-KEY missing or unknown",
+            None,
+        );
+        counted(state, "unknown", response)
+    })
+}
+
 fn refusal(status: StatusCode, error: &str, field: Option<&str>) -> HttpResponse {
     HttpResponse::build(status).json(ApiError {
         error: error.to_owned(),
@@ -241,13 +253,9 @@ pub async fn send(
     body: web::Bytes,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
-    let Some(key) = caller(&request, &state) else {
-        let response = refusal(
-            StatusCode::UNAUTHORIZED,
-            "X-API-KEY missing or unknown",
-            None,
-        );
-        return counted(&state, "unknown", response);
+    let key = match authorized(&request, &state) {
+        Ok(key) => key,
+        Err(refused) => return refused,
     };
     let response = send_as(&body, &state).await;
     counted(&state, &key, response)
@@ -362,13 +370,9 @@ pub async fn history(
     telegram_id: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
-    let Some(key) = caller(&request, &state) else {
-        let response = refusal(
-            StatusCode::UNAUTHORIZED,
-            "X-API-KEY missing or unknown",
-            None,
-        );
-        return counted(&state, "unknown", response);
+    let key = match authorized(&request, &state) {
+        Ok(key) => key,
+        Err(refused) => return refused,
     };
     let response = history_as(&request, &telegram_id, &state).await;
     counted(&state, &key, response)

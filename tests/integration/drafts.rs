@@ -14,20 +14,6 @@ on_both_backends!(
     the_stop_button_cancels_the_llm_stream_and_keeps_what_was_written,
 );
 
-/// `count` pieces of `size` characters each: "p01-xxxx… ".
-fn pieces(count: usize, size: usize) -> Vec<String> {
-    (1..=count)
-        .map(|index| {
-            let mut piece = format!("p{index:02}-");
-            while piece.chars().count() < size - 1 {
-                piece.push('x');
-            }
-            piece.push(' ');
-            piece
-        })
-        .collect()
-}
-
 /// The app as it runs in production: message drafts where Telegram has them.
 async fn spawn_with_drafts(backend: Backend) -> TestApp {
     spawn_adjusted_with_drafts(backend, |_| {}).await

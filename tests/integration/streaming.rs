@@ -23,20 +23,6 @@ on_both_backends!(
     messages_while_a_reply_is_written_queue_in_order_and_overflow_is_told,
 );
 
-/// `count` pieces of `size` characters each: "p01-xxxx… ".
-fn pieces(count: usize, size: usize) -> Vec<String> {
-    (1..=count)
-        .map(|index| {
-            let mut piece = format!("p{index:02}-");
-            while piece.chars().count() < size - 1 {
-                piece.push('x');
-            }
-            piece.push(' ');
-            piece
-        })
-        .collect()
-}
-
 /// The message whose text is `text` in the chat (as it reads now).
 fn message_with_text(app: &TestApp, chat: i64, text: &str) -> Value {
     app.telegram

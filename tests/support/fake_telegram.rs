@@ -689,6 +689,16 @@ fn ok(result: Value) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "ok": true, "result": result }))
 }
 
+/// Telegram's flood control answer: 429 with `parameters.retry_after`.
+fn too_many_requests(seconds: u64) -> HttpResponse {
+    HttpResponse::build(StatusCode::TOO_MANY_REQUESTS).json(json!({
+        "ok": false,
+        "error_code": 429,
+        "description": format!("Too Many Requests: retry after {seconds}"),
+        "parameters": { "retry_after": seconds },
+    }))
+}
+
 fn error(code: u16, description: &str) -> HttpResponse {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     HttpResponse::build(status).json(json!({
@@ -1083,12 +1093,7 @@ fn send_message_draft(state: &State, body: &Value) -> HttpResponse {
     if inner.throttled_drafts > 0 {
         inner.throttled_drafts -= 1;
         let seconds = inner.throttle_seconds;
-        return HttpResponse::build(StatusCode::TOO_MANY_REQUESTS).json(json!({
-            "ok": false,
-            "error_code": 429,
-            "description": format!("Too Many Requests: retry after {seconds}"),
-            "parameters": { "retry_after": seconds },
-        }));
+        return too_many_requests(seconds);
     }
     let draft = Draft {
         draft_id,
@@ -1152,12 +1157,7 @@ fn edit_message_text(state: &State, body: &Value) -> HttpResponse {
         if inner.throttled_edits > 0 {
             inner.throttled_edits -= 1;
             let seconds = inner.throttle_seconds;
-            return HttpResponse::build(StatusCode::TOO_MANY_REQUESTS).json(json!({
-                "ok": false,
-                "error_code": 429,
-                "description": format!("Too Many Requests: retry after {seconds}"),
-                "parameters": { "retry_after": seconds },
-            }));
+            return too_many_requests(seconds);
         }
         if inner.refused_edits > 0 {
             inner.refused_edits -= 1;

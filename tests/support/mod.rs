@@ -638,6 +638,21 @@ fn sample_value(text: &str, sample: &str) -> Option<f64> {
     })
 }
 
+/// `count` pieces of `size` characters each ("p01-xxxx… "): a streamed answer whose
+/// drafts and parts a test can recognise.
+pub fn pieces(count: usize, size: usize) -> Vec<String> {
+    (1..=count)
+        .map(|index| {
+            let mut piece = format!("p{index:02}-");
+            while piece.chars().count() < size - 1 {
+                piece.push('x');
+            }
+            piece.push(' ');
+            piece
+        })
+        .collect()
+}
+
 /// The `callback_data` of every button of a message (as `sent_messages` shows it), row by
 /// row; empty without buttons.
 pub fn button_data(message: &Value) -> Vec<String> {
